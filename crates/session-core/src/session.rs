@@ -1,0 +1,258 @@
+//! The session record.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::codec::{Codec, CodecError};
+use crate::{SessionId, clock};
+
+/// The kind of transport a session belongs to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionType {
+    /// A Model Context Protocol session (the default).
+    #[default]
+    Mcp,
+    /// A server-sent events session.
+    Sse,
+    /// A streamable HTTP session.
+    Streamable,
+}
+
+impl SessionType {
+    /// The lowercase name, as serialized.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Mcp => "mcp",
+            Self::Sse => "sse",
+            Self::Streamable => "streamable",
+        }
+    }
+}
+
+impl fmt::Display for SessionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A session: plain data that every backend stores and returns by value.
+///
+/// Unlike the Go package, whose local store hands out live objects that
+/// mutate in place, a `Session` read from storage is a snapshot. To change a
+/// session, change a copy and write it back with `Manager::update` or
+/// `Manager::upsert`; nothing else reaches storage. Managers return sessions
+/// as `Arc<Session>`, so a read from local storage costs a reference count,
+/// not a copy; `Arc::unwrap_or_clone` or `(*arc).clone()` gives a copy to edit.
+///
+/// User data is any serde type of the caller's, stored encoded with a codec
+/// (see [`Session::set_data`]), so the record stays one concrete type that
+/// every backend can store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    id: SessionId,
+    #[serde(rename = "type")]
+    session_type: SessionType,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    metadata: BTreeMap<String, String>,
+    data: Option<UserData>,
+}
+
+impl Session {
+    /// A new session of the given type, created and updated now.
+    pub fn new(id: SessionId, session_type: SessionType) -> Self {
+        let now = clock::now();
+        Self {
+            id,
+            session_type,
+            created_at: now,
+            updated_at: now,
+            metadata: BTreeMap::new(),
+            data: None,
+        }
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The session's type.
+    pub fn session_type(&self) -> SessionType {
+        self.session_type
+    }
+
+    /// When the session was created.
+    pub fn created_at(&self) -> SystemTime {
+        self.created_at
+    }
+
+    /// When the session was last written.
+    pub fn updated_at(&self) -> SystemTime {
+        self.updated_at
+    }
+
+    /// Sets the last-written time to now. The manager does this on every
+    /// write, so callers rarely need to.
+    pub fn touch(&mut self) {
+        self.updated_at = clock::now();
+    }
+
+    /// Replaces the creation time; for restoring sessions from elsewhere.
+    pub fn set_created_at(&mut self, at: SystemTime) {
+        self.created_at = at;
+    }
+
+    /// The string metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The string metadata, for editing.
+    pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self.metadata
+    }
+
+    /// One metadata value.
+    pub fn get_metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Sets one metadata value, returning the previous one.
+    pub fn set_metadata(
+        &mut self,
+        key: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Option<String> {
+        self.metadata.insert(key.into(), value.into())
+    }
+
+    /// Stores user data of any serde type, encoded as JSON.
+    ///
+    /// JSON handles every serde type, including `serde_json::Value`,
+    /// untagged enums and `#[serde(flatten)]`. For plain structs,
+    /// [`Session::set_data_with`] and [`Codec::Bincode`] are smaller and
+    /// faster.
+    pub fn set_data<T: Serialize + ?Sized>(&mut self, data: &T) -> Result<(), CodecError> {
+        self.set_data_with(Codec::Json, data)
+    }
+
+    /// Stores user data encoded with the given codec.
+    pub fn set_data_with<T: Serialize + ?Sized>(
+        &mut self,
+        codec: Codec,
+        data: &T,
+    ) -> Result<(), CodecError> {
+        self.data = Some(UserData {
+            codec,
+            bytes: codec.encode_value(data)?,
+        });
+        Ok(())
+    }
+
+    /// Decodes the user data as `T`; `Ok(None)` when there is none, a
+    /// [`CodecError`] when it is not a `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<Option<T>, CodecError> {
+        self.data
+            .as_ref()
+            .map(|data| data.codec.decode_value(&data.bytes))
+            .transpose()
+    }
+
+    /// Whether the session carries user data.
+    pub fn has_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    /// Removes the user data.
+    pub fn clear_data(&mut self) {
+        self.data = None;
+    }
+}
+
+/// Encoded user data, tagged with the codec that encoded it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+struct UserData {
+    codec: Codec,
+    #[serde(with = "serde_bytes")]
+    bytes: Vec<u8>,
+}
+
+impl fmt::Debug for UserData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // User data may hold tokens or other secrets of the caller's: only
+        // its shape is printed.
+        write!(f, "UserData({}, {} bytes)", self.codec, self.bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Custom {
+        name: String,
+        count: u32,
+        tags: Vec<String>,
+    }
+
+    #[test]
+    fn session_types_serialize_as_lowercase_words() {
+        for (kind, word) in [
+            (SessionType::Mcp, "mcp"),
+            (SessionType::Sse, "sse"),
+            (SessionType::Streamable, "streamable"),
+        ] {
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{word}\""));
+            assert_eq!(kind.to_string(), word);
+        }
+        assert_eq!(SessionType::default(), SessionType::Mcp);
+    }
+
+    #[test]
+    fn user_data_round_trips_with_both_codecs() {
+        let value = Custom {
+            name: "alice".into(),
+            count: 7,
+            tags: vec!["a".into(), "b".into()],
+        };
+        let mut session = Session::new(SessionId::new(), SessionType::Mcp);
+        assert_eq!(session.data::<Custom>().unwrap(), None);
+        for codec in [Codec::Bincode, Codec::Json] {
+            session.set_data_with(codec, &value).unwrap();
+            assert_eq!(session.data::<Custom>().unwrap().as_ref(), Some(&value));
+        }
+    }
+
+    #[test]
+    fn json_user_data_takes_self_describing_types() {
+        let mut session = Session::new(SessionId::new(), SessionType::Mcp);
+        let value = serde_json::json!({"nested": [1, "two", null]});
+        session.set_data(&value).unwrap();
+        assert_eq!(session.data::<serde_json::Value>().unwrap(), Some(value));
+    }
+
+    #[test]
+    fn user_data_of_another_type_is_a_codec_error() {
+        let mut session = Session::new(SessionId::new(), SessionType::Mcp);
+        session.set_data(&"just a string").unwrap();
+        assert!(matches!(
+            session.data::<Custom>(),
+            Err(CodecError::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_does_not_print_user_data() {
+        let mut session = Session::new(SessionId::new(), SessionType::Mcp);
+        session.set_data(&"token-abc123").unwrap();
+        let debug = format!("{session:?}");
+        assert!(!debug.contains("token-abc123"), "{debug}");
+        assert!(debug.contains("UserData(json, 14 bytes)"), "{debug}");
+    }
+}

@@ -1,0 +1,34 @@
+//! The conformance suite against local storage, under Tokio's paused clock.
+
+use session_core::testkit::Harness;
+use session_core::{LocalStorage, SessionId, Ttl};
+
+struct Local {
+    storage: LocalStorage,
+}
+
+impl Harness for Local {
+    type Storage = LocalStorage;
+
+    async fn open(&self) -> LocalStorage {
+        self.storage.clone()
+    }
+
+    fn ttl(&self) -> Ttl {
+        // Virtual time: a realistic TTL costs nothing.
+        Ttl::from_secs(30 * 60).expect("a valid TTL")
+    }
+
+    async fn write_raw(&self, _id: &SessionId, _bytes: &[u8]) -> bool {
+        // Local storage keeps `Arc<Session>` values, never bytes.
+        false
+    }
+}
+
+async fn harness() -> Option<Local> {
+    Some(Local {
+        storage: LocalStorage::new(),
+    })
+}
+
+session_core::conformance_suite!(harness, virtual_time);

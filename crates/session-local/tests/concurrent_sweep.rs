@@ -1,0 +1,100 @@
+//! The sweep must never evict an entry that was read within its TTL, even
+//! while sweeps and reads run at the same time on different cores.
+//!
+//! Reader threads read a set of hot keys in a loop, recording when each read
+//! started. A sweeper thread sweeps with the current time as cutoff, over and
+//! over. An entry read at time `t` has its deadline at `t + ttl` or later, so
+//! a sweep at `s` may evict it only if its last read started at or before
+//! `s - ttl`. Every eviction of a hot key is checked against that bound. The
+//! TTL is a few milliseconds of real time, so legitimate evictions (a reader
+//! descheduled for longer than the TTL) happen too, and are allowed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use session_local::ExpiringMap;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_millis(5);
+const HOT: usize = 64;
+const RUN: Duration = Duration::from_millis(1500);
+
+#[test]
+fn sweep_never_evicts_an_entry_read_within_its_ttl() {
+    let map: Arc<ExpiringMap<usize, usize>> = Arc::new(ExpiringMap::new());
+    let epoch = Instant::now();
+    let nanos = move |at: Instant| at.duration_since(epoch).as_nanos() as u64;
+    // When the last read of each hot key started, in nanoseconds after `epoch`.
+    let last_read: Arc<Vec<AtomicU64>> = Arc::new((0..HOT).map(|_| AtomicU64::new(0)).collect());
+    for key in 0..HOT {
+        map.upsert(key, key, TTL);
+        last_read[key].store(nanos(Instant::now()), Ordering::SeqCst);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+
+    let readers: Vec<_> = (0..2)
+        .map(|reader| {
+            let (map, last_read, stop, reads) =
+                (map.clone(), last_read.clone(), stop.clone(), reads.clone());
+            thread::spawn(move || {
+                let mut key = reader;
+                while !stop.load(Ordering::Relaxed) {
+                    key = (key + 7) % HOT;
+                    let started = nanos(Instant::now());
+                    if map.get_and_refresh(&key, TTL).is_none() {
+                        // Evicted while this reader was descheduled for longer
+                        // than the TTL (the sweeper checked it was legitimate):
+                        // put it back.
+                        map.upsert(key, key, TTL);
+                    }
+                    last_read[key].fetch_max(started, Ordering::SeqCst);
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    // Cold keys with a tiny TTL give the sweep real work.
+                    map.upsert(
+                        HOT + (started as usize % 10_000),
+                        0,
+                        Duration::from_micros(50),
+                    );
+                }
+            })
+        })
+        .collect();
+
+    let deadline = std::time::Instant::now() + RUN;
+    let mut sweeps = 0usize;
+    let mut cold_evictions = 0usize;
+    let mut hot_evictions = 0usize;
+    while std::time::Instant::now() < deadline {
+        let cutoff = Instant::now();
+        let evicted = map.sweep(cutoff);
+        sweeps += 1;
+        let bound = nanos(cutoff).saturating_sub(TTL.as_nanos() as u64);
+        for key in evicted {
+            if key >= HOT {
+                cold_evictions += 1;
+                continue;
+            }
+            hot_evictions += 1;
+            let read = last_read[key].load(Ordering::SeqCst);
+            assert!(
+                read <= bound,
+                "sweep at {cutoff:?} evicted hot key {key} whose last read started {} ns after the cutoff bound",
+                read - bound
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.join().expect("reader thread");
+    }
+    let reads = reads.load(Ordering::Relaxed);
+    eprintln!(
+        "{sweeps} sweeps, {reads} reads, {cold_evictions} cold and {hot_evictions} hot evictions"
+    );
+    assert!(sweeps >= 1000, "only {sweeps} sweeps ran");
+    assert!(reads >= 10_000, "only {reads} reads ran");
+    assert!(cold_evictions > 0, "the sweep never had anything to do");
+}
