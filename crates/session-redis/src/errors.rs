@@ -1,0 +1,158 @@
+//! Mapping fred's errors into the core's kinds.
+
+use std::time::Duration;
+
+use fred::error::{Error as RedisError, ErrorKind};
+use session_core::{BackendErrorKind, Error};
+
+/// What the mapping needs to know besides the error itself.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorContext {
+    /// The command timeout, reported in timeout errors.
+    pub(crate) command_timeout: Duration,
+    /// Secrets that must not appear in messages, should a server or the
+    /// client ever echo them.
+    pub(crate) secrets: Vec<String>,
+}
+
+impl ErrorContext {
+    /// Maps a fred error from `operation` into a core error, with secrets
+    /// removed from its message.
+    pub(crate) fn map(&self, operation: &'static str, error: &RedisError) -> Error {
+        let details = self.redact(error.details());
+        let kind = match error.kind() {
+            ErrorKind::Timeout => {
+                return Error::Timeout {
+                    operation,
+                    after: self.command_timeout,
+                };
+            }
+            ErrorKind::Auth => BackendErrorKind::Auth,
+            ErrorKind::Tls => BackendErrorKind::Tls,
+            // rustls handshake and certificate failures surface as IO errors.
+            ErrorKind::IO if looks_like_tls(&details) => BackendErrorKind::Tls,
+            ErrorKind::IO => BackendErrorKind::Io,
+            ErrorKind::Cluster | ErrorKind::Routing => BackendErrorKind::Routing,
+            ErrorKind::InvalidArgument if details.starts_with("WRONGTYPE") => {
+                BackendErrorKind::WrongType
+            }
+            ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Sentinel => {
+                BackendErrorKind::Unavailable
+            }
+            ErrorKind::Protocol | ErrorKind::Parse | ErrorKind::InvalidCommand => {
+                BackendErrorKind::Protocol
+            }
+            ErrorKind::Unknown if details.starts_with("ERR unknown command") => {
+                BackendErrorKind::Protocol
+            }
+            ErrorKind::Unknown
+                if details.starts_with("LOADING") || details.starts_with("MASTERDOWN") =>
+            {
+                BackendErrorKind::Unavailable
+            }
+            ErrorKind::Unknown if details.starts_with("READONLY") => BackendErrorKind::Routing,
+            _ => BackendErrorKind::Other,
+        };
+        Error::backend(kind, format!("{operation}: {details}"))
+    }
+
+    fn redact(&self, message: &str) -> String {
+        let mut message = message.to_owned();
+        for secret in &self.secrets {
+            if !secret.is_empty() {
+                message = message.replace(secret.as_str(), "[REDACTED]");
+            }
+        }
+        message
+    }
+}
+
+fn looks_like_tls(details: &str) -> bool {
+    let lower = details.to_ascii_lowercase();
+    [
+        "tls",
+        "certificate",
+        "handshake",
+        "unknownissuer",
+        "badsignature",
+        "alert",
+    ]
+    .iter()
+    .any(|needle| lower.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> ErrorContext {
+        ErrorContext {
+            command_timeout: Duration::from_secs(3),
+            secrets: vec!["hunter2".into()],
+        }
+    }
+
+    #[test]
+    fn kinds_map_to_core_kinds() {
+        let cases = [
+            (
+                ErrorKind::Auth,
+                "WRONGPASS invalid username-password pair",
+                Some(BackendErrorKind::Auth),
+            ),
+            (
+                ErrorKind::IO,
+                "invalid peer certificate: UnknownIssuer",
+                Some(BackendErrorKind::Tls),
+            ),
+            (
+                ErrorKind::IO,
+                "Connection refused (os error 111)",
+                Some(BackendErrorKind::Io),
+            ),
+            (
+                ErrorKind::Cluster,
+                "CLUSTERDOWN",
+                Some(BackendErrorKind::Routing),
+            ),
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                Some(BackendErrorKind::WrongType),
+            ),
+            (
+                ErrorKind::Canceled,
+                "Canceled.",
+                Some(BackendErrorKind::Unavailable),
+            ),
+            (
+                ErrorKind::Unknown,
+                "ERR unknown command 'GETEX'",
+                Some(BackendErrorKind::Protocol),
+            ),
+            (ErrorKind::Timeout, "Request timed out.", None),
+        ];
+        for (kind, details, expected) in cases {
+            let mapped = context().map("load", &RedisError::new(kind, details));
+            assert_eq!(mapped.backend_kind(), expected, "{details}: {mapped:?}");
+        }
+        assert!(matches!(
+            context().map("load", &RedisError::new(ErrorKind::Timeout, "")),
+            Error::Timeout {
+                operation: "load",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn messages_are_redacted() {
+        let mapped = context().map(
+            "connect",
+            &RedisError::new(ErrorKind::Auth, "bad password hunter2"),
+        );
+        let message = mapped.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("[REDACTED]"), "{message}");
+    }
+}

@@ -1,0 +1,27 @@
+//! The conformance suite, unchanged, against every Redis topology that
+//! `cargo xtask test` starts.
+
+mod common;
+
+use common::{RedisHarness, Topology};
+
+macro_rules! topology {
+    ($module:ident, $topology:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn harness() -> Option<RedisHarness> {
+                RedisHarness::new($topology).await
+            }
+
+            session_core::conformance_suite!(harness, real_time);
+        }
+    };
+}
+
+topology!(standalone, Topology::Standalone);
+topology!(acl, Topology::Acl);
+topology!(tls, Topology::Tls);
+topology!(mtls, Topology::Mtls);
+topology!(cluster, Topology::Cluster);
+topology!(sentinel, Topology::Sentinel);
