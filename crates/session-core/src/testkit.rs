@@ -34,6 +34,30 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{Codec, CodecError};
 use crate::{Error, Expiry, Manager, Session, SessionId, SessionType, Storage, Ttl};
 
+/// Reads a test server address (or other harness-provided setting) from the
+/// environment.
+///
+/// When it is missing: panics if `SESSION_TEST_REQUIRE_REDIS` is set (as it
+/// is under `cargo xtask test` and in CI), so a misconfigured harness can
+/// never pass by skipping; otherwise prints one loud line and returns `None`,
+/// so a bare `cargo test` without servers still runs everything else.
+pub fn test_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var_os("SESSION_TEST_REQUIRE_REDIS").is_some() => {
+            panic!(
+                "{name} is not set, but SESSION_TEST_REQUIRE_REDIS is: the test harness must provide it"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: {name} is not set; run `cargo xtask test` (or `cargo xtask redis` and export its variables)"
+            );
+            None
+        }
+    }
+}
+
 /// A backend under test.
 ///
 /// Each test builds its own harness, so a harness can give each test a fresh

@@ -50,10 +50,28 @@ pub async fn new_manager(
     }
 }
 
+/// Builds a manager on Redis (the Go `NewManagerWithRedis`), with `ttl` as
+/// the sliding session TTL and the Redis key TTL.
+///
+/// Fails with a typed error when the configuration is invalid (before any
+/// network access), when a PEM file cannot be read or parsed, and, with eager
+/// connect (the default), when Redis cannot be reached within the connect
+/// timeout. With lazy connect it succeeds while Redis is down.
+#[cfg(feature = "redis")]
+pub async fn new_manager_with_redis(
+    ttl: Ttl,
+    factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
+    config: RedisConfig,
+) -> Result<Manager> {
+    let storage = session_redis::RedisStorage::connect(&config).await?;
+    Ok(Manager::with_storage(ttl, factory, storage))
+}
+
 /// Builds a manager on Redis (the Go `NewManagerWithRedis`).
 ///
-/// Without the `redis` feature this validates `config` and then fails with an
-/// [`Error::Config`] naming the missing feature.
+/// This build has no `redis` feature: this validates `config` and then fails
+/// with an [`Error::Config`] naming the missing feature.
+#[cfg(not(feature = "redis"))]
 pub async fn new_manager_with_redis(
     ttl: Ttl,
     factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
@@ -67,3 +85,7 @@ pub async fn new_manager_with_redis(
          enable its `redis` cargo feature (session-factory = { features = [\"redis\"] })",
     ))
 }
+
+/// The Redis backend, with the `redis` feature.
+#[cfg(feature = "redis")]
+pub use session_redis::{self, RedisStorage};

@@ -16,23 +16,7 @@ use session_redis::RedisStorage;
 use session_redis::fred::bytes::Bytes;
 use session_redis::fred::interfaces::KeysInterface;
 
-/// Reads a variable, or fails or skips loudly when it is missing.
-pub fn env(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var_os("SESSION_TEST_REQUIRE_REDIS").is_some() => {
-            panic!(
-                "{name} is not set, but SESSION_TEST_REQUIRE_REDIS is: the harness must provide it"
-            )
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: {name} is not set; run `cargo xtask test` (or `cargo xtask redis` and export its variables)"
-            );
-            None
-        }
-    }
-}
+pub use session_core::testkit::test_env as env;
 
 /// The deployments the backend supports.
 #[derive(Clone, Copy, Debug)]

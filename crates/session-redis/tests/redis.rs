@@ -1,0 +1,508 @@
+//! Redis-specific behaviour beyond the conformance suite: the key format,
+//! TTLs as Redis sees them, connection modes, authentication and TLS
+//! failures, foreign values, shutdown.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Topology, config, env};
+use session_core::codec::MAGIC;
+use session_core::config::{ConnectMode, PemSource, RedisConfig, TlsConfig};
+use session_core::{
+    BackendErrorKind, Error, Manager, Session, SessionId, SessionType, Storage, Ttl,
+};
+use session_redis::RedisStorage;
+use session_redis::fred::interfaces::{ClientLike, KeysInterface};
+use session_redis::fred::prelude::Value;
+use session_redis::fred::types::{ClusterHash, CustomCommand};
+
+fn ttl(secs: u64) -> Ttl {
+    Ttl::from_secs(secs).unwrap()
+}
+
+async fn pttl(storage: &RedisStorage, id: &SessionId) -> i64 {
+    storage.client().pttl(storage.key(id)).await.unwrap()
+}
+
+/// A port on 127.0.0.1 that refuses connections.
+fn refused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_valid_config_gives_a_redis_backed_manager() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
+    assert!(!manager.is_local());
+    assert!(manager.storage::<RedisStorage>().is_some());
+    let id = SessionId::new();
+    manager.add_with_id(id).await.unwrap();
+    assert_eq!(manager.get(&id).await.unwrap().unwrap().id(), id);
+    manager.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn keys_are_prefix_then_id_and_hold_the_versioned_format() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let session = Arc::new(Session::new(SessionId::new(), SessionType::Sse));
+    storage
+        .store(Arc::clone(&session), session_core::Expiry::new(ttl(60)))
+        .await
+        .unwrap();
+
+    // Read the raw key with a second, plain client.
+    let raw = RedisStorage::connect(&config).await.unwrap();
+    let key = format!("{}{}", config.key_prefix, session.id());
+    assert_eq!(storage.key(&session.id()), key);
+    let bytes: Option<Vec<u8>> = raw
+        .client()
+        .get::<Option<session_redis::fred::bytes::Bytes>, _>(key.as_str())
+        .await
+        .unwrap()
+        .map(|b| b.to_vec());
+    let bytes = bytes.expect("the key exists");
+    assert_eq!(&bytes[..2], &MAGIC);
+    assert_eq!(
+        session_core::codec::decode_session(&bytes).unwrap(),
+        *session
+    );
+
+    // Keys outside the prefix are not sessions.
+    let _: () = raw
+        .client()
+        .set("unrelated:key", "x", None, None, false)
+        .await
+        .unwrap();
+    assert_eq!(storage.count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn load_and_writes_refresh_the_key_ttl() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    let session = manager.create().await.unwrap();
+    let id = session.id();
+    let remaining = pttl(&storage, &id).await;
+    assert!(
+        (59_000..=60_000).contains(&remaining),
+        "PTTL after create: {remaining}"
+    );
+
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 5_000, None)
+        .await
+        .unwrap();
+    assert!(pttl(&storage, &id).await <= 5_000);
+    manager.get(&id).await.unwrap().unwrap();
+    let remaining = pttl(&storage, &id).await;
+    assert!(
+        remaining > 55_000,
+        "load must refresh the TTL (GETEX PX), PTTL {remaining}"
+    );
+
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 5_000, None)
+        .await
+        .unwrap();
+    assert!(manager.update((*session).clone()).await.unwrap());
+    assert!(
+        pttl(&storage, &id).await > 55_000,
+        "update must refresh the TTL"
+    );
+
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 5_000, None)
+        .await
+        .unwrap();
+    manager.upsert((*session).clone()).await.unwrap();
+    assert!(
+        pttl(&storage, &id).await > 55_000,
+        "upsert must refresh the TTL"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_key_expires_in_redis() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    let id = manager.create().await.unwrap().id();
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 100, None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let exists: i64 = storage.client().exists(storage.key(&id)).await.unwrap();
+    assert_eq!(exists, 0);
+    assert!(manager.get(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_key_ttl_never_outlives_the_max_lifetime() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::builder(ttl(60))
+        .storage(storage.clone())
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let id = manager.create().await.unwrap().id();
+    let after_create = pttl(&storage, &id).await;
+    assert!(
+        (9_000..=10_000).contains(&after_create),
+        "PTTL after create: {after_create}"
+    );
+    manager.get(&id).await.unwrap().unwrap();
+    let after_load = pttl(&storage, &id).await;
+    assert!(
+        (8_000..=10_000).contains(&after_load),
+        "PTTL after load: {after_load}"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_value_is_a_codec_error_and_a_wrong_type_is_typed() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let expiry = session_core::Expiry::new(ttl(60));
+    let good = Arc::new(Session::new(SessionId::new(), SessionType::Mcp));
+    storage.store(Arc::clone(&good), expiry).await.unwrap();
+
+    let foreign = SessionId::new();
+    let _: () = storage
+        .client()
+        .set(storage.key(&foreign), "plain text", None, None, false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        storage.load(&foreign, expiry).await,
+        Err(Error::Codec(_))
+    ));
+
+    let hash = SessionId::new();
+    let hset = CustomCommand::new_static("HSET", ClusterHash::FirstKey, false);
+    let _: i64 = storage
+        .client()
+        .custom(
+            hset,
+            vec![storage.key(&hash), "field".into(), "value".into()],
+        )
+        .await
+        .unwrap();
+    match storage.load(&hash, expiry).await {
+        Err(error) => assert_eq!(
+            error.backend_kind(),
+            Some(BackendErrorKind::WrongType),
+            "{error}"
+        ),
+        Ok(found) => panic!("a hash loaded as {found:?}"),
+    }
+    // Other sessions are unaffected, and the foreign keys are counted under
+    // the prefix, as SCAN sees them.
+    assert!(storage.load(&good.id(), expiry).await.unwrap().is_some());
+    assert_eq!(storage.count().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn eager_connect_to_a_refused_port_fails_fast_with_a_typed_error() {
+    let mut config = RedisConfig::standalone(format!("127.0.0.1:{}", refused_port()), "s:");
+    config.connect_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let error = RedisStorage::connect(&config).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.is_retryable(), "{error:?}");
+}
+
+#[tokio::test]
+async fn eager_connect_to_a_silent_server_fails_within_the_connect_timeout() {
+    // A listener that accepts TCP connections but never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = RedisConfig::standalone(silent.local_addr().unwrap().to_string(), "s:");
+    config.connect_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let error = RedisStorage::connect(&config).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+    assert!(error.is_retryable(), "{error:?}");
+}
+
+#[tokio::test]
+async fn lazy_connect_succeeds_without_redis_and_operations_fail_typed_not_hang() {
+    let mut config = RedisConfig::standalone(format!("127.0.0.1:{}", refused_port()), "s:");
+    config.connect = ConnectMode::Lazy;
+    config.command_timeout = Duration::from_millis(300);
+    let storage = RedisStorage::connect(&config)
+        .await
+        .expect("lazy connect never touches the network");
+    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
+    let started = Instant::now();
+    let error = manager.get(&SessionId::new()).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(error.is_retryable(), "{error:?}");
+    manager.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_acl_password_is_an_auth_error_without_the_password() {
+    let Some(mut config) = config(Topology::Acl) else {
+        return;
+    };
+    config.password = Some("definitely-wrong-password".into());
+    let error = RedisStorage::connect(&config).await.unwrap_err();
+    assert_eq!(
+        error.backend_kind(),
+        Some(BackendErrorKind::Auth),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("definitely-wrong-password"));
+    assert!(!format!("{error:?}").contains("definitely-wrong-password"));
+    assert!(!format!("{config:?}").contains("definitely-wrong-password"));
+}
+
+#[tokio::test]
+async fn tls_with_the_wrong_ca_fails() {
+    let Some(mut config) = config(Topology::Tls) else {
+        return;
+    };
+    let Some(wrong) = env("SESSION_TEST_REDIS_TLS_WRONG_CA") else {
+        return;
+    };
+    config.tls = Some(TlsConfig::with_ca(PemSource::File(wrong.into())));
+    config.connect_timeout = Duration::from_secs(2);
+    let error = RedisStorage::connect(&config).await.unwrap_err();
+    assert_eq!(
+        error.backend_kind(),
+        Some(BackendErrorKind::Tls),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn tls_without_tls_configured_fails_instead_of_hanging() {
+    let Some(mut config) = config(Topology::Tls) else {
+        return;
+    };
+    config.tls = None;
+    config.connect_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    assert!(RedisStorage::connect(&config).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn mutual_tls_without_a_client_certificate_fails() {
+    let Some(mut config) = config(Topology::Mtls) else {
+        return;
+    };
+    let Some(ca) = common::ca() else { return };
+    config.tls = Some(TlsConfig::with_ca(PemSource::File(ca)));
+    config.connect_timeout = Duration::from_secs(2);
+    let error = RedisStorage::connect(&config).await.unwrap_err();
+    assert!(
+        matches!(
+            error.backend_kind(),
+            Some(BackendErrorKind::Tls | BackendErrorKind::Io | BackendErrorKind::Unavailable)
+        ) || matches!(error, Error::Timeout { .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_or_invalid_pem_is_a_config_error_naming_the_field() {
+    let base = RedisConfig::standalone("127.0.0.1:1", "s:");
+    let cases = [
+        (
+            TlsConfig::with_ca(PemSource::Pem("not a certificate".into())),
+            "redis.tls.ca_cert",
+        ),
+        (
+            TlsConfig::with_ca(PemSource::File("/nonexistent/ca.pem".into())),
+            "redis.tls.ca_cert",
+        ),
+        (
+            TlsConfig::with_ca(PemSource::Pem(SELF_SIGNED.into())).with_client_auth(
+                PemSource::Pem(SELF_SIGNED.into()),
+                PemSource::Pem(
+                    "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n".into(),
+                ),
+            ),
+            "redis.tls.client_key",
+        ),
+    ];
+    for (tls, field) in cases {
+        let mut config = base.clone();
+        config.tls = Some(tls);
+        match RedisStorage::connect(&config).await {
+            Err(Error::Config { field: got, reason }) => {
+                assert_eq!(got, field, "{reason}");
+                assert!(!reason.contains("not base64"), "{reason}");
+            }
+            other => panic!("expected a config error for {field}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_certificate_without_its_key_is_refused_before_any_network() {
+    let mut config = RedisConfig::standalone("127.0.0.1:1", "s:");
+    let mut tls = TlsConfig::with_ca(PemSource::Pem(SELF_SIGNED.into()));
+    tls.client_cert = Some(PemSource::Pem(SELF_SIGNED.into()));
+    config.tls = Some(tls);
+    match RedisStorage::connect(&config).await {
+        Err(Error::Config { field, .. }) => assert_eq!(field, "redis.tls.client_key"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_client_and_later_operations_fail() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    let id = manager.create().await.unwrap().id();
+    manager.shutdown().await.unwrap();
+    assert!(matches!(manager.get(&id).await, Err(Error::Closed)));
+    assert!(matches!(
+        storage.load(&id, manager.expiry()).await,
+        Err(Error::Closed)
+    ));
+    // QUIT closed the connection.
+    for _ in 0..50 {
+        if !storage.client().is_connected() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the Redis client is still connected after shutdown");
+}
+
+#[tokio::test]
+async fn delete_expired_is_a_no_op_without_error() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
+    manager.create().await.unwrap();
+    assert_eq!(manager.cleanup_expired().await.unwrap(), 0);
+    assert_eq!(manager.count().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_add_with_id_over_two_managers_has_one_winner() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let make = || async {
+        Manager::with_storage(
+            ttl(60),
+            |id| Session::new(id, SessionType::Mcp),
+            RedisStorage::connect(&config).await.unwrap(),
+        )
+    };
+    let managers = [make().await, make().await];
+    for _ in 0..20 {
+        let id = SessionId::new();
+        let barrier = Arc::new(tokio::sync::Barrier::new(32));
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let manager = managers[i % 2].clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    manager.add_with_id(id).await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(Error::AlreadyExists(existing)) => assert_eq!(existing, id),
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+}
+
+#[tokio::test]
+async fn debug_output_shows_no_secrets() {
+    let Some(config) = config(Topology::Acl) else {
+        return;
+    };
+    let password = config.password.clone().unwrap();
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    for text in [
+        format!("{config:?}"),
+        format!("{storage:?}"),
+        format!("{manager:?}"),
+    ] {
+        assert!(!text.contains(password.expose()), "{text}");
+    }
+    let raw: Value = storage.client().ping(None).await.unwrap();
+    assert_eq!(raw.as_str().as_deref(), Some("PONG"));
+}
+
+/// A self-signed certificate, used where a syntactically valid PEM
+/// certificate is needed and nothing connects.
+const SELF_SIGNED: &str = "-----BEGIN CERTIFICATE-----
+MIIBcjCCARmgAwIBAgIUX7DmoKsVWX6lwLdqIT4lFHX0jBEwCgYIKoZIzj0EAwIw
+DzENMAsGA1UEAwwEdGVzdDAeFw0yNDAxMDEwMDAwMDBaFw0zNDAxMDEwMDAwMDBa
+MA8xDTALBgNVBAMMBHRlc3QwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAQ0bQXc
+ZB2Yb7wM6jYkLM4vTBxp/ba9m04qD8T9M+nNpRWpM1F9FrJMjuoqJW2MEUgaBGZB
+1y6kNf1rydEhrAWjo1MwUTAdBgNVHQ4EFgQU2gPvWq4aA2jL8FKa0JyJx5k3pBUw
+HwYDVR0jBBgwFoAU2gPvWq4aA2jL8FKa0JyJx5k3pBUwDwYDVR0TAQH/BAUwAwEB
+/zAKBggqhkjOPQQDAgNHADBEAiB2Mx6kDz0wZlYjXhRk7rZ3L3K2yvGm8N4J5rGZ
+U6q7YgIgY0zqN6cZ2WmJfTz9xk9B8m8H5+8j3h1Qo5x6cMzH5tA=
+-----END CERTIFICATE-----
+";
