@@ -24,6 +24,9 @@
 //! (atomic create under contention, no resurrection by update, exact count,
 //! user data of a custom type, typed codec errors, maximum lifetime).
 
+// This module is a test suite: failing loudly on an unexpected error is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;

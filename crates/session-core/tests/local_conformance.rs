@@ -1,5 +1,7 @@
 //! The conformance suite against local storage, under Tokio's paused clock.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use session_core::testkit::Harness;
 use session_core::{LocalStorage, SessionId, Ttl};
 

@@ -1,6 +1,8 @@
 //! Manager behaviour beyond the conformance suite: the cleanup task, its
 //! expiry reports, its lifecycle, and settings validation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! Backend selection without the `redis` feature.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use session_factory::{Error, LocalStorage, RedisConfig, Session, SessionType, new_manager};

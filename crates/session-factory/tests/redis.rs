@@ -1,6 +1,8 @@
 //! Backend selection with the `redis` feature: the Go `NewManagerWithRedis`
 //! tests, translated, against the server `cargo xtask test` starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #![cfg(feature = "redis")]
 
 use std::time::Duration;

@@ -9,6 +9,8 @@
 //! TTL is a few milliseconds of real time, so legitimate evictions (a reader
 //! descheduled for longer than the TTL) happen too, and are allowed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;

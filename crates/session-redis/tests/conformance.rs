@@ -1,6 +1,8 @@
 //! The conformance suite, unchanged, against every Redis topology that
 //! `cargo xtask test` starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{RedisHarness, Topology};

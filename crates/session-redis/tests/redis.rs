@@ -2,6 +2,8 @@
 //! TTLs as Redis sees them, connection modes, authentication and TLS
 //! failures, foreign values, shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //! `SESSION_TEST_REQUIRE_REDIS` is set (as under `cargo xtask test` and CI);
 //! under a bare `cargo test` it prints one loud line and returns.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
