@@ -141,6 +141,12 @@ pub struct SentinelConfig {
     /// Password for the sentinels, when they require one.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The name of an environment variable holding the sentinels' password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the sentinels' password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// TLS for connections to the sentinels, separate from the master's
     /// `tls`: sentinels and data nodes often differ.
     #[serde(default)]
@@ -158,6 +164,8 @@ impl SentinelConfig {
             addrs: addrs.into_iter().map(Into::into).collect(),
             username: None,
             password: None,
+            password_env: None,
+            password_file: None,
             tls: None,
         }
     }
@@ -246,9 +254,16 @@ pub struct RedisConfig {
     /// ACL user name (Redis 6+); `default` when only a password is given.
     #[serde(default)]
     pub username: Option<String>,
-    /// Password (ACL or `requirepass`).
+    /// Password (ACL or `requirepass`). In configuration files prefer
+    /// `password_env` or `password_file`, so the file can be committed.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password (one trailing newline is ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Database index; must be 0 on a cluster.
     #[serde(default)]
     pub db: u8,
@@ -271,6 +286,9 @@ pub struct RedisConfig {
     /// Reconnection backoff.
     #[serde(default)]
     pub reconnect: ReconnectPolicy,
+    /// The codec of values written (values in either codec are always read).
+    #[serde(default)]
+    pub codec: crate::Codec,
 }
 
 impl RedisConfig {
@@ -281,6 +299,8 @@ impl RedisConfig {
             sentinel: None,
             username: None,
             password: None,
+            password_env: None,
+            password_file: None,
             db: 0,
             key_prefix: key_prefix.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -288,6 +308,7 @@ impl RedisConfig {
             tls: None,
             connect: ConnectMode::default(),
             reconnect: ReconnectPolicy::default(),
+            codec: crate::Codec::default(),
         }
     }
 
@@ -315,8 +336,44 @@ impl RedisConfig {
         }
     }
 
+    /// Replaces `password_env` and `password_file` (here and in `sentinel`)
+    /// by the password they point to, so a configuration file can name a
+    /// secret without containing it. Errors name the field, the variable or
+    /// the file, never the secret.
+    pub fn resolve_secrets(&mut self) -> Result<()> {
+        resolve_password(
+            "redis",
+            &mut self.password,
+            &mut self.password_env,
+            &mut self.password_file,
+        )?;
+        if let Some(sentinel) = &mut self.sentinel {
+            resolve_password(
+                "redis.sentinel",
+                &mut sentinel.password,
+                &mut sentinel.password_env,
+                &mut sentinel.password_file,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Checks every rule that needs no network. The error names the field.
     pub fn validate(&self) -> Result<()> {
+        check_one_password(
+            "redis",
+            &self.password,
+            &self.password_env,
+            &self.password_file,
+        )?;
+        if let Some(sentinel) = &self.sentinel {
+            check_one_password(
+                "redis.sentinel",
+                &sentinel.password,
+                &sentinel.password_env,
+                &sentinel.password_file,
+            )?;
+        }
         if self.key_prefix.is_empty() {
             return Err(Error::config("redis.key_prefix", "is required"));
         }
@@ -384,6 +441,52 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+fn check_one_password(
+    table: &str,
+    password: &Option<Secret>,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<()> {
+    let given = [password.is_some(), env.is_some(), file.is_some()];
+    if given.iter().filter(|given| **given).count() > 1 {
+        return Err(Error::config(
+            format!("{table}.password"),
+            "give at most one of `password`, `password_env` and `password_file`",
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_password(
+    table: &str,
+    password: &mut Option<Secret>,
+    env: &mut Option<String>,
+    file: &mut Option<PathBuf>,
+) -> Result<()> {
+    check_one_password(table, password, env, file)?;
+    if let Some(name) = env.take() {
+        let value = std::env::var(&name).map_err(|_| {
+            Error::config(
+                format!("{table}.password_env"),
+                format!("environment variable {name} is not set (or not UTF-8)"),
+            )
+        })?;
+        *password = Some(Secret::new(value));
+    }
+    if let Some(path) = file.take() {
+        let value = std::fs::read_to_string(&path).map_err(|error| {
+            Error::config(
+                format!("{table}.password_file"),
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?;
+        let value = value.strip_suffix('\n').unwrap_or(&value);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        *password = Some(Secret::new(value));
+    }
+    Ok(())
 }
 
 /// Checks that `addr` is `host:port` with a non-empty host and a port number.
@@ -587,6 +690,38 @@ mod tests {
             toml::from_str::<RedisConfig>("addr = \"h:1\"\nkey_prefix = \"s:\"\npasword = \"x\"")
                 .unwrap_err();
         assert!(error.to_string().contains("pasword"), "{error}");
+    }
+
+    #[test]
+    fn passwords_resolve_from_a_file_and_never_from_two_sources() {
+        let dir = std::env::temp_dir().join(format!("session-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("password");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let mut config = RedisConfig::standalone("127.0.0.1:6379", "s:");
+        config.password_file = Some(path.clone());
+        config.resolve_secrets().unwrap();
+        assert_eq!(
+            config.password.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+        assert_eq!(config.password_file, None);
+
+        let mut both = RedisConfig::standalone("127.0.0.1:6379", "s:");
+        both.password = Some("x".into());
+        both.password_file = Some(path);
+        assert_eq!(field_of(both.validate()), "redis.password");
+
+        let mut missing = RedisConfig::standalone("127.0.0.1:6379", "s:");
+        missing.password_env = Some("SESSION_TEST_SURELY_UNSET_VARIABLE".into());
+        assert_eq!(field_of(missing.resolve_secrets()), "redis.password_env");
+        let mut unreadable = RedisConfig::standalone("127.0.0.1:6379", "s:");
+        unreadable.password_file = Some("/nonexistent/password".into());
+        assert_eq!(
+            field_of(unreadable.resolve_secrets()),
+            "redis.password_file"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

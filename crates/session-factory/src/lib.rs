@@ -27,8 +27,11 @@
 
 #![deny(missing_docs)]
 
+mod file;
+
 use std::time::Duration;
 
+pub use file::SessionConfig;
 pub use session_core::*;
 
 /// Builds a manager with `ttl` as the sliding session TTL: on Redis when
@@ -56,29 +59,32 @@ pub async fn new_manager(
 /// Fails with a typed error when the configuration is invalid (before any
 /// network access), when a PEM file cannot be read or parsed, and, with eager
 /// connect (the default), when Redis cannot be reached within the connect
-/// timeout. With lazy connect it succeeds while Redis is down.
-#[cfg(feature = "redis")]
+/// timeout. With lazy connect it succeeds while Redis is down. Without the
+/// `redis` feature it validates `config` and then fails with an
+/// [`Error::Config`] naming the missing feature.
 pub async fn new_manager_with_redis(
     ttl: Ttl,
     factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
     config: RedisConfig,
 ) -> Result<Manager> {
-    let storage = session_redis::RedisStorage::connect(&config).await?;
-    Ok(Manager::with_storage(ttl, factory, storage))
+    Ok(Manager::with_storage(
+        ttl,
+        factory,
+        redis_storage(&config).await?,
+    ))
 }
 
-/// Builds a manager on Redis (the Go `NewManagerWithRedis`).
-///
-/// This build has no `redis` feature: this validates `config` and then fails
-/// with an [`Error::Config`] naming the missing feature.
+/// Connects the Redis storage `config` describes.
+#[cfg(feature = "redis")]
+async fn redis_storage(config: &RedisConfig) -> Result<session_redis::RedisStorage> {
+    session_redis::RedisStorage::connect(config).await
+}
+
+/// Without the `redis` feature: validates, then refuses with an error that
+/// says how to enable the feature. It never falls back to local storage.
 #[cfg(not(feature = "redis"))]
-pub async fn new_manager_with_redis(
-    ttl: Ttl,
-    factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
-    config: RedisConfig,
-) -> Result<Manager> {
+async fn redis_storage(config: &RedisConfig) -> Result<LocalStorage> {
     config.validate()?;
-    let _ = (ttl, factory);
     Err(Error::config(
         "redis",
         "Redis storage was requested but this build of session-factory has no Redis support: \

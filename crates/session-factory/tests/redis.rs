@@ -2,7 +2,6 @@
 //! tests, translated, against the server `cargo xtask test` starts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #![cfg(feature = "redis")]
 
 use std::time::Duration;

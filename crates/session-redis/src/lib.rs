@@ -171,12 +171,13 @@ impl RedisStorage {
                 closed: AtomicBool::new(false),
                 topology,
             }),
-            codec: Codec::default(),
+            codec: config.codec,
         })
     }
 
-    /// Writes new values with `codec` (bincode by default). Values written by
-    /// either codec are always readable: the header names the codec.
+    /// Writes new values with `codec` (`RedisConfig::codec`, bincode by
+    /// default). Values written by either codec are always readable: the
+    /// header names the codec.
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
         self

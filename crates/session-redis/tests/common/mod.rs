@@ -6,7 +6,6 @@
 //! under a bare `cargo test` it prints one loud line and returns.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
