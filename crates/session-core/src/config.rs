@@ -76,7 +76,7 @@ pub enum PemSource {
 #[non_exhaustive]
 pub struct TlsConfig {
     /// CA certificates that sign the server's certificate. Without it, the
-    /// system's webpki roots are trusted.
+    /// operating system's certificate store is trusted.
     #[serde(default)]
     pub ca_cert: Option<PemSource>,
     /// The client certificate chain, for mutual TLS; needs `client_key`.
@@ -179,8 +179,10 @@ pub enum ConnectMode {
     /// connect timeout) with a typed error if Redis cannot be reached.
     #[default]
     Eager,
-    /// Build the storage without touching the network; the first operation
-    /// connects. A service can then start before Redis does.
+    /// Build the storage without waiting for Redis: the client starts
+    /// connecting in the background and keeps retrying under the reconnect
+    /// policy, and operations fail with typed errors (within the command
+    /// timeout) until it succeeds. A service can then start before Redis does.
     Lazy,
 }
 

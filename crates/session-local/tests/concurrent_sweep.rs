@@ -5,7 +5,8 @@
 //! started. A sweeper thread sweeps with the current time as cutoff, over and
 //! over. An entry read at time `t` has its deadline at `t + ttl` or later, so
 //! a sweep at `s` may evict it only if its last read started at or before
-//! `s - ttl`. Every eviction of a hot key is checked against that bound. The
+//! `s - ttl`. Every eviction of a hot key is checked against that bound,
+//! using the read times recorded before the sweep started. The
 //! TTL is a few milliseconds of real time, so legitimate evictions (a reader
 //! descheduled for longer than the TTL) happen too, and are allowed.
 
@@ -71,6 +72,10 @@ fn sweep_never_evicts_an_entry_read_within_its_ttl() {
     let mut hot_evictions = 0usize;
     while std::time::Instant::now() < deadline {
         let cutoff = Instant::now();
+        // Snapshot the read times before sweeping: a reader that finds its
+        // key legitimately evicted puts it back and records a fresh read,
+        // which must not be mistaken for a read the sweep ignored.
+        let reads_before: Vec<u64> = last_read.iter().map(|read| read.load(Ordering::SeqCst)).collect();
         let evicted = map.sweep(cutoff);
         sweeps += 1;
         let bound = nanos(cutoff).saturating_sub(TTL.as_nanos() as u64);
@@ -80,7 +85,7 @@ fn sweep_never_evicts_an_entry_read_within_its_ttl() {
                 continue;
             }
             hot_evictions += 1;
-            let read = last_read[key].load(Ordering::SeqCst);
+            let read = reads_before[key];
             assert!(
                 read <= bound,
                 "sweep at {cutoff:?} evicted hot key {key} whose last read started {} ns after the cutoff bound",

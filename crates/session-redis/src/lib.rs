@@ -106,8 +106,10 @@ impl RedisStorage {
     /// Validates `config`, builds the client and, with eager connect (the
     /// default), connects and sends `PING`, failing within the connect timeout
     /// with a typed error if Redis cannot be reached (the client is closed
-    /// again). With lazy connect it returns at once; the first command
-    /// connects.
+    /// again). With lazy connect it returns at once while the client connects
+    /// in the background, retrying under the reconnect policy; commands
+    /// issued before it succeeds fail with typed errors within the command
+    /// timeout.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         config.validate()?;
         let client = connect::build_client(config)?;
