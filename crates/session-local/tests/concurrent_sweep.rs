@@ -75,7 +75,10 @@ fn sweep_never_evicts_an_entry_read_within_its_ttl() {
         // Snapshot the read times before sweeping: a reader that finds its
         // key legitimately evicted puts it back and records a fresh read,
         // which must not be mistaken for a read the sweep ignored.
-        let reads_before: Vec<u64> = last_read.iter().map(|read| read.load(Ordering::SeqCst)).collect();
+        let reads_before: Vec<u64> = last_read
+            .iter()
+            .map(|read| read.load(Ordering::SeqCst))
+            .collect();
         let evicted = map.sweep(cutoff);
         sweeps += 1;
         let bound = nanos(cutoff).saturating_sub(TTL.as_nanos() as u64);

@@ -1,4 +1,4 @@
-//! Redis session storage on [fred](fred): standalone, TLS and mutual TLS,
+//! Redis session storage on [fred]: standalone, TLS and mutual TLS,
 //! ACL authentication, cluster and sentinel.
 //!
 //! # Layout

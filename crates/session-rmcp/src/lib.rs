@@ -1,4 +1,4 @@
-//! An [rmcp](rmcp) `SessionStore` backed by a session [`Manager`], so that
+//! An [rmcp] `SessionStore` backed by a session [`Manager`], so that
 //! every replica of a streamable-HTTP MCP server can restore a session that
 //! another replica created.
 //!

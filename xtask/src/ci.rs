@@ -1,0 +1,235 @@
+//! `cargo xtask test`: the pipeline CI runs, step by step.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::proc::Guard;
+use crate::redis::{self, Topologies};
+
+/// Crates that must build without any TLS stack or Redis client, so that
+/// users of the in-memory store pay for neither.
+const INVARIANT_CRATES: &[&str] = &["session-core", "session-local", "session-factory"];
+/// Crates those must not depend on (with default features), by exact name.
+const BANNED_CRATES: &[&str] = &["fred", "rustls", "ring"];
+/// Crates those must not depend on, by name prefix (aws-lc-rs, aws-lc-sys, ...).
+const BANNED_PREFIXES: &[&str] = &["aws-lc"];
+
+/// The variable that hands the nginx binary to the end-to-end test.
+const NGINX: &str = "SESSION_TEST_NGINX";
+/// Tests run at once in each test binary.
+const TEST_THREADS: &str = "8";
+
+/// Finds nginx, which the end-to-end test puts in front of two gateway
+/// replicas. Debian installs it outside a normal user's PATH.
+fn find_nginx() -> Result<std::path::PathBuf> {
+    redis::find_on_path("nginx")
+        .or_else(|| {
+            let sbin = std::path::PathBuf::from("/usr/sbin/nginx");
+            sbin.is_file().then_some(sbin)
+        })
+        .context("nginx not found: install it with `apt-get install -y nginx-light`")
+}
+
+/// Runs every CI step in order and stops at the first failure.
+///
+/// `test_args` are appended to `cargo test`, e.g. a test name filter.
+pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
+    // Checked first so that a missing package is reported in seconds, not
+    // after a full clippy build.
+    redis::check_installed()?;
+    let nginx = find_nginx()?;
+
+    cargo(root, &["fmt", "--all", "--", "--check"]).run()?;
+    cargo(
+        root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .run()?;
+    check_dependency_invariant(root)?;
+    // `--all-features` below compiles the `redis` feature in; the behaviour
+    // of a build without it (a Redis config is refused with a clear error,
+    // never served from local storage) is tested on its own.
+    cargo(root, &["test", "-p", "session-factory"]).run()?;
+
+    {
+        println!("starting Redis topologies");
+        let started = std::time::Instant::now();
+        let topologies = Topologies::start()?;
+        println!(
+            "Redis topologies ready in {:.1?} (files in {})",
+            started.elapsed(),
+            topologies.dir().display()
+        );
+        let mut step = cargo(root, &["test", "--workspace", "--all-features"]);
+        step.command.args(test_args);
+        step.display
+            .extend(test_args.iter().map(|arg| quote(&arg.to_string_lossy())));
+        for (key, value) in topologies.env() {
+            println!("  {key}={value}");
+            step.command.env(key, value);
+        }
+        step.command.env(redis::REQUIRE_REDIS, "1");
+        println!("  {}=1", redis::REQUIRE_REDIS);
+        step.command.env(NGINX, &nginx);
+        println!("  {NGINX}={}", nginx.display());
+        // Most Redis tests wait on real TTLs rather than on the CPU, so more
+        // of them run at once than there are cores.
+        step.command.env("RUST_TEST_THREADS", TEST_THREADS);
+        println!("  RUST_TEST_THREADS={TEST_THREADS}");
+        step.run()?;
+        // The servers are stopped here, at the end of this block, rather than
+        // at the end of the run: the doc build does not need them.
+    }
+
+    let mut doc = cargo(root, &["doc", "--workspace", "--no-deps", "--all-features"]);
+    doc.command.env("RUSTDOCFLAGS", "-D warnings");
+    doc.display
+        .insert(0, "RUSTDOCFLAGS=\"-D warnings\"".to_owned());
+    doc.run()?;
+
+    println!("xtask test: all steps passed");
+    Ok(())
+}
+
+/// A command together with the text shown for it in the log.
+struct Step {
+    command: Command,
+    display: Vec<String>,
+}
+
+impl Step {
+    /// Prints the command, runs it with inherited output, and fails unless it
+    /// exits successfully.
+    fn run(mut self) -> Result<()> {
+        let display = self.display.join(" ");
+        println!("$ {display}");
+        let guard = Guard::spawn(&mut self.command)?;
+        let status = guard.wait()?;
+        if !status.success() {
+            bail!("step `{display}` failed ({status})");
+        }
+        Ok(())
+    }
+}
+
+/// A `cargo` invocation run from the workspace root.
+fn cargo(root: &Path, args: &[&str]) -> Step {
+    let mut command = Command::new(cargo_program());
+    command.current_dir(root).args(args);
+    let mut display = vec!["cargo".to_owned()];
+    display.extend(args.iter().map(|arg| quote(arg)));
+    Step { command, display }
+}
+
+/// The cargo that runs xtask, so every step uses the same toolchain.
+fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Quotes an argument for the log only when the shell would need it.
+fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,@+".contains(c))
+    {
+        arg.to_owned()
+    } else {
+        format!("\"{arg}\"")
+    }
+}
+
+/// Fails if a crate from [`INVARIANT_CRATES`] depends, with default
+/// features, on a crate from [`BANNED_CRATES`] or [`BANNED_PREFIXES`].
+fn check_dependency_invariant(root: &Path) -> Result<()> {
+    let mut violations = Vec::new();
+    for krate in INVARIANT_CRATES {
+        let args = ["tree", "-p", krate, "--edges", "normal", "--prefix", "none"];
+        println!("$ cargo {}", args.join(" "));
+        let output = Command::new(cargo_program())
+            .current_dir(root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .context("failed to run cargo tree")?;
+        if !output.status.success() {
+            bail!("step `cargo {}` failed ({})", args.join(" "), output.status);
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if is_banned(name) {
+                violations.push(format!("{krate} depends on {}", line.trim()));
+            }
+        }
+    }
+    let banned = banned_description();
+    if !violations.is_empty() {
+        violations.sort();
+        violations.dedup();
+        bail!(
+            "dependency invariant violated: {} must not depend on {banned}:\n  {}",
+            INVARIANT_CRATES.join(", "),
+            violations.join("\n  ")
+        );
+    }
+    println!(
+        "dependency invariant holds: {} depend on none of {banned}",
+        INVARIANT_CRATES.join(", ")
+    );
+    Ok(())
+}
+
+fn is_banned(name: &str) -> bool {
+    BANNED_CRATES.contains(&name)
+        || BANNED_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+}
+
+fn banned_description() -> String {
+    BANNED_CRATES
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(BANNED_PREFIXES.iter().map(|prefix| format!("{prefix}*")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banned_names_match_exactly_or_by_prefix() {
+        assert!(is_banned("fred"));
+        assert!(is_banned("rustls"));
+        assert!(is_banned("ring"));
+        assert!(is_banned("aws-lc-rs"));
+        assert!(is_banned("aws-lc-sys"));
+        // Look-alikes must not trip the check.
+        assert!(!is_banned("rustls-pki-types"));
+        assert!(!is_banned("ringbuf"));
+        assert!(!is_banned("session-core"));
+        assert!(!is_banned(""));
+    }
+
+    #[test]
+    fn log_quoting_only_quotes_when_needed() {
+        assert_eq!(quote("--all-features"), "--all-features");
+        assert_eq!(quote("-D warnings"), "\"-D warnings\"");
+        assert_eq!(quote(""), "\"\"");
+    }
+}
