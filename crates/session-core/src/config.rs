@@ -291,6 +291,14 @@ pub struct RedisConfig {
     /// The codec of values written (values in either codec are always read).
     #[serde(default)]
     pub codec: crate::Codec,
+    /// How stale a session's TTL refresh may be. A load refreshes the key's
+    /// TTL with `GETEX` unless this client refreshed or wrote the same
+    /// session less than `refresh_window` ago, in which case it reads with a
+    /// plain `GET` (cheaper for Redis: `GETEX` is a write). Every load thus
+    /// keeps the session alive for at least `ttl - refresh_window`. Default:
+    /// 1/64 of the TTL; `"0s"` refreshes on every load.
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_window: Option<Duration>,
 }
 
 impl RedisConfig {
@@ -311,6 +319,7 @@ impl RedisConfig {
             connect: ConnectMode::default(),
             reconnect: ReconnectPolicy::default(),
             codec: crate::Codec::default(),
+            refresh_window: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! backend's test file implements [`Harness`] and expands
 //! [`conformance_suite!`](crate::conformance_suite):
 //!
-//! ```ignore
+//! ```text
 //! async fn harness() -> Option<MyHarness> { Some(MyHarness::new().await) }
 //! session_core::conformance_suite!(harness, virtual_time);
 //! ```
@@ -120,6 +120,7 @@ macro_rules! conformance_suite {
             load_refreshes_the_ttl,
             store_refreshes_the_ttl,
             idle_session_expires,
+            a_burst_of_loads_keeps_sliding_the_ttl,
             delete_expired_leaves_live_sessions,
             max_lifetime_ends_a_busy_session
         );
@@ -756,6 +757,40 @@ pub mod cases {
         );
         // An expired id is free again.
         assert!(storage.create(session, expiry(harness)).await.unwrap());
+    }
+
+    /// Loads closer together than a backend's refresh window (Redis reads
+    /// with a plain GET within it) still keep the session alive, for as long
+    /// as they go on, and it expires about a TTL after they stop.
+    pub async fn a_burst_of_loads_keeps_sliding_the_ttl<H: Harness>(harness: &H) {
+        let storage = harness.open().await;
+        let session = Arc::new(Session::new(SessionId::new(), SessionType::Mcp));
+        storage
+            .store(Arc::clone(&session), expiry(harness))
+            .await
+            .unwrap();
+        let until = tokio::time::Instant::now() + ttl_times(harness, 2.5);
+        let mut loads = 0;
+        while tokio::time::Instant::now() < until {
+            assert!(
+                storage
+                    .load(&session.id(), expiry(harness))
+                    .await
+                    .unwrap()
+                    .is_some(),
+                "expired after {loads} loads in quick succession"
+            );
+            loads += 1;
+            tokio::time::sleep(ttl_times(harness, 0.01)).await;
+        }
+        tokio::time::sleep(ttl_times(harness, 1.2)).await;
+        assert!(
+            storage
+                .load(&session.id(), expiry(harness))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// `delete_expired` removes only expired sessions; it reports exactly

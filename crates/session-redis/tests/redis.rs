@@ -89,9 +89,11 @@ async fn keys_are_prefix_then_id_and_hold_the_versioned_format() {
 
 #[tokio::test]
 async fn load_and_writes_refresh_the_key_ttl() {
-    let Some(config) = config(Topology::Standalone) else {
+    let Some(mut config) = config(Topology::Standalone) else {
         return;
     };
+    // Every load refreshes: no refresh window.
+    config.refresh_window = Some(Duration::ZERO);
     let storage = RedisStorage::connect(&config).await.unwrap();
     let manager = Manager::with_storage(
         ttl(60),
@@ -140,6 +142,44 @@ async fn load_and_writes_refresh_the_key_ttl() {
         pttl(&storage, &id).await > 55_000,
         "upsert must refresh the TTL"
     );
+}
+
+#[tokio::test]
+async fn loads_within_the_refresh_window_read_without_refreshing() {
+    let Some(mut config) = config(Topology::Standalone) else {
+        return;
+    };
+    config.refresh_window = Some(Duration::from_secs(30));
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    let id = manager.create().await.unwrap().id();
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 40_000, None)
+        .await
+        .unwrap();
+    // Within the window since the create: a plain GET, the TTL stays.
+    manager.get(&id).await.unwrap().unwrap();
+    let remaining = pttl(&storage, &id).await;
+    assert!(
+        remaining <= 40_000,
+        "a load within the window must not refresh, PTTL {remaining}"
+    );
+    // Another client (another replica) has no recent refresh of its own: GETEX.
+    let other = RedisStorage::connect(&config).await.unwrap();
+    other.load(&id, manager.expiry()).await.unwrap().unwrap();
+    let remaining = pttl(&storage, &id).await;
+    assert!(
+        remaining > 55_000,
+        "a load outside the window must refresh, PTTL {remaining}"
+    );
+    // A deleted session is not kept alive by the bookkeeping.
+    other.delete(&id).await.unwrap();
+    assert!(manager.get(&id).await.unwrap().is_none());
 }
 
 #[tokio::test]
