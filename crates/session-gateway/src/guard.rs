@@ -1,0 +1,195 @@
+//! The session check in front of rmcp, and the JSON-RPC error bodies of its
+//! answers.
+//!
+//! # Why rmcp needs it
+//!
+//! rmcp's `StreamableHttpService` keeps live sessions in memory and consults
+//! its `SessionStore` only for a session it does *not* hold: on such a
+//! request it loads the saved `initialize` parameters and replays the
+//! handshake (a cross-replica restore). For a session it does hold, it never
+//! looks at the store again. Two things follow in a deployment of several
+//! replicas:
+//!
+//! - A session that another replica deleted (the client's `DELETE` went
+//!   there) or that expired in the store is still served by every replica
+//!   that holds an in-memory copy of it, for as long as that copy lives.
+//! - Redis TTLs would never slide: rmcp touches the store on `initialize`,
+//!   on a restore and on `DELETE` only, so a busy session would expire in
+//!   Redis after one TTL, and then be refused by every replica that does not
+//!   happen to hold it.
+//!
+//! [`check_session`] therefore reads the session through the manager on every
+//! request that names one. The read refreshes the sliding TTL, a session that
+//! is gone is refused here (and this replica's in-memory copy closed), and a
+//! store that cannot answer is reported as such instead of as a missing
+//! session.
+//!
+//! # What clients see
+//!
+//! | situation | status | JSON-RPC error |
+//! |---|---|---|
+//! | `Mcp-Session-Id` not a UUID | 404 | `-32001` session not found or expired |
+//! | session deleted, expired or never existed | 404 | `-32001` |
+//! | store unreachable or timed out ([`Error::is_retryable`]) | 503, `Retry-After: 1` | `-32002` session store unavailable, retry |
+//! | any other store error | 500 | `-32603` |
+//!
+//! rmcp's own plain-text 404 (`Not Found: Session not found`) gets the same
+//! JSON-RPC body as the first two rows. The `id` of these errors is `null`:
+//! the request body is not read here.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rmcp::transport::streamable_http_server::session::{
+    SessionId as RmcpSessionId, SessionManager,
+};
+use session_factory::{Error, SessionId};
+
+use crate::Gateway;
+
+/// The header that names the MCP session (case-insensitive on the wire).
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// JSON-RPC error code for an unknown, expired or deleted session.
+pub const SESSION_NOT_FOUND: i32 = -32001;
+/// JSON-RPC error code for a session store that is unreachable: retry.
+pub const STORE_UNAVAILABLE: i32 = -32002;
+/// JSON-RPC error code for any other failure (JSON-RPC's internal error).
+pub const INTERNAL_ERROR: i32 = -32603;
+
+/// The middleware around `/mcp`; see the [module documentation](self).
+pub async fn check_session(
+    State(gateway): State<Gateway>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(raw) = request.headers().get(SESSION_HEADER).cloned() else {
+        // No session yet (an `initialize`): nothing to check.
+        return next.run(request).await;
+    };
+    let Some((raw, id)) = raw
+        .to_str()
+        .ok()
+        .and_then(|raw| Some((raw.to_owned(), SessionId::parse(raw).ok()?)))
+    else {
+        return session_not_found();
+    };
+    match gateway.manager().get(&id).await {
+        Ok(Some(_)) => {
+            let response = next.run(request).await;
+            rewrite_plain_not_found(response)
+        }
+        Ok(None) => {
+            close_local_copy(&gateway, raw).await;
+            session_not_found()
+        }
+        Err(error) if error.is_retryable() => {
+            tracing::warn!(session = %id, %error, "session store unavailable");
+            store_unavailable()
+        }
+        Err(error) => {
+            tracing::error!(session = %id, %error, "session store failed");
+            internal_error(&error)
+        }
+    }
+}
+
+/// Closes this replica's in-memory rmcp session `raw`, if it has one: the
+/// session is gone from the store, so the copy must not serve it again.
+async fn close_local_copy(gateway: &Gateway, raw: String) {
+    let sessions = gateway.rmcp_sessions();
+    let rmcp_id: RmcpSessionId = raw.into();
+    // `has_session` and `close_session` of the local manager cannot fail.
+    if sessions.has_session(&rmcp_id).await.unwrap_or(false) {
+        match sessions.close_session(&rmcp_id).await {
+            Ok(()) => tracing::info!(
+                session = %rmcp_id,
+                "closed the in-memory copy of a session that is gone from the store"
+            ),
+            Err(error) => tracing::warn!(session = %rmcp_id, %error, "cannot close session"),
+        }
+    }
+}
+
+/// Gives rmcp's plain-text 404 (`Not Found: Session not found`) the JSON-RPC
+/// body of every other session error. JSON answers pass unchanged.
+fn rewrite_plain_not_found(response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if response.status() == StatusCode::NOT_FOUND && !is_json {
+        session_not_found()
+    } else {
+        response
+    }
+}
+
+/// A JSON-RPC error response with a `null` id.
+pub fn jsonrpc_error(status: StatusCode, code: i32, message: &str) -> Response {
+    // A struct rather than `json!`, to keep the conventional field order.
+    #[derive(serde::Serialize)]
+    struct ErrorBody<'a> {
+        jsonrpc: &'static str,
+        id: Option<()>,
+        error: ErrorObject<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct ErrorObject<'a> {
+        code: i32,
+        message: &'a str,
+    }
+    let body = ErrorBody {
+        jsonrpc: "2.0",
+        id: None,
+        error: ErrorObject { code, message },
+    };
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// 404 with JSON-RPC error `-32001`.
+pub fn session_not_found() -> Response {
+    jsonrpc_error(
+        StatusCode::NOT_FOUND,
+        SESSION_NOT_FOUND,
+        "session not found or expired",
+    )
+}
+
+/// 503 with `Retry-After: 1` and JSON-RPC error `-32002`.
+pub fn store_unavailable() -> Response {
+    let mut response = jsonrpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        STORE_UNAVAILABLE,
+        "session store unavailable, retry",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// 500 with JSON-RPC error `-32603`. The message names the kind of failure
+/// only: store errors carry no secrets, but they are not the client's
+/// business either.
+fn internal_error(error: &Error) -> Response {
+    let kind = match error {
+        Error::Closed => "session store closed",
+        Error::Codec(_) => "stored session unreadable",
+        _ => "session store error",
+    };
+    jsonrpc_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        INTERNAL_ERROR,
+        &format!("internal error: {kind}"),
+    )
+}

@@ -1,0 +1,195 @@
+//! An MCP streamable-HTTP server whose sessions live in a session
+//! [`Manager`]: the example service of this workspace.
+//!
+//! Several replicas of the `session-gateway` binary run behind a load
+//! balancer without session affinity and share their sessions through
+//! Redis; with local storage (no `[redis]` table in the configuration file)
+//! one replica serves alone. The pieces:
+//!
+//! - [`Gateway`] builds the axum [`Router`]: `/mcp` is rmcp's
+//!   `StreamableHttpService` (stateful mode) with a
+//!   [`ManagerSessionStore`](session_rmcp::ManagerSessionStore) on the
+//!   manager, wrapped in the session check of the [`guard`] module; `/health`
+//!   reports the storage's state. Every response carries an `x-served-by`
+//!   header naming the replica.
+//! - [`tools`]: the MCP tools `echo`, `counter` (a per-session counter kept in
+//!   the session's metadata) and `whoami`.
+//! - [`guard`]: the middleware that checks the session store on every
+//!   request naming a session, and the JSON-RPC error bodies of its answers.
+//!   Its documentation explains why rmcp needs it.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use session_factory::{Session, SessionConfig, SessionType};
+//! use session_gateway::Gateway;
+//!
+//! let config = SessionConfig::local(Duration::from_secs(30 * 60));
+//! let manager = config
+//!     .build_manager(|id| Session::new(id, SessionType::Streamable))
+//!     .await?;
+//! let gateway = Gateway::new(manager, "gateway@127.0.0.1:8080")?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, gateway.router()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod guard;
+mod health;
+pub mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use session_factory::Manager;
+use session_rmcp::ManagerSessionStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::tools::GatewayTools;
+
+/// The header naming the replica that answered, on every response.
+pub const SERVED_BY: &str = "x-served-by";
+
+/// One replica of the gateway: the manager, the replica's name, and rmcp's
+/// in-memory sessions. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manager: Manager,
+    replica: String,
+    served_by: HeaderValue,
+    /// rmcp's live sessions on this replica. The gateway holds it (instead of
+    /// letting rmcp make its own) so that the [`guard`] can close a session
+    /// that another replica deleted.
+    sessions: Arc<LocalSessionManager>,
+    /// Cancelled on shutdown: ends every rmcp session and SSE stream, so that
+    /// a graceful shutdown does not wait for long-lived streams.
+    cancel: CancellationToken,
+    /// Allowed `Host` header values (rmcp's DNS-rebinding protection); `None`
+    /// keeps rmcp's default, loopback names only; empty allows any host.
+    allowed_hosts: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("replica", &self.inner.replica)
+            .field("manager", &self.inner.manager)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The replica name is not a valid HTTP header value.
+#[derive(Debug, thiserror::Error)]
+#[error("the replica name {0:?} must be visible ASCII, usable as an HTTP header value")]
+pub struct InvalidReplicaName(String);
+
+impl Gateway {
+    /// A gateway serving the sessions of `manager` under the name `replica`,
+    /// accepting only loopback `Host` headers (rmcp's default).
+    pub fn new(manager: Manager, replica: impl Into<String>) -> Result<Self, InvalidReplicaName> {
+        Self::with_allowed_hosts(manager, replica, None)
+    }
+
+    /// Like [`Gateway::new`], with the `Host` header values rmcp accepts:
+    /// `None` for rmcp's default (loopback names only), an empty list for
+    /// any host (behind a balancer that checks it), or the public names of
+    /// the service (`host` or `host:port`).
+    pub fn with_allowed_hosts(
+        manager: Manager,
+        replica: impl Into<String>,
+        allowed_hosts: Option<Vec<String>>,
+    ) -> Result<Self, InvalidReplicaName> {
+        let replica = replica.into();
+        let served_by =
+            HeaderValue::from_str(&replica).map_err(|_| InvalidReplicaName(replica.clone()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                manager,
+                replica,
+                served_by,
+                sessions: Arc::new(LocalSessionManager::default()),
+                cancel: CancellationToken::new(),
+                allowed_hosts,
+            }),
+        })
+    }
+
+    /// The session manager.
+    pub fn manager(&self) -> &Manager {
+        &self.inner.manager
+    }
+
+    /// The replica's name, as reported by `/health`, the tools and the
+    /// `x-served-by` header.
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
+    }
+
+    /// rmcp's in-memory sessions on this replica.
+    pub fn rmcp_sessions(&self) -> &Arc<LocalSessionManager> {
+        &self.inner.sessions
+    }
+
+    /// Ends every rmcp session and SSE stream of this replica (the sessions
+    /// stay in the store, so other replicas go on serving them). Called on
+    /// shutdown, before waiting for in-flight requests.
+    pub fn close_streams(&self) {
+        self.inner.cancel.cancel();
+    }
+
+    /// The application: `/mcp` (rmcp behind the session [`guard`]) and
+    /// `/health`, with `x-served-by` on every response.
+    pub fn router(&self) -> Router {
+        let mut config = StreamableHttpServerConfig::default()
+            .with_cancellation_token(self.inner.cancel.child_token());
+        // Stateful mode: rmcp keeps a session per `initialize`, saves its
+        // parameters in the store and restores sessions it does not hold.
+        config.legacy_session_mode = true;
+        config.session_store = Some(Arc::new(ManagerSessionStore::new(
+            self.inner.manager.clone(),
+        )));
+        if let Some(hosts) = &self.inner.allowed_hosts {
+            config = config.with_allowed_hosts(hosts.iter().cloned());
+        }
+        let tools = GatewayTools::new(self.inner.manager.clone(), self.inner.replica.clone());
+        let mcp = StreamableHttpService::new(
+            move || Ok(tools.clone()),
+            self.inner.sessions.clone(),
+            config,
+        );
+
+        Router::new()
+            .route_service("/mcp", mcp)
+            .route_layer(middleware::from_fn_with_state(
+                self.clone(),
+                guard::check_session,
+            ))
+            .route("/health", get(health::health))
+            .layer(middleware::map_response_with_state(
+                self.clone(),
+                add_served_by,
+            ))
+            .with_state(self.clone())
+    }
+}
+
+async fn add_served_by(State(gateway): State<Gateway>, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(SERVED_BY, gateway.inner.served_by.clone());
+    response
+}

@@ -1,0 +1,34 @@
+//! The configuration files shipped in `config/` parse, and differ by the
+//! `[redis]` table alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use session_factory::SessionConfig;
+
+fn shipped(name: &str) -> SessionConfig {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name);
+    SessionConfig::load(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+#[test]
+fn local_toml_is_local_storage_with_a_30_minute_ttl() {
+    let config = shipped("local.toml");
+    assert_eq!(config.ttl, Duration::from_secs(30 * 60));
+    assert!(config.redis.is_none());
+}
+
+#[test]
+fn redis_toml_is_local_toml_plus_a_redis_table() {
+    let local = shipped("local.toml");
+    let redis = shipped("redis.toml");
+    assert_eq!(redis.ttl, local.ttl);
+    assert_eq!(redis.max_lifetime, local.max_lifetime);
+    assert_eq!(redis.operation_timeout, local.operation_timeout);
+    let table = redis.redis.expect("a [redis] table");
+    assert_eq!(table.addr.as_deref(), Some("127.0.0.1:6379"));
+    assert_eq!(table.key_prefix, "mcp:sessions:");
+}

@@ -1,0 +1,293 @@
+//! The gateway in process: the session check's answers (404, 503, 500 with
+//! JSON-RPC bodies), `x-served-by`, `/health`, and a session's life through
+//! `initialize`, `counter` and a deletion behind rmcp's back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde_json::{Value, json};
+use session_factory::{
+    BackendErrorKind, Error, Expiry, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
+};
+use session_gateway::Gateway;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+const PROTOCOL: &str = "2025-06-18";
+
+fn local_gateway() -> Gateway {
+    let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+    Gateway::new(manager, "unit").unwrap()
+}
+
+/// A storage whose every operation fails with one error.
+#[derive(Clone, Copy)]
+struct Failing(fn() -> Error);
+
+impl Storage for Failing {
+    async fn create(&self, _: Arc<Session>, _: Expiry) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn update(&self, _: Arc<Session>, _: Expiry) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn store(&self, _: Arc<Session>, _: Expiry) -> Result<()> {
+        Err((self.0)())
+    }
+    async fn load(&self, _: &SessionId, _: Expiry) -> Result<Option<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn delete(&self, _: &SessionId) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn delete_expired(&self, _: Instant) -> Result<Vec<SessionId>> {
+        Ok(Vec::new())
+    }
+    async fn count(&self) -> Result<usize> {
+        Err((self.0)())
+    }
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn failing_gateway(error: fn() -> Error) -> Gateway {
+    let manager = Manager::with_storage(
+        Ttl::from_secs(60).unwrap(),
+        |id| Session::new(id, SessionType::Streamable),
+        Failing(error),
+    );
+    Gateway::new(manager, "unit").unwrap()
+}
+
+fn unavailable() -> Error {
+    Error::backend(BackendErrorKind::Unavailable, "connection refused")
+}
+
+fn auth_failure() -> Error {
+    Error::backend(BackendErrorKind::Auth, "WRONGPASS")
+}
+
+fn post(session: Option<&str>, body: Value) -> Request<Body> {
+    let mut request = Request::post("/mcp")
+        .header("host", "localhost")
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", PROTOCOL);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request.body(Body::from(body.to_string())).unwrap()
+}
+
+fn ping(session: &str) -> Request<Body> {
+    post(
+        Some(session),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+    )
+}
+
+async fn send(router: &Router, request: Request<Body>) -> Response<Body> {
+    router.clone().oneshot(request).await.unwrap()
+}
+
+async fn body_text(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// Checks status, `x-served-by` and the JSON-RPC error body.
+async fn assert_jsonrpc_error(response: Response<Body>, status: StatusCode, code: i64) {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["x-served-by"], "unit");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["id"], Value::Null);
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+}
+
+/// The JSON-RPC messages of an SSE body (its `data:` lines that hold JSON).
+fn sse_messages(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .filter_map(|data| serde_json::from_str(data.trim()).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_id_that_is_not_a_uuid_is_404() {
+    let router = local_gateway().router();
+    for id in ["not-a-uuid", "", "12345"] {
+        assert_jsonrpc_error(send(&router, ping(id)).await, StatusCode::NOT_FOUND, -32001).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_session_is_404() {
+    let router = local_gateway().router();
+    let id = SessionId::new().to_string();
+    assert_jsonrpc_error(
+        send(&router, ping(&id)).await,
+        StatusCode::NOT_FOUND,
+        -32001,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_503_with_retry_after() {
+    let router = failing_gateway(unavailable).router();
+    let response = send(&router, ping(&SessionId::new().to_string())).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+}
+
+#[tokio::test]
+async fn other_store_errors_are_500() {
+    let router = failing_gateway(auth_failure).router();
+    let response = send(&router, ping(&SessionId::new().to_string())).await;
+    assert_jsonrpc_error(response, StatusCode::INTERNAL_SERVER_ERROR, -32603).await;
+}
+
+/// A session record rmcp cannot restore (made by other code, without rmcp's
+/// state) passes the check; rmcp then answers its plain-text 404, which gets
+/// the JSON-RPC body too.
+#[tokio::test]
+async fn rmcps_own_404_gets_a_jsonrpc_body() {
+    let gateway = local_gateway();
+    let foreign = gateway.manager().create().await.unwrap();
+    let router = gateway.router();
+    let response = send(&router, ping(&foreign.id().to_string())).await;
+    assert_jsonrpc_error(response, StatusCode::NOT_FOUND, -32001).await;
+}
+
+#[tokio::test]
+async fn every_response_names_the_replica() {
+    let router = local_gateway().router();
+    let health = send(
+        &router,
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(health.headers()["x-served-by"], "unit");
+    let missing = send(
+        &router,
+        Request::get("/nowhere").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(missing.headers()["x-served-by"], "unit");
+}
+
+#[tokio::test]
+async fn health_reports_local_storage_and_failures() {
+    let gateway = local_gateway();
+    gateway.manager().create().await.unwrap();
+    let router = gateway.router();
+    let response = send(
+        &router,
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(
+        body,
+        json!({"status": "ok", "replica": "unit", "storage": "local", "sessions": 1})
+    );
+
+    let router = failing_gateway(unavailable).router();
+    let response = send(
+        &router,
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["replica"], "unit");
+    assert!(
+        body["error"].as_str().unwrap().contains("unavailable"),
+        "{body}"
+    );
+}
+
+/// initialize, `counter` twice, then the session is deleted behind rmcp's
+/// back (as another replica would): the next request is a JSON-RPC 404 and
+/// rmcp's in-memory copy is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_deleted_elsewhere_is_closed_here() {
+    let gateway = local_gateway();
+    let router = gateway.router();
+
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL,
+            "capabilities": {},
+            "clientInfo": {"name": "guard-test", "version": "0"},
+        },
+    });
+    let response = send(&router, post(None, initialize)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-served-by"], "unit");
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let messages = sse_messages(&body_text(response).await);
+    assert_eq!(
+        messages[0]["result"]["serverInfo"]["name"], "session-gateway",
+        "{messages:?}"
+    );
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = send(&router, post(Some(&id), initialized)).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+
+    for expected in 1..=2 {
+        let call = json!({
+            "jsonrpc": "2.0", "id": 10 + expected, "method": "tools/call",
+            "params": {"name": "counter", "arguments": {}},
+        });
+        let response = send(&router, post(Some(&id), call)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let messages = sse_messages(&body_text(response).await);
+        let result = messages
+            .iter()
+            .find(|message| message["id"] == 10 + expected)
+            .unwrap();
+        let text = result["result"]["content"][0]["text"].as_str().unwrap();
+        let counted: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            counted,
+            json!({"count": expected, "replica": "unit", "session": id})
+        );
+    }
+
+    let rmcp_id = id.as_str().into();
+    assert!(gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap());
+    let session_id = SessionId::parse(&id).unwrap();
+    assert!(gateway.manager().delete(&session_id).await.unwrap());
+
+    assert_jsonrpc_error(
+        send(&router, ping(&id)).await,
+        StatusCode::NOT_FOUND,
+        -32001,
+    )
+    .await;
+    // The worker task finishes the close in the background.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap() {
+        assert!(Instant::now() < deadline, "rmcp still holds the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
