@@ -104,12 +104,12 @@ impl Expiry {
 
     /// Adds an absolute lifetime on top of the sliding TTL.
     pub fn with_max_lifetime(mut self, max_lifetime: Option<Duration>) -> Result<Self> {
-        if let Some(max) = max_lifetime {
-            if max < Duration::from_millis(1) {
-                return Err(Error::InvalidInput(format!(
-                    "max_lifetime must be at least 1 ms, got {max:?}"
-                )));
-            }
+        if let Some(max) = max_lifetime
+            && max < Duration::from_millis(1)
+        {
+            return Err(Error::InvalidInput(format!(
+                "max_lifetime must be at least 1 ms, got {max:?}"
+            )));
         }
         self.max_lifetime = max_lifetime;
         Ok(self)

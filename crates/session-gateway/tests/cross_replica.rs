@@ -170,10 +170,10 @@ async fn wait_health(
     let deadline = Instant::now() + STARTUP;
     loop {
         children.check_running(name);
-        if let Some((status, body)) = health(http, port).await {
-            if status == want {
-                return body;
-            }
+        if let Some((status, body)) = health(http, port).await
+            && status == want
+        {
+            return body;
         }
         assert!(
             Instant::now() < deadline,
