@@ -8,7 +8,7 @@
 //!
 //! - [`Gateway`] builds the axum [`Router`]: `/mcp` is rmcp's
 //!   `StreamableHttpService` (stateful mode) with a
-//!   [`ManagerSessionStore`](session_rmcp::ManagerSessionStore) on the
+//!   [`session_rmcp::ManagerSessionStore`] on the
 //!   manager, wrapped in the session check of the [`guard`] module; `/health`
 //!   reports the storage's state. Every response carries an `x-served-by`
 //!   header naming the replica.
