@@ -88,8 +88,8 @@ impl SessionConfig {
         let deserializer = toml::Deserializer::parse(text)
             .map_err(|error| Error::config("(syntax)", format!("{origin}: {}", error.message())))?;
         let mut config: Self = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            let field = error.path().to_string();
             let message = error.inner().message().to_owned();
+            let field = field_path(&error.path().to_string(), &message);
             Error::config(field, format!("{message} (in {origin})"))
         })?;
         if let Some(redis) = &mut config.redis {
@@ -134,6 +134,21 @@ impl SessionConfig {
             None => builder.build(),
             Some(redis) => builder.storage(crate::redis_storage(redis).await?).build(),
         }
+    }
+}
+
+/// The key an error is about. serde reports a missing key on the table that
+/// lacks it (`.` for the top level), so the key's name is appended from the
+/// message: a missing `ttl` is reported as `ttl`, not `.`.
+fn field_path(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (table, Some(name)) => format!("{table}.{name}"),
+        (path, None) => path.to_owned(),
     }
 }
 
@@ -217,6 +232,8 @@ mod tests {
                 "redis.password_env",
             ),
             ("ttl = \"30m\"\n[redis]\nkey_prefix = \"s:\"", "redis.addr"),
+            ("max_lifetime = \"1h\"", "ttl"),
+            ("ttl = \"30m\"\n[redis]\naddr = \"h:1\"", "redis.key_prefix"),
         ];
         for (text, field) in cases {
             let (got, reason) = field_and_reason(SessionConfig::from_toml(text, "conf/app.toml"));

@@ -46,6 +46,13 @@ pub(crate) fn build_client(config: &RedisConfig) -> Result<fred::clients::Client
             connection.unresponsive.max_timeout = Some(command_timeout);
             connection.unresponsive.interval =
                 (command_timeout / 4).max(std::time::Duration::from_millis(50));
+            // fred re-sends a command whose reply was lost to a dropped
+            // connection. For `SET NX` that turns a create that succeeded into
+            // `AlreadyExists` (the retry finds the key the first attempt
+            // wrote), and for `DEL` into "was not there". One attempt makes
+            // such a command fail with a retryable error instead: its outcome
+            // is unknown, and the caller is told so.
+            connection.max_command_attempts = 1;
         })
         .with_performance_config(|performance| {
             // fred's default is 0: no timeout at all, which hangs forever on a
