@@ -24,14 +24,24 @@
 //!   lines for their variables and keeps them running until Ctrl-C, so tests
 //!   can be run by hand against them.
 //!
+//! - `cargo xtask bench [--quick]` runs the benchmark suite (crate `bench/`)
+//!   against a Redis server it starts, and rewrites `docs/benchmarks.md` and
+//!   its plots; see the `bench` module.
+//!
+//! - `cargo xtask reliability [--only <names>] [--fuzz-secs <N>]` and
+//!   `cargo xtask soak --secs <N>` run the reliability and security suite
+//!   (crate `reliability/`) and its fuzzers; see the `reliability` module.
+//!
 //! Both commands need `redis-server` and `redis-cli` on PATH (Debian:
 //! `apt-get install -y redis-server redis-tools`). The servers are stopped on
 //! every exit path, including Ctrl-C and SIGTERM (exit code 130).
 
+mod bench;
 mod certs;
 mod ci;
 mod proc;
 mod redis;
+mod reliability;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -50,6 +60,16 @@ commands:
                                   invariant, tests against real Redis, docs)
   redis                           start the Redis test servers, print their
                                   environment variables, wait for Ctrl-C
+  bench [--quick]                 run the benchmarks against a Redis server it
+                                  starts, and rewrite docs/benchmarks.md and its
+                                  plots (--quick: a short smoke run whose report
+                                  goes to target/session-bench/report/)
+  reliability [--only <names>] [--fuzz-secs <N>]
+                                  run the reliability and security scenarios
+                                  against real Redis processes, then fuzz
+  soak [--secs <N>]               two gateway replicas (or, without a gateway,
+                                  two managers) under load with random Redis
+                                  faults, then an audit
   help                            show this message";
 
 fn main() -> ExitCode {
@@ -67,6 +87,8 @@ fn main() -> ExitCode {
 enum Task {
     Test { test_args: Vec<OsString> },
     Redis,
+    Bench { quick: bool },
+    Reliability(reliability::Args),
     Help,
 }
 
@@ -80,6 +102,8 @@ fn run() -> Result<()> {
     match task {
         Task::Test { test_args } => ci::run(&project_root()?, &test_args),
         Task::Redis => serve_redis(),
+        Task::Bench { quick } => bench::run(&project_root()?, quick),
+        Task::Reliability(args) => reliability::run(&project_root()?, args),
         Task::Help => Ok(()),
     }
 }
@@ -107,6 +131,14 @@ fn parse_args(args: Vec<OsString>) -> Result<Task> {
         },
         Some("redis") if rest.is_empty() => Ok(Task::Redis),
         Some("redis") => bail!("`redis` takes no arguments\n\n{USAGE}"),
+        Some("bench") => match rest.as_slice() {
+            [] => Ok(Task::Bench { quick: false }),
+            [flag] if flag == "--quick" => Ok(Task::Bench { quick: true }),
+            _ => bail!("`bench` takes only `--quick`\n\n{USAGE}"),
+        },
+        Some(name @ ("reliability" | "soak")) => {
+            Ok(Task::Reliability(reliability::parse(name, &rest)?))
+        }
         Some("help" | "--help" | "-h") => Ok(Task::Help),
         _ => bail!("unknown command {command:?}\n\n{USAGE}"),
     }

@@ -1,0 +1,664 @@
+//! Section 1: the Redis path.
+//!
+//! One `Manager` over `RedisStorage` shared by 1, 16, 64 and 256 tasks,
+//! against, on the same server and the same fred connection (one
+//! auto-pipelined client, our client configuration):
+//!
+//! - raw fred sending the same commands with the same value bytes (the
+//!   encoded sessions our manager stored), which is the floor for any client;
+//! - raw fred `GET`, the cheapest read, for reference;
+//! - a fred pool of four clients doing the raw `GETEX` (single client vs
+//!   pool);
+//! - `tower-sessions-redis-store` (its `load` is a plain `GET`, `create` is
+//!   `SET NX EXAT`, `save` is `SET XX EXAT`, values in MessagePack).
+//!
+//! Operations of a run run in this order for every target before the next
+//! operation, so that the figures compared with each other are measured
+//! seconds apart: load, update, create, delete (of what create made), mix.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use session_core::codec::Codec;
+use session_core::{Expiry, Manager, RedisConfig, Session, Storage, Ttl};
+use session_redis::RedisStorage;
+use session_redis::fred;
+use session_redis::fred::bytes::Bytes;
+use session_redis::fred::interfaces::{ClientLike, KeysInterface};
+use session_redis::fred::prelude::{Builder, Config, Expiration, SetOptions, Value};
+use session_redis::fred::types::{ClusterHash, CustomCommand};
+use tower_sessions_redis_store::RedisStore;
+use tsc_redis::SessionStore as _;
+use tsc_redis::session::{Id, Record};
+
+use crate::harness::{self, Measurement, Plan, Row, Timing, Workload};
+use crate::shape::{self, Rng};
+
+/// The session TTL of every store.
+const TTL: Duration = Duration::from_secs(30 * 60);
+/// Concurrent tasks.
+pub(crate) const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
+/// The key prefix of our sessions (raw fred reads and writes the same keys).
+const PREFIX: &str = "bench:";
+/// Clients in the pool compared with the single auto-pipelined client.
+const POOL_SIZE: usize = 4;
+
+/// Everything section 1 writes.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RedisResults {
+    pub(crate) redis_version: String,
+    /// Bytes of one stored session of ours (header + bincode body).
+    pub(crate) value_bytes: usize,
+    /// Bytes of the same session as tower-sessions stores it (MessagePack).
+    pub(crate) tower_value_bytes: usize,
+    /// Sessions loaded and updated at random, per store.
+    pub(crate) keyspace: usize,
+    pub(crate) rows: Vec<Row>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    Ours,
+    /// `RedisStorage` called directly, without the manager (its timeout
+    /// and boxed future): where our overhead is.
+    OursStorage,
+    Raw,
+    RawGet,
+    Pool,
+    Tower,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Ours => "ours",
+            Self::OursStorage => "ours-storage-direct",
+            Self::Raw => "raw-fred",
+            Self::RawGet => "raw-fred-get",
+            Self::Pool => "raw-fred-pool4",
+            Self::Tower => "tower-sessions-redis-store",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Load,
+    Update,
+    Create,
+    Delete,
+    Mix,
+}
+
+impl Op {
+    pub(crate) const ALL: [Op; 5] = [Op::Load, Op::Update, Op::Create, Op::Delete, Op::Mix];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Update => "update",
+            Self::Create => "create",
+            Self::Delete => "delete",
+            Self::Mix => "mix",
+        }
+    }
+}
+
+/// One concrete operation (a mix resolves to one of these per call).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Single {
+    Load(usize),
+    Update(usize),
+    Create,
+    Delete(u128),
+}
+
+/// Per-task state shared by the Redis and local workloads.
+pub(crate) struct TaskState {
+    pub(crate) rng: Rng,
+    pub(crate) created: Vec<u128>,
+    /// The next victim of a delete run: this task deletes every `stride`-th
+    /// session that create made, so tasks share no counter.
+    pub(crate) cursor: usize,
+    pub(crate) stride: usize,
+}
+
+impl TaskState {
+    pub(crate) fn new(seed: u64, task: usize, tasks: usize) -> Self {
+        Self {
+            rng: Rng::new(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            created: Vec::new(),
+            cursor: task,
+            stride: tasks.max(1),
+        }
+    }
+}
+
+/// Resolves the next operation: the mix is 90% load, 5% update, 4% create
+/// and 1% delete (of a session this task created, so deletes hit).
+pub(crate) fn next_op(op: Op, state: &mut TaskState, keyspace: usize, victims: &[u128]) -> Single {
+    match op {
+        Op::Load => Single::Load(state.rng.below(keyspace)),
+        Op::Update => Single::Update(state.rng.below(keyspace)),
+        Op::Create => Single::Create,
+        Op::Delete => {
+            let index = state.cursor;
+            state.cursor += state.stride;
+            // Past the end of what create made, deletes miss (and say so);
+            // `exhausted` stops the task before that.
+            Single::Delete(
+                victims
+                    .get(index)
+                    .copied()
+                    .unwrap_or_else(|| state.rng.uuid()),
+            )
+        }
+        Op::Mix => match state.rng.below(100) {
+            0..90 => Single::Load(state.rng.below(keyspace)),
+            90..95 => Single::Update(state.rng.below(keyspace)),
+            95..99 => Single::Create,
+            _ => Single::Delete(state.created.pop().unwrap_or_else(|| state.rng.uuid())),
+        },
+    }
+}
+
+struct Ctx {
+    manager: Manager,
+    storage: RedisStorage,
+    expiry: Expiry,
+    client: fred::clients::Client,
+    pool: fred::clients::Pool,
+    tower: RedisStore<fred::clients::Client>,
+    getex: CustomCommand,
+    ttl_ms: i64,
+    /// Our prepopulated sessions.
+    ours: Vec<Arc<Session>>,
+    /// Their keys and stored bytes, for raw fred.
+    raw_keys: Vec<String>,
+    raw_values: Vec<Bytes>,
+    /// The value raw fred creates new keys with (same size as ours).
+    raw_template: Bytes,
+    tower_records: Vec<Record>,
+    tower_template: Record,
+}
+
+struct RedisWork {
+    ctx: Arc<Ctx>,
+    target: Target,
+    op: Op,
+    seed: u64,
+    victims: Vec<u128>,
+    created: Mutex<Vec<u128>>,
+}
+
+impl Workload for RedisWork {
+    type State = TaskState;
+
+    fn state(&self, task: usize, tasks: usize) -> TaskState {
+        TaskState::new(self.seed, task, tasks)
+    }
+
+    fn exhausted(&self, state: &TaskState) -> bool {
+        self.op == Op::Delete && state.cursor >= self.victims.len()
+    }
+
+    async fn op(&self, state: &mut TaskState) -> Result<bool> {
+        let ctx = &self.ctx;
+        let single = next_op(self.op, state, ctx.ours.len(), &self.victims);
+        match self.target {
+            Target::Ours => ours(ctx, single, state).await,
+            Target::OursStorage => match single {
+                Single::Load(i) => Ok(Storage::load(&ctx.storage, &ctx.ours[i].id(), ctx.expiry)
+                    .await?
+                    .is_some()),
+                _ => bail!("{:?} is measured for loads only", self.target),
+            },
+            Target::Raw | Target::RawGet | Target::Pool => {
+                raw(ctx, self.target, single, state).await
+            }
+            Target::Tower => tower(ctx, single, state).await,
+        }
+    }
+
+    fn done(&self, state: TaskState) {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(state.created);
+    }
+}
+
+async fn ours(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
+    Ok(match op {
+        Single::Load(i) => ctx.manager.get(&ctx.ours[i].id()).await?.is_some(),
+        Single::Update(i) => ctx.manager.update((*ctx.ours[i]).clone()).await?,
+        Single::Create => {
+            let session = ctx.manager.create().await?;
+            state.created.push(shape::raw_id(session.id()));
+            true
+        }
+        Single::Delete(raw) => ctx.manager.delete(&shape::session_id(raw)).await?,
+    })
+}
+
+fn raw_key(raw: u128) -> String {
+    format!("{PREFIX}{}", uuid::Uuid::from_u128(raw).hyphenated())
+}
+
+async fn raw(ctx: &Ctx, target: Target, op: Single, state: &mut TaskState) -> Result<bool> {
+    let client = match target {
+        Target::Pool => ctx.pool.next(),
+        _ => &ctx.client,
+    };
+    Ok(match op {
+        Single::Load(i) if target == Target::RawGet => {
+            let reply: Value = client.get(ctx.raw_keys[i].as_str()).await?;
+            !reply.is_null()
+        }
+        Single::Load(i) => {
+            let args = vec![
+                Value::from(ctx.raw_keys[i].as_str()),
+                Value::from_static_str("PX"),
+                Value::from(ctx.ttl_ms),
+            ];
+            let reply: Value = client.custom(ctx.getex.clone(), args).await?;
+            !reply.is_null()
+        }
+        Single::Update(i) => {
+            let reply: Value = client
+                .set(
+                    ctx.raw_keys[i].as_str(),
+                    ctx.raw_values[i].clone(),
+                    Some(Expiration::PX(ctx.ttl_ms)),
+                    Some(SetOptions::XX),
+                    false,
+                )
+                .await?;
+            !reply.is_null()
+        }
+        Single::Create => {
+            // A random id per session, as every session store needs.
+            let id = uuid::Uuid::new_v4().as_u128();
+            let reply: Value = client
+                .set(
+                    raw_key(id),
+                    ctx.raw_template.clone(),
+                    Some(Expiration::PX(ctx.ttl_ms)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            state.created.push(id);
+            !reply.is_null()
+        }
+        Single::Delete(raw) => {
+            let removed: i64 = client.del(raw_key(raw)).await?;
+            removed > 0
+        }
+    })
+}
+
+async fn tower(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
+    Ok(match op {
+        Single::Load(i) => ctx.tower.load(&ctx.tower_records[i].id).await?.is_some(),
+        Single::Update(i) => {
+            ctx.tower.save(&ctx.tower_records[i]).await?;
+            true
+        }
+        Single::Create => {
+            let mut record = ctx.tower_template.clone();
+            record.id = Id::default();
+            ctx.tower.create(&mut record).await?;
+            state.created.push(record.id.0 as u128);
+            true
+        }
+        Single::Delete(raw) => {
+            // tower-sessions' delete does not say whether the key existed.
+            ctx.tower.delete(&Id(raw as i128)).await?;
+            true
+        }
+    })
+}
+
+/// The GET and GETEX call counts of the server, from `INFO commandstats`.
+async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["commandstats"],
+        )
+        .await?;
+    let calls = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((calls("get"), calls("getex")))
+}
+
+/// The server's CPU time so far, in microseconds (`INFO cpu`).
+async fn server_cpu_us(client: &fred::clients::Client) -> Result<f64> {
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["cpu"],
+        )
+        .await?;
+    let seconds = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}:")))
+            .and_then(|n| n.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((seconds("used_cpu_user") + seconds("used_cpu_sys")) * 1e6)
+}
+
+async fn server_version(client: &fred::clients::Client) -> Result<String> {
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["server"],
+        )
+        .await?;
+    Ok(info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned())
+}
+
+/// Runs `count` async jobs, `width` at a time, on the current runtime.
+async fn in_parallel<F, Fut, T>(count: usize, width: usize, job: F) -> Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let job = Arc::new(job);
+    let mut handles = Vec::new();
+    for lane in 0..width {
+        let job = Arc::clone(&job);
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in (lane..count).step_by(width) {
+                out.push((i, job(i).await?));
+            }
+            anyhow::Ok(out)
+        }));
+    }
+    let mut all = Vec::with_capacity(count);
+    for handle in handles {
+        all.extend(handle.await??);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, value)| value).collect())
+}
+
+async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
+    let config = RedisConfig::standalone(addr, PREFIX);
+    let storage = RedisStorage::connect(&config)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {addr}"))?;
+    let client = storage.client().clone();
+    let _: Value = client
+        .custom(
+            CustomCommand::new_static("FLUSHALL", ClusterHash::Random, false),
+            Vec::<Value>::new(),
+        )
+        .await?;
+
+    // The template every create uses, in every store: one typical session.
+    let mut rng = Rng::new(0x5E55_1011);
+    let template = shape::typical_session(shape::session_id(rng.uuid()), &mut rng);
+    let template_metadata = template.metadata().clone();
+    let manager = Manager::with_storage(
+        Ttl::new(TTL)?,
+        move |id| {
+            let mut session = Session::new(id, template.session_type());
+            *session.metadata_mut() = template_metadata.clone();
+            session
+        },
+        storage.clone(),
+    );
+
+    // Our sessions, created through the manager.
+    let sessions: Vec<Session> = (0..keyspace)
+        .map(|_| shape::typical_session(shape::session_id(rng.uuid()), &mut rng))
+        .collect();
+    let sessions = Arc::new(sessions);
+    let ours = {
+        let manager = manager.clone();
+        let sessions = Arc::clone(&sessions);
+        in_parallel(keyspace, 64, move |i| {
+            let manager = manager.clone();
+            let session = sessions[i].clone();
+            async move { Ok(manager.add_session(session).await?) }
+        })
+        .await?
+    };
+    let codec = Codec::default();
+    let raw_keys = ours.iter().map(|s| storage.key(&s.id())).collect();
+    let raw_values = ours
+        .iter()
+        .map(|s| codec.encode_session(s).map(Bytes::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    let raw_template = Bytes::from(codec.encode_session(&sessions[0])?);
+
+    // The same sessions in tower-sessions' model, created through its store.
+    let tower = RedisStore::new(client.clone());
+    let expiry = time::OffsetDateTime::now_utc() + TTL;
+    let records: Vec<Record> = sessions
+        .iter()
+        .map(|session| Record {
+            id: Id(rng.uuid() as i128),
+            data: shape::tower_data(session),
+            expiry_date: expiry,
+        })
+        .collect();
+    let tower_template = records[0].clone();
+    let records = Arc::new(records);
+    let tower_records = {
+        let tower = tower.clone();
+        let records = Arc::clone(&records);
+        in_parallel(keyspace, 64, move |i| {
+            let tower = tower.clone();
+            let mut record = records[i].clone();
+            async move {
+                tower.create(&mut record).await?;
+                Ok(record)
+            }
+        })
+        .await?
+    };
+
+    // The pool: the same settings as our client, four connections.
+    let mut pool_config = Config::from_url(&format!("redis://{addr}"))?;
+    pool_config.fail_fast = true;
+    let pool = Builder::from_config(pool_config)
+        .with_performance_config(|performance| {
+            performance.default_command_timeout = config.command_timeout;
+        })
+        .build_pool(POOL_SIZE)?;
+    pool.init().await?;
+
+    Ok(Arc::new(Ctx {
+        manager,
+        storage,
+        expiry: Expiry::new(Ttl::new(TTL)?),
+        client,
+        pool,
+        tower,
+        getex: CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false),
+        ttl_ms: i64::try_from(TTL.as_millis())?,
+        ours,
+        raw_keys,
+        raw_values,
+        raw_template,
+        tower_records,
+        tower_template,
+    }))
+}
+
+fn targets(op: Op) -> &'static [Target] {
+    match op {
+        Op::Load => &[
+            Target::Raw,
+            Target::RawGet,
+            Target::Pool,
+            Target::OursStorage,
+            Target::Ours,
+            Target::Tower,
+        ],
+        _ => &[Target::Raw, Target::Ours, Target::Tower],
+    }
+}
+
+fn check(row: &Row) -> Result<()> {
+    let m: &Measurement = &row.m;
+    if m.ops == 0 || m.errors > m.ops / 100 {
+        bail!(
+            "{} {} at {} tasks: {} ops, {} errors (first: {})",
+            row.target,
+            row.op,
+            row.concurrency,
+            m.ops,
+            m.errors,
+            m.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+/// Which cells to run; everything by default. Narrowing it is for
+/// investigating one figure by hand (`--tasks 64 --ops load`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    pub(crate) tasks: Option<Vec<usize>>,
+    pub(crate) ops: Option<Vec<String>>,
+}
+
+impl Filter {
+    fn tasks(&self, tasks: usize) -> bool {
+        self.tasks.as_ref().is_none_or(|list| list.contains(&tasks))
+    }
+
+    fn op(&self, op: Op) -> bool {
+        // Delete needs the sessions that create made.
+        self.ops.as_ref().is_none_or(|list| {
+            list.iter()
+                .any(|name| name == op.name() || (op == Op::Create && name == "delete"))
+        })
+    }
+}
+
+/// Runs one cell and returns its row and, for create, what it made.
+async fn measure(
+    ctx: &Arc<Ctx>,
+    timing: Timing,
+    tasks: usize,
+    op: Op,
+    target: Target,
+    seed: u64,
+    victims: Vec<u128>,
+) -> Result<(Row, Vec<u128>)> {
+    let work = Arc::new(RedisWork {
+        ctx: Arc::clone(ctx),
+        target,
+        op,
+        seed,
+        victims,
+        created: Mutex::new(Vec::new()),
+    });
+    let calls_before = command_calls(&ctx.client).await?;
+    let cpu_before = server_cpu_us(&ctx.client).await?;
+    let mut m = harness::run(&work, Plan::timed(tasks, timing.warmup, timing.measure)).await?;
+    let cpu_after = server_cpu_us(&ctx.client).await?;
+    let calls_after = command_calls(&ctx.client).await?;
+    m.server_cpu_us_per_op = Some((cpu_after - cpu_before).max(0.0) / m.total_ops.max(1) as f64);
+    let getex_share = (target == Target::Ours && matches!(op, Op::Load | Op::Mix)).then(|| {
+        let get = calls_after.0.saturating_sub(calls_before.0) as f64;
+        let getex = calls_after.1.saturating_sub(calls_before.1) as f64;
+        if get + getex > 0.0 {
+            getex / (get + getex)
+        } else {
+            0.0
+        }
+    });
+    let made = std::mem::take(&mut *work.created.lock().unwrap_or_else(PoisonError::into_inner));
+    let row = Row {
+        target: target.name().to_owned(),
+        op: op.name().to_owned(),
+        concurrency: tasks,
+        m,
+        getex_share,
+        rounds: Vec::new(),
+    };
+    Ok((row, made))
+}
+
+/// Runs section 1 against the Redis server at `addr`.
+pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<RedisResults> {
+    let keyspace = if timing.quick { 5_000 } else { 50_000 };
+    eprintln!("redis: preparing {keyspace} sessions per store");
+    let ctx = setup(addr, keyspace).await?;
+    let redis_version = server_version(&ctx.client).await?;
+    let value_bytes = ctx.raw_values[0].len();
+    let tower_value_bytes = rmp_serde::to_vec(&ctx.tower_records[0])?.len();
+
+    let mut rows = Vec::new();
+    let mut seed = 1;
+    for tasks in CONCURRENCY.into_iter().filter(|&t| filter.tasks(t)) {
+        for round in 1..=timing.rounds {
+            let mut created: HashMap<&'static str, Vec<u128>> = HashMap::new();
+            for op in Op::ALL.into_iter().filter(|&op| filter.op(op)) {
+                // Each round starts the order at another store, so that no store
+                // always runs right after the same neighbour.
+                let mut order = targets(op).to_vec();
+                let shift = (round - 1) % order.len();
+                order.rotate_left(shift);
+                for target in order {
+                    seed += 1;
+                    let victims = match op {
+                        Op::Delete => created.remove(target.name()).unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    let (row, made) =
+                        measure(&ctx, timing, tasks, op, target, seed, victims).await?;
+                    if op == Op::Create {
+                        created.insert(target.name(), made);
+                    }
+                    eprintln!(
+                        "redis: round {round} {tasks:>3} tasks {:<7} {:<27} {:>8.0} ops/s  \
+                         p99 {:>7.0} us  cpu {:>5.1} us/op  server {:>4.1} us/op{}",
+                        row.op,
+                        row.target,
+                        row.m.ops_per_sec,
+                        row.m.p99_us,
+                        row.m.cpu_us_per_op,
+                        row.m.server_cpu_us_per_op.unwrap_or_default(),
+                        row.getex_share
+                            .map(|share| format!("  getex {:.0}%", share * 100.0))
+                            .unwrap_or_default()
+                    );
+                    check(&row)?;
+                    harness::keep_best(&mut rows, row);
+                }
+            }
+        }
+    }
+    ctx.manager.shutdown().await?;
+    let _ = ctx.pool.quit().await;
+    Ok(RedisResults {
+        redis_version,
+        value_bytes,
+        tower_value_bytes,
+        keyspace,
+        rows,
+    })
+}

@@ -1,0 +1,319 @@
+//! `session-reliability`: runs the reliability and security scenarios and
+//! prints one `PASS|FAIL <scenario>: <figure>` line each.
+//!
+//! ```text
+//! session-reliability [--only <name>[,<name>...]] [--quick]
+//! session-reliability soak --secs <N> [--gateway <session-gateway binary>]
+//! session-reliability fuzz-seeds <dir>
+//! ```
+//!
+//! Run it through `cargo xtask reliability` (which also starts the ACL and
+//! TLS servers the secrets scenario needs, and fuzzes) or `cargo xtask soak`.
+//! The scenarios that kill, stall or restart Redis start their own
+//! redis-server processes; the others use `SESSION_TEST_REDIS`, or a server
+//! of their own when it is not set. The run's seed is printed;
+//! `RELIABILITY_SEED=<seed>` replays the same schedules.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use session_reliability::scenarios::{
+    bad_config, bad_values, conn_kill, down_at_start, failover, races, restart, secrets, soak,
+    soak_gateway, stall,
+};
+use session_reliability::servers::{RedisProcess, ScratchDir};
+use session_reliability::{Outcome, capture, env, rng, servers};
+
+const USAGE: &str = "\
+usage: session-reliability [--only <name>[,<name>...]] [--quick]
+       session-reliability soak --secs <N> [--gateway <session-gateway binary>]
+       session-reliability fuzz-seeds <dir>
+
+scenarios: connection-killed server-stalled server-restarted sentinel-failover
+           redis-down-at-start races bad-stored-values secrets-redacted
+           bad-configuration";
+
+const ALL: &[&str] = &[
+    "bad-configuration",
+    "bad-stored-values",
+    "secrets-redacted",
+    "races",
+    "redis-down-at-start",
+    "connection-killed",
+    "server-stalled",
+    "server-restarted",
+    "sentinel-failover",
+];
+
+enum Command {
+    Scenarios {
+        only: Vec<String>,
+        quick: bool,
+    },
+    Soak {
+        secs: u64,
+        gateway: Option<std::path::PathBuf>,
+    },
+    FuzzSeeds {
+        dir: std::path::PathBuf,
+    },
+    Help,
+}
+
+fn parse(args: Vec<String>) -> Result<Command> {
+    let mut args = args.into_iter();
+    let mut only = Vec::new();
+    let mut quick = false;
+    let mut soak_secs = None;
+    let mut soak = false;
+    let mut gateway = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "soak" => soak = true,
+            "fuzz-seeds" => {
+                let dir = args.next().context("fuzz-seeds needs a directory")?;
+                return Ok(Command::FuzzSeeds { dir: dir.into() });
+            }
+            "--secs" => {
+                let value = args.next().context("--secs needs a number")?;
+                soak_secs = Some(value.parse().context("--secs needs a number")?);
+            }
+            "--quick" => quick = true,
+            "--gateway" => {
+                gateway = Some(args.next().context("--gateway needs a path")?.into());
+            }
+            "--only" => {
+                let value = args.next().context("--only needs scenario names")?;
+                for name in value.split(',') {
+                    if !ALL.contains(&name) {
+                        bail!("unknown scenario {name:?}\n\n{USAGE}");
+                    }
+                    only.push(name.to_owned());
+                }
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if soak {
+        return Ok(Command::Soak {
+            secs: soak_secs.unwrap_or(60),
+            gateway,
+        });
+    }
+    Ok(Command::Scenarios { only, quick })
+}
+
+fn main() -> ExitCode {
+    let command = match parse(std::env::args().skip(1).collect()) {
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::FuzzSeeds { dir }) => {
+            return match fuzz_seeds(&dir) {
+                Ok(count) => {
+                    println!("wrote {count} seeds to {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("session-reliability: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("session-reliability: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // Servers started here must not outlive an interrupted run.
+    if let Err(error) = ctrlc::set_handler(|| {
+        servers::kill_all();
+        eprintln!("session-reliability: interrupted; servers stopped");
+        std::process::exit(130);
+    }) {
+        eprintln!("session-reliability: cannot install the signal handler: {error}");
+    }
+    // The capture subscriber is the process's only one; it records nothing
+    // until the secrets scenario switches it on.
+    if let Err(error) = capture::install() {
+        eprintln!("session-reliability: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("session-reliability: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Scenarios { only, quick } => run_scenarios(only, quick).await,
+            Command::Soak { secs, gateway } => run_soak(secs, gateway).await,
+            Command::Help | Command::FuzzSeeds { .. } => Ok(Vec::new()),
+        }
+    });
+    servers::kill_all();
+    match result {
+        Ok(outcomes) if outcomes.iter().all(|o| o.passed) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("session-reliability: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(outcomes: &mut Vec<Outcome>, outcome: Outcome) {
+    println!("{outcome}");
+    outcomes.push(outcome);
+}
+
+async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
+    let seed = rng::run_seed();
+    let started = Instant::now();
+    println!("session-reliability: seed {seed} (RELIABILITY_SEED={seed} replays the schedules)");
+    let scratch = ScratchDir::new("session-reliability")?;
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    // The plain server from the harness, or one of our own.
+    let own_plain;
+    let plain = match std::env::var("SESSION_TEST_REDIS") {
+        Ok(addr) if !addr.is_empty() => addr,
+        _ => {
+            own_plain = RedisProcess::start(scratch.path(), "plain", &[])?;
+            own_plain.addr()
+        }
+    };
+    let scale = |full: usize, small: usize| if quick { small } else { full };
+    let mut outcomes = Vec::new();
+    if wanted("bad-configuration") {
+        report(&mut outcomes, bad_config::run().await);
+    }
+    if wanted("bad-stored-values") {
+        report(
+            &mut outcomes,
+            bad_values::run(&plain, scale(2000, 200), seed).await,
+        );
+    }
+    if wanted("secrets-redacted") {
+        let outcome = match env::SecureServers::from_env() {
+            Some(servers) => secrets::run(&servers).await,
+            None => Outcome::error(
+                secrets::NAME,
+                &anyhow::anyhow!(
+                    "needs the ACL/TLS/mTLS servers of `cargo xtask reliability` (SESSION_TEST_REDIS_* variables)"
+                ),
+            ),
+        };
+        report(&mut outcomes, outcome);
+    }
+    if wanted("races") {
+        report(
+            &mut outcomes,
+            races::create_race(&plain, scale(1000, 100), seed).await,
+        );
+        report(
+            &mut outcomes,
+            races::delete_update_race(races::Backend::Redis(&plain), scale(5000, 500), seed).await,
+        );
+        report(
+            &mut outcomes,
+            races::delete_update_race(races::Backend::Local, scale(20000, 2000), seed).await,
+        );
+        report(
+            &mut outcomes,
+            races::sweep_load_race(std::time::Duration::from_secs(scale(5, 2) as u64), seed).await,
+        );
+    }
+    if wanted("redis-down-at-start") {
+        report(&mut outcomes, down_at_start::run(scratch.path()).await);
+    }
+    if wanted("connection-killed") {
+        report(&mut outcomes, conn_kill::run(scratch.path(), seed).await);
+    }
+    if wanted("server-stalled") {
+        report(&mut outcomes, stall::run(scratch.path(), seed).await);
+    }
+    if wanted("server-restarted") {
+        report(&mut outcomes, restart::run(scratch.path(), seed).await);
+    }
+    if wanted("sentinel-failover") {
+        report(&mut outcomes, failover::run(scratch.path(), seed).await);
+    }
+    summary(&outcomes, started, seed);
+    Ok(outcomes)
+}
+
+async fn run_soak(secs: u64, gateway: Option<std::path::PathBuf>) -> Result<Vec<Outcome>> {
+    let seed = rng::run_seed();
+    let started = Instant::now();
+    println!("session-reliability soak: seed {seed}, {secs} s of faults");
+    let scratch = ScratchDir::new("session-soak")?;
+    let mut outcomes = Vec::new();
+    match gateway {
+        Some(gateway) => {
+            report(
+                &mut outcomes,
+                soak_gateway::run(scratch.path(), secs, seed, &gateway).await,
+            );
+        }
+        None => {
+            println!("no gateway binary given: soaking the library directly");
+            report(
+                &mut outcomes,
+                soak::run_library(scratch.path(), secs, seed).await,
+            );
+        }
+    }
+    summary(&outcomes, started, seed);
+    Ok(outcomes)
+}
+
+fn summary(outcomes: &[Outcome], started: Instant, seed: u64) {
+    println!();
+    println!(
+        "summary (seed {seed}, {:.1} s):",
+        started.elapsed().as_secs_f64()
+    );
+    for outcome in outcomes {
+        println!("{}", outcome.line());
+    }
+}
+
+/// Writes valid stored values (both codecs; with metadata, user data and
+/// neither) into `dir`: starting points for the `decode_session` fuzzer,
+/// which would otherwise have to discover the bincode body layout by chance.
+fn fuzz_seeds(dir: &std::path::Path) -> Result<usize> {
+    use session_core::codec::Codec;
+    use session_core::{Session, SessionId, SessionType};
+    std::fs::create_dir_all(dir)?;
+    let mut sessions = Vec::new();
+    for kind in [SessionType::Mcp, SessionType::Sse, SessionType::Streamable] {
+        sessions.push(Session::new(SessionId::new(), kind));
+    }
+    let mut rich = Session::new(SessionId::new(), SessionType::Streamable);
+    rich.set_metadata("user", "alice");
+    rich.set_metadata("unicode", "grüße ✓");
+    rich.set_metadata("", "");
+    rich.set_data(&serde_json::json!({"nested": [1, "two", null], "ok": true}))?;
+    sessions.push(rich);
+    let mut binary = Session::new(SessionId::new(), SessionType::Mcp);
+    binary.set_data_with(Codec::Bincode, &vec![0u8, 1, 2, 255])?;
+    sessions.push(binary);
+    let mut count = 0;
+    for (index, session) in sessions.iter().enumerate() {
+        for codec in [Codec::Bincode, Codec::Json] {
+            let bytes = codec.encode_session(session)?;
+            std::fs::write(dir.join(format!("seed-{index}-{codec}")), bytes)?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}

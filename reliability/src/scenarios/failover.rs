@@ -1,0 +1,342 @@
+//! Scenario 4: sentinel failover under load.
+//!
+//! A master, one replica and one sentinel (quorum 1) are started here;
+//! `SENTINEL FAILOVER mymaster` promotes the replica while 64 tasks load
+//! one manager configured with the sentinel only.
+//!
+//! # What Redis guarantees, and what is tested against it
+//!
+//! Redis replication is asynchronous: the master acknowledges a write
+//! before any replica has it, so a failover can lose acknowledged writes
+//! (the Redis Sentinel documentation says so in as many words). Worse,
+//! `SENTINEL FAILOVER` does not pause the old master: until the sentinel
+//! reconfigures it as a replica (several seconds later), clients still
+//! connected to it keep writing there, with acknowledgements, and those
+//! writes are discarded when it resynchronises from the new master. The
+//! one tool Redis gives is `WAIT numreplicas timeout`: once it reports the
+//! replica, every earlier write of that connection is on the replica.
+//!
+//! So the promises tested are:
+//!
+//! 1. every session acknowledged *and* confirmed on the replica with `WAIT`
+//!    before the failover is readable after it: zero lost;
+//! 2. the manager follows the new master by itself: sessions created after
+//!    the switch land on the promoted server and are confirmed by `WAIT`
+//!    (so the old master has rejoined as a replica), and all are readable;
+//! 3. errors during the switch are typed and retryable, nothing hangs, and
+//!    service recovers within a bound.
+//!
+//! Sessions acknowledged during the switch but never confirmed may be lost,
+//! as Redis allows; how many were is reported, not asserted.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use session_core::config::{RedisConfig, SentinelConfig};
+use session_core::{Manager, SessionId};
+use session_redis::RedisStorage;
+use session_redis::fred::interfaces::ClientLike;
+use session_redis::fred::prelude::Value;
+use session_redis::fred::types::{ClusterHash, CustomCommand};
+
+use crate::load::{self, Anomaly, Load, LoadSpec, ms};
+use crate::rng::Rng;
+use crate::servers::{HOST, RedisProcess, info_field};
+use crate::{Outcome, scenarios};
+
+/// The figure's name.
+pub const NAME: &str = "sentinel-failover";
+
+const MASTER_NAME: &str = "mymaster";
+/// Sessions created and confirmed with WAIT before the failover.
+pub const CONFIRMED_BEFORE: usize = 2000;
+/// Sessions created and confirmed with WAIT after the switch.
+pub const CONFIRMED_AFTER: usize = 500;
+/// The bound on the time from `SENTINEL FAILOVER` until operations stop
+/// failing.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs the scenario with its own servers in `scratch`.
+pub async fn run(scratch: &Path, seed: u64) -> Outcome {
+    match try_run(scratch, seed).await {
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::error(NAME, &error),
+    }
+}
+
+/// `WAIT 1 500` on the manager's own connection, repeated until it reports
+/// a replica or `limit` passes: once it does, every earlier write of that
+/// connection is on the replica. Each WAIT stays under the client's command
+/// timeout (1 s), which applies to WAIT too.
+async fn wait_replicated(manager: &Manager, limit: Duration) -> anyhow::Result<i64> {
+    let storage = manager
+        .storage::<RedisStorage>()
+        .context("the manager is not on Redis")?;
+    let started = Instant::now();
+    loop {
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+        let reply: Result<Value, _> = storage
+            .client()
+            .custom(wait, vec![Value::from(1), Value::from(500)])
+            .await;
+        let replicas = match reply {
+            Ok(reply) => reply.as_i64().context("WAIT replied with a non-integer")?,
+            Err(error) if started.elapsed() < limit => {
+                let _ = error;
+                0
+            }
+            Err(error) => return Err(error.into()),
+        };
+        if replicas >= 1 || started.elapsed() >= limit {
+            return Ok(replicas);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            bail!("{what}: not after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(NAME);
+    let master = RedisProcess::start(scratch, "failover-master", &[])?;
+    let master_port = master.port().to_string();
+    let replica = RedisProcess::start(
+        scratch,
+        "failover-replica",
+        &["--replicaof", HOST, &master_port],
+    )?;
+    wait_until("the replica syncs", Duration::from_secs(20), || async {
+        let info = replica.cli(&["INFO", "replication"]).await?;
+        Ok(info_field(&info, "master_link_status").as_deref() == Some("up"))
+    })
+    .await?;
+    let sentinel = RedisProcess::start_sentinel(
+        scratch,
+        "failover-sentinel",
+        &[
+            "sentinel resolve-hostnames no".into(),
+            format!("sentinel monitor {MASTER_NAME} {HOST} {master_port} 1"),
+            format!("sentinel down-after-milliseconds {MASTER_NAME} 2000"),
+            format!("sentinel failover-timeout {MASTER_NAME} 10000"),
+        ],
+    )?;
+    let replica_port = replica.port().to_string();
+    // The sentinel must know the replica (it learns it from the master's
+    // INFO) before it can promote it.
+    wait_until(
+        "the sentinel sees the replica",
+        Duration::from_secs(30),
+        || async {
+            let replicas = sentinel.cli(&["SENTINEL", "REPLICAS", MASTER_NAME]).await?;
+            let lines: Vec<&str> = replicas.lines().map(str::trim).collect();
+            let flags = lines
+                .windows(2)
+                .find(|pair| pair[0] == "flags")
+                .map(|pair| pair[1]);
+            Ok(lines.contains(&replica_port.as_str()) && flags == Some("slave"))
+        },
+    )
+    .await?;
+
+    let mut config = RedisConfig::sentinel(
+        SentinelConfig::new(MASTER_NAME, [sentinel.addr()]),
+        scenarios::unique_prefix("failover"),
+    );
+    scenarios::tune(&mut config);
+    let manager = scenarios::manager(&config).await?;
+
+    // 1. Confirmed before the failover.
+    let mut rng = Rng::derive(seed, 4);
+    let (confirmed, failed) = load::create_many(&manager, CONFIRMED_BEFORE, 32, &mut rng).await;
+    anyhow::ensure!(failed == 0, "{failed} creates failed before the failover");
+    let replicas = wait_replicated(&manager, Duration::from_secs(5)).await?;
+    anyhow::ensure!(
+        replicas >= 1,
+        "WAIT 1 5000 reported {replicas} replicas before the failover"
+    );
+
+    // 2. The failover, under load.
+    let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failover_at = load.now();
+    // When does the manager's client show up on the promoted server? Its
+    // other normal clients are the sentinel's (named `sentinel-...`) and the
+    // polling redis-cli itself.
+    let follow_port = replica.port();
+    let follow = tokio::spawn(async move {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(40) {
+            if let Ok(list) =
+                crate::servers::cli(follow_port, &["CLIENT", "LIST", "TYPE", "normal"]).await
+                && list
+                    .lines()
+                    .filter(|line| !line.contains("cmd=client") && !line.contains("name=sentinel-"))
+                    .count()
+                    >= 1
+            {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    });
+    let reply = sentinel.cli(&["SENTINEL", "FAILOVER", MASTER_NAME]).await?;
+    anyhow::ensure!(reply == "OK", "SENTINEL FAILOVER replied {reply:?}");
+    let switch = wait_until("the sentinel switches", Duration::from_secs(30), || async {
+        let addr = sentinel
+            .cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
+            .await?;
+        Ok(addr.lines().nth(1).map(str::trim) == Some(replica_port.as_str()))
+    })
+    .await?;
+    // The old master keeps accepting writes until the sentinel turns it
+    // into a replica; wait for that, then let the load run on.
+    let demoted = wait_until(
+        "the old master becomes a replica",
+        Duration::from_secs(40),
+        || async {
+            let info = master.cli(&["INFO", "replication"]).await?;
+            Ok(info_field(&info, "role").as_deref() == Some("slave"))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let report = load.stop(Duration::from_secs(10)).await;
+    let followed = follow.await.ok().flatten();
+
+    // 3. Confirmed after the switch.
+    let (after, failed_after) = load::create_many(&manager, CONFIRMED_AFTER, 32, &mut rng).await;
+    let replicas_after = wait_replicated(&manager, Duration::from_secs(30)).await;
+    let on_new_master = match after.first() {
+        Some(id) => key_exists(&replica, &config.key_prefix, id).await?,
+        None => false,
+    };
+
+    let confirmed_audit = load::audit(&manager, &confirmed).await;
+    let after_audit = load::audit(&manager, &after).await;
+    let live_audit = load::audit(&manager, &report.live).await;
+    let unconfirmed_lost = report.lost.len() + live_audit.missing.len();
+    let unconfirmed_total = report.live.len() + report.lost.len();
+    let recovery = report.failures_recovery_after(failover_at, scenarios::SLOW);
+    let last = report.last_end();
+    let (final_ops, final_failed) =
+        report.failures_after(last.saturating_sub(Duration::from_secs(1)));
+    let spurious = report
+        .anomalies()
+        .get(&Anomaly::SpuriousAlreadyExists)
+        .copied()
+        .unwrap_or(0);
+
+    outcome.figure(format!(
+        "{} of {} WAIT-confirmed sessions lost across the failover; {} of {} confirmed after the switch lost; sentinel switched in {}, old master demoted after {}, manager on the new master after {}; {} of {} ops failed during the switch ({}), worst latency {}, operations back to normal {} after SENTINEL FAILOVER; acknowledged but unconfirmed sessions lost: {} of {} (written to the old master after the promotion)",
+        confirmed_audit.missing.len(),
+        confirmed.len(),
+        after_audit.missing.len(),
+        after.len(),
+        ms(switch),
+        demoted
+            .as_ref()
+            .map(|d| ms(*d + switch))
+            .unwrap_or_else(|e| e.to_string()),
+        followed.map(ms).unwrap_or_else(|| "never (40 s)".into()),
+        report.failed(),
+        report.total_ops,
+        report.failure_text(),
+        ms(report.worst_latency()),
+        ms(recovery),
+        unconfirmed_lost,
+        unconfirmed_total,
+    ));
+    outcome.check(
+        confirmed_audit.missing.is_empty() && confirmed_audit.errors == 0,
+        format!(
+            "every session confirmed with WAIT before the failover is readable: {} missing, {} errors ({:?})",
+            confirmed_audit.missing.len(),
+            confirmed_audit.errors,
+            confirmed_audit.first_error
+        ),
+    );
+    outcome.check(
+        failed_after == 0,
+        format!("creates after the switch succeed: {failed_after} failed"),
+    );
+    outcome.check(
+        matches!(replicas_after, Ok(n) if n >= 1),
+        format!("WAIT after the switch sees the demoted master as a replica: {replicas_after:?}"),
+    );
+    outcome.check(
+        on_new_master,
+        "the manager writes to the promoted server after the switch",
+    );
+    outcome.check(
+        after_audit.missing.is_empty() && after_audit.errors == 0,
+        format!(
+            "every session confirmed after the switch is readable: {} missing, {} errors",
+            after_audit.missing.len(),
+            after_audit.errors
+        ),
+    );
+    outcome.check(
+        followed.is_some(),
+        "the manager's client connects to the promoted server",
+    );
+    outcome.check(
+        demoted.is_ok(),
+        format!("the sentinel demotes the old master: {demoted:?}"),
+    );
+    outcome.check(
+        report.hung == 0 && report.panicked.is_empty(),
+        format!("no task hung ({}) or panicked", report.hung),
+    );
+    outcome.check(
+        report.non_retryable() == 0,
+        format!(
+            "every failure during the switch is retryable ({} are not: {:?})",
+            report.non_retryable(),
+            report.samples
+        ),
+    );
+    outcome.check(
+        recovery <= RECOVERY_BOUND,
+        format!(
+            "operations stop failing within {} of the failover ({})",
+            ms(RECOVERY_BOUND),
+            ms(recovery)
+        ),
+    );
+    outcome.check(
+        final_ops > 0 && final_failed == 0,
+        format!("the last second is clean: {final_failed} failed of {final_ops} ops"),
+    );
+    outcome.note(format!(
+        "anomalies during the load (expected from asynchronous replication): {:?}; spurious AlreadyExists: {spurious}",
+        report.anomalies()
+    ));
+    for (class, samples) in &report.samples {
+        outcome.note(format!("{class}: {}", samples.join(" | ")));
+    }
+    manager.shutdown().await.ok();
+    drop(sentinel);
+    Ok(outcome)
+}
+
+async fn key_exists(server: &RedisProcess, prefix: &str, id: &SessionId) -> anyhow::Result<bool> {
+    let key = format!("{prefix}{id}");
+    Ok(server.cli(&["EXISTS", &key]).await? == "1")
+}

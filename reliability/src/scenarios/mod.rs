@@ -1,0 +1,65 @@
+//! One module per scenario. Each `run` returns an [`Outcome`](crate::Outcome)
+//! and never panics on a finding: a broken promise is a failed check with
+//! the evidence in the outcome's details.
+
+pub mod bad_config;
+pub mod bad_values;
+pub mod conn_kill;
+pub mod down_at_start;
+pub mod failover;
+pub mod races;
+pub mod restart;
+pub mod secrets;
+pub mod soak;
+pub mod soak_gateway;
+pub mod stall;
+
+use std::time::Duration;
+
+use session_core::config::RedisConfig;
+use session_core::{Manager, SessionType, Ttl};
+use session_redis::RedisStorage;
+
+/// The command timeout of the fault scenarios: short, so a stall shows
+/// within the run, and well above a loaded round trip on 2 cores.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A latency above which an operation counts as disrupted (normal
+/// operations take about a millisecond here).
+pub const SLOW: Duration = Duration::from_millis(100);
+
+/// The session TTL of every scenario: long, so that nothing expires during
+/// a run and every missing session is a lost one.
+pub fn ttl() -> Ttl {
+    Ttl::new(Duration::from_secs(3600)).unwrap_or_else(|_| unreachable!("an hour is a valid TTL"))
+}
+
+/// A standalone configuration with the fault scenarios' timeouts and a
+/// reconnect backoff of 50 ms to 1 s.
+pub fn fault_config(addr: &str, prefix: &str) -> RedisConfig {
+    let mut config = RedisConfig::standalone(addr, prefix);
+    tune(&mut config);
+    config
+}
+
+/// Applies the fault scenarios' timeouts to `config`.
+pub fn tune(config: &mut RedisConfig) {
+    config.command_timeout = COMMAND_TIMEOUT;
+    config.connect_timeout = Duration::from_secs(2);
+    config.reconnect.min_delay = Duration::from_millis(50);
+    config.reconnect.max_delay = Duration::from_secs(1);
+}
+
+/// A manager over a new Redis client for `config` (eager connect).
+pub async fn manager(config: &RedisConfig) -> anyhow::Result<Manager> {
+    let storage = RedisStorage::connect(config).await?;
+    Ok(Manager::builder(ttl())
+        .session_type(SessionType::Streamable)
+        .storage(storage)
+        .build()?)
+}
+
+/// A key prefix no other run uses.
+pub fn unique_prefix(scenario: &str) -> String {
+    format!("rel:{scenario}:{}:", session_core::SessionId::new())
+}

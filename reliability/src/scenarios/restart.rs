@@ -1,0 +1,151 @@
+//! Scenario 3: the server is killed and restarted with append-only
+//! persistence (`appendonly yes`, `appendfsync always`).
+//!
+//! With `appendfsync always` Redis writes and fsyncs the append-only file
+//! before it answers a write, so every acknowledged write survives even a
+//! `SIGKILL`. Promised: every session acknowledged as created (and not
+//! deleted) before or during the outage is readable afterwards, through
+//! the same manager, which reconnects without being rebuilt; zero lost.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::load::{self, Load, LoadSpec, ms};
+use crate::rng::Rng;
+use crate::servers::RedisProcess;
+use crate::{Outcome, scenarios};
+
+/// The figure's name.
+pub const NAME: &str = "server-restarted";
+
+/// Sessions written before the load starts.
+pub const PRELOADED: usize = 5000;
+/// How long the server stays down.
+pub const DOWN: Duration = Duration::from_secs(1);
+/// The bound on recovery after the server is back.
+pub const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+/// Runs the scenario with its own server in `scratch`.
+pub async fn run(scratch: &Path, seed: u64) -> Outcome {
+    match try_run(scratch, seed).await {
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::error(NAME, &error),
+    }
+}
+
+async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(NAME);
+    let mut server = RedisProcess::start(
+        scratch,
+        "restart",
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    )?;
+    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("restart"));
+    let manager = scenarios::manager(&config).await?;
+
+    let mut rng = Rng::derive(seed, 3);
+    let (preloaded, preload_failed) = load::create_many(&manager, PRELOADED, 32, &mut rng).await;
+    anyhow::ensure!(
+        preload_failed == 0,
+        "{preload_failed} preload creates failed"
+    );
+
+    let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = load.now();
+    server.kill()?;
+    tokio::time::sleep(DOWN).await;
+    server.restart()?;
+    let back_at = load.now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = load.stop(Duration::from_secs(10)).await;
+
+    let mut expected = preloaded.clone();
+    expected.extend(report.live.iter().copied());
+    let audit = load::audit(&manager, &expected).await;
+    let count = manager.count().await;
+    let recovery = report.recovery_after(back_at, scenarios::SLOW);
+    let down_ops = report.overlapping(killed_at, back_at).count();
+    let last = report.last_end();
+    let (final_ops, final_bad) = report.after(last.saturating_sub(Duration::from_secs(1)));
+
+    outcome.figure(format!(
+        "{} sessions acknowledged ({} before, {} live from the load) and {} lost after SIGKILL + restart; {} of {} ops failed ({}), {} ops ran during the {} outage; service back {} after the restart; same manager, not rebuilt",
+        expected.len(),
+        preloaded.len(),
+        report.live.len(),
+        audit.missing.len(),
+        report.failed(),
+        report.total_ops,
+        report.failure_text(),
+        down_ops,
+        ms(back_at - killed_at),
+        ms(recovery),
+    ));
+    outcome.check(
+        audit.missing.is_empty() && audit.errors == 0,
+        format!(
+            "zero acknowledged sessions lost: {} missing ({:?}...), {} read errors ({:?})",
+            audit.missing.len(),
+            audit.missing.iter().take(3).collect::<Vec<_>>(),
+            audit.errors,
+            audit.first_error
+        ),
+    );
+    outcome.check(
+        report.lost.is_empty(),
+        format!(
+            "no acknowledged session was reported missing during the load: {}",
+            report.lost.len()
+        ),
+    );
+    match count {
+        Ok(count) => {
+            // Uncertain creates (failed during the outage) may or may not
+            // have been applied.
+            let low = expected.len();
+            let high = expected.len() + report.uncertain.len();
+            outcome.check(
+                (low..=high).contains(&count),
+                format!("count() after the restart is in {low}..={high}: {count}"),
+            );
+        }
+        Err(error) => {
+            outcome.check(false, format!("count() after the restart: {error}"));
+        }
+    }
+    outcome.check(
+        report.hung == 0 && report.panicked.is_empty(),
+        format!("no task hung ({}) or panicked", report.hung),
+    );
+    outcome.check(
+        report.non_retryable() == 0,
+        format!(
+            "every failure is retryable ({} are not: {:?})",
+            report.non_retryable(),
+            report.samples
+        ),
+    );
+    outcome.check(
+        recovery <= RECOVERY_BOUND,
+        format!(
+            "service resumes within {} of the restart ({})",
+            ms(RECOVERY_BOUND),
+            ms(recovery)
+        ),
+    );
+    outcome.check(
+        final_ops > 0 && final_bad == 0,
+        format!("the last second is clean: {final_bad} bad of {final_ops} ops"),
+    );
+    let anomalies = report.anomalies();
+    outcome.check(
+        anomalies.is_empty(),
+        format!("no operation contradicted acknowledged state: {anomalies:?}"),
+    );
+    for (class, samples) in &report.samples {
+        outcome.note(format!("{class}: {}", samples.join(" | ")));
+    }
+    manager.shutdown().await.ok();
+    Ok(outcome)
+}

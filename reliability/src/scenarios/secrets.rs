@@ -1,0 +1,419 @@
+//! Scenario 9: secrets never reach Debug, Display, logs or error messages.
+//!
+//! Everything the process logs is captured at TRACE level (every `tracing`
+//! event and span of every crate, and every `log` record: fred logs through
+//! `log`) while the library is driven through the ACL, TLS and mutual-TLS
+//! servers, successfully and in every failure the servers can produce: a
+//! wrong password, a wrong CA, a missing client certificate, invalid inline
+//! key material, lazy connects that keep failing. The `Debug` and `Display`
+//! text of every configuration, storage, manager and error on the way is
+//! collected too. None of it may contain a password, a private key's PEM
+//! armour or any line of its base64 body.
+
+use std::time::Duration;
+
+use session_core::config::{ConnectMode, PemSource, RedisConfig, Secret, TlsConfig};
+use session_core::{Manager, Session, SessionId, SessionType};
+use session_factory::SessionConfig;
+use session_redis::RedisStorage;
+
+use crate::Outcome;
+use crate::capture::Capture;
+use crate::env::SecureServers;
+use crate::scenarios;
+
+/// The figure's name.
+pub const NAME: &str = "secrets-redacted";
+
+/// Runs the scenario against the servers of `servers`.
+pub async fn run(servers: &SecureServers) -> Outcome {
+    let mut outcome = Outcome::new(NAME);
+    if let Err(error) = try_run(servers, &mut outcome).await {
+        return Outcome::error(NAME, &error);
+    }
+    outcome
+}
+
+/// Texts to search, with where they came from.
+#[derive(Default)]
+struct Texts(Vec<(String, String)>);
+
+impl Texts {
+    fn debug(&mut self, label: &str, value: &dyn std::fmt::Debug) {
+        self.0
+            .push((format!("{label} (Debug)"), format!("{value:?}")));
+        self.0
+            .push((format!("{label} (Debug, pretty)"), format!("{value:#?}")));
+    }
+    fn error(&mut self, label: &str, error: &dyn std::error::Error) {
+        self.0
+            .push((format!("{label} (Display)"), error.to_string()));
+        self.0
+            .push((format!("{label} (Debug)"), format!("{error:?}")));
+        let mut source = error.source();
+        while let Some(cause) = source {
+            self.0
+                .push((format!("{label} (source)"), cause.to_string()));
+            source = cause.source();
+        }
+    }
+    fn result<T>(&mut self, label: &str, result: &Result<T, session_core::Error>) {
+        if let Err(error) = result {
+            self.error(label, error);
+        }
+    }
+}
+
+fn acl_config(servers: &SecureServers, password: &str) -> RedisConfig {
+    let mut config = RedisConfig::standalone(&servers.acl, scenarios::unique_prefix("secrets"));
+    config.username = Some(servers.acl_user.clone());
+    config.password = Some(Secret::new(password));
+    config.connect_timeout = Duration::from_secs(2);
+    config.command_timeout = Duration::from_secs(2);
+    config
+}
+
+fn tls_config(addr: &str, tls: TlsConfig) -> RedisConfig {
+    let mut config = RedisConfig::standalone(addr, scenarios::unique_prefix("secrets"));
+    config.tls = Some(tls);
+    config.connect_timeout = Duration::from_secs(2);
+    config.command_timeout = Duration::from_secs(2);
+    config
+}
+
+/// Exercises a manager: every operation, then shutdown.
+async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
+    texts.debug(&format!("{label}: config"), config);
+    let storage = RedisStorage::connect(config).await;
+    texts.result(&format!("{label}: connect"), &storage);
+    let Ok(storage) = storage else { return };
+    texts.debug(&format!("{label}: storage"), &storage);
+    let manager = match Manager::builder(scenarios::ttl()).storage(storage).build() {
+        Ok(manager) => manager,
+        Err(error) => {
+            texts.error(&format!("{label}: manager"), &error);
+            return;
+        }
+    };
+    texts.debug(&format!("{label}: manager"), &manager);
+    let created = manager.create().await;
+    texts.result(&format!("{label}: create"), &created);
+    if let Ok(session) = created {
+        let mut edited = (*session).clone();
+        edited.set_metadata("k", "v");
+        texts.result(&format!("{label}: update"), &manager.update(edited).await);
+        texts.result(&format!("{label}: get"), &manager.get(&session.id()).await);
+        texts.result(
+            &format!("{label}: delete"),
+            &manager.delete(&session.id()).await,
+        );
+    }
+    texts.result(&format!("{label}: count"), &manager.count().await);
+    texts.result(&format!("{label}: shutdown"), &manager.shutdown().await);
+    texts.result(
+        &format!("{label}: after shutdown"),
+        &manager.get(&SessionId::new()).await,
+    );
+}
+
+/// Expects `config` to fail at connect; records the error.
+async fn expect_failure(texts: &mut Texts, label: &str, config: &RedisConfig) -> bool {
+    texts.debug(&format!("{label}: config"), config);
+    match RedisStorage::connect(config).await {
+        Ok(storage) => {
+            texts.debug(&format!("{label}: storage"), &storage);
+            false
+        }
+        Err(error) => {
+            texts.error(&format!("{label}: connect"), &error);
+            true
+        }
+    }
+}
+
+async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Result<()> {
+    let key_pem = std::fs::read_to_string(&servers.mtls_key)?;
+    let wrong_password = format!("wrong-{}", SessionId::new().as_uuid().simple());
+    let inline_fake_key = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        "TUlJRXZRSUJBREFOQmdrcWhraUc5dzBCQVFFRkFBU0NCS2N3Z2dTakFnRUFBb0lCQVFD"
+    );
+    // Every secret, and every line of key material long enough to be
+    // recognisable.
+    let mut secrets: Vec<(String, String)> = vec![
+        ("the ACL password".into(), servers.acl_password.clone()),
+        ("a wrong password".into(), wrong_password.clone()),
+    ];
+    for (name, pem) in [
+        ("the client key", &key_pem),
+        ("an invalid inline key", &inline_fake_key),
+    ] {
+        for line in pem.lines().map(str::trim) {
+            if line.len() >= 16 && !line.starts_with("-----") {
+                secrets.push((format!("a line of {name}'s base64"), line.to_owned()));
+            }
+        }
+    }
+    secrets.push(("PEM private key armour".into(), "PRIVATE KEY-----".into()));
+
+    let capture = Capture::start().await?;
+    let mut texts = Texts::default();
+    let mut failures_seen = 0;
+
+    // ACL: right password, wrong password, password from the environment,
+    // and a lazy client that keeps failing to authenticate.
+    exercise(
+        &mut texts,
+        "acl",
+        &acl_config(servers, &servers.acl_password),
+    )
+    .await;
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "acl wrong password",
+            &acl_config(servers, &wrong_password),
+        )
+        .await,
+    );
+    {
+        let mut config = acl_config(servers, &wrong_password);
+        config.connect = ConnectMode::Lazy;
+        let storage = RedisStorage::connect(&config).await;
+        texts.result("acl wrong password lazy: connect", &storage);
+        if let Ok(storage) = storage {
+            let manager = Manager::builder(scenarios::ttl())
+                .storage(storage)
+                .build()?;
+            for _ in 0..3 {
+                let result = manager.get(&SessionId::new()).await;
+                failures_seen += usize::from(result.is_err());
+                texts.result("acl wrong password lazy: get", &result);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            texts.debug("acl wrong password lazy: manager", &manager);
+            texts.result(
+                "acl wrong password lazy: shutdown",
+                &manager.shutdown().await,
+            );
+        }
+    }
+    {
+        let variable = format!("SESSION_RELIABILITY_SECRET_{}", std::process::id());
+        // Setting a variable would need `unsafe` (edition 2024), so the
+        // password comes from a file, and the variable is one never set.
+        let dir = crate::servers::ScratchDir::new("secrets")?;
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{}\n", servers.acl_password))?;
+        let mut config = acl_config(servers, "placeholder");
+        config.password = None;
+        config.password_file = Some(file.clone());
+        texts.debug("acl password_file: config before resolve", &config);
+        config.resolve_secrets()?;
+        exercise(&mut texts, "acl password_file", &config).await;
+        let mut missing = acl_config(servers, "placeholder");
+        missing.password = None;
+        missing.password_env = Some(variable);
+        let resolved = missing.resolve_secrets();
+        texts.result("acl password_env unset: resolve", &resolved);
+        // A whole configuration file naming the password inline.
+        let toml = format!(
+            "ttl = \"30m\"\n[redis]\naddr = \"{}\"\nkey_prefix = \"s:\"\nusername = \"{}\"\npassword = \"{}\"\n",
+            servers.acl, servers.acl_user, servers.acl_password
+        );
+        let parsed = SessionConfig::from_toml(&toml, "secrets.toml");
+        match &parsed {
+            Ok(parsed) => {
+                texts.debug("session config file", parsed);
+                let manager = parsed
+                    .build_manager(|id| Session::new(id, SessionType::Mcp))
+                    .await;
+                texts.result("session config file: build", &manager);
+                if let Ok(manager) = manager {
+                    texts.debug("session config file: manager", &manager);
+                    manager.shutdown().await.ok();
+                }
+            }
+            Err(error) => texts.error("session config file: parse", error),
+        }
+        let wrong = toml.replace(&servers.acl_password, &wrong_password);
+        if let Ok(parsed) = SessionConfig::from_toml(&wrong, "secrets.toml") {
+            let manager = parsed
+                .build_manager(|id| Session::new(id, SessionType::Mcp))
+                .await;
+            failures_seen += usize::from(manager.is_err());
+            texts.result("session config file, wrong password: build", &manager);
+        }
+        let broken = format!("{toml}pasword = \"{wrong_password}\"\n");
+        texts.result(
+            "session config file, unknown key: parse",
+            &SessionConfig::from_toml(&broken, "secrets.toml"),
+        );
+    }
+
+    // TLS: right CA, wrong CA.
+    exercise(
+        &mut texts,
+        "tls",
+        &tls_config(
+            &servers.tls,
+            TlsConfig::with_ca(PemSource::File(servers.ca.clone())),
+        ),
+    )
+    .await;
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "tls wrong CA",
+            &tls_config(
+                &servers.tls,
+                TlsConfig::with_ca(PemSource::File(servers.wrong_ca.clone())),
+            ),
+        )
+        .await,
+    );
+    let mut insecure = TlsConfig::default();
+    insecure.insecure_skip_verify = true;
+    exercise(
+        &mut texts,
+        "tls insecure",
+        &tls_config(&servers.tls, insecure),
+    )
+    .await;
+
+    // Mutual TLS: key from a file, key inline, no client certificate,
+    // inline key with the wrong CA, invalid inline key material.
+    let ca = PemSource::File(servers.ca.clone());
+    let cert = PemSource::File(servers.mtls_cert.clone());
+    exercise(
+        &mut texts,
+        "mtls key file",
+        &tls_config(
+            &servers.mtls,
+            TlsConfig::with_ca(ca.clone())
+                .with_client_auth(cert.clone(), PemSource::File(servers.mtls_key.clone())),
+        ),
+    )
+    .await;
+    let inline_key = PemSource::Pem(Secret::new(key_pem.clone()));
+    exercise(
+        &mut texts,
+        "mtls inline key",
+        &tls_config(
+            &servers.mtls,
+            TlsConfig::with_ca(ca.clone()).with_client_auth(cert.clone(), inline_key.clone()),
+        ),
+    )
+    .await;
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "mtls without a client certificate",
+            &tls_config(&servers.mtls, TlsConfig::with_ca(ca.clone())),
+        )
+        .await,
+    );
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "mtls inline key, wrong CA",
+            &tls_config(
+                &servers.mtls,
+                TlsConfig::with_ca(PemSource::File(servers.wrong_ca.clone()))
+                    .with_client_auth(cert.clone(), inline_key.clone()),
+            ),
+        )
+        .await,
+    );
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "mtls invalid inline key",
+            &tls_config(
+                &servers.mtls,
+                TlsConfig::with_ca(ca.clone()).with_client_auth(
+                    cert.clone(),
+                    PemSource::Pem(Secret::new(inline_fake_key.clone())),
+                ),
+            ),
+        )
+        .await,
+    );
+    // The key given as the certificate: the certificate parser sees it.
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "mtls key given as certificate",
+            &tls_config(
+                &servers.mtls,
+                TlsConfig::with_ca(ca.clone())
+                    .with_client_auth(inline_key.clone(), inline_key.clone()),
+            ),
+        )
+        .await,
+    );
+    // And as the CA.
+    failures_seen += usize::from(
+        expect_failure(
+            &mut texts,
+            "mtls key given as CA",
+            &tls_config(&servers.mtls, TlsConfig::with_ca(inline_key.clone())),
+        )
+        .await,
+    );
+    // Let the lazy client's background reconnect attempts log a little more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = capture.finish();
+    let log_lines = log.lines().count();
+
+    let mut leaks = Vec::new();
+    for (secret_name, secret) in &secrets {
+        if log.contains(secret.as_str()) {
+            let line = log
+                .lines()
+                .find(|line| line.contains(secret.as_str()))
+                .unwrap_or_default();
+            leaks.push(format!(
+                "{secret_name} in the captured log, in a line starting {:?}",
+                redact(line, &secrets)
+            ));
+        }
+        for (label, text) in &texts.0 {
+            if text.contains(secret.as_str()) {
+                leaks.push(format!(
+                    "{secret_name} in {label}: {:?}",
+                    redact(text, &secrets)
+                ));
+            }
+        }
+    }
+    outcome.figure(format!(
+        "{} Debug/Display texts and {log_lines} captured log lines (TRACE, tracing + log) from {failures_seen} failures and 6 working setups (ACL, password file, config file, TLS, mTLS key file, mTLS inline key); {} secrets searched; leaks: {}",
+        texts.0.len(),
+        secrets.len(),
+        leaks.len()
+    ));
+    outcome.check(
+        leaks.is_empty(),
+        format!("no secret appears anywhere: {leaks:?}"),
+    );
+    outcome.check(
+        failures_seen >= 9,
+        format!("every failure case failed ({failures_seen} of 11 did)"),
+    );
+    outcome.check(
+        log_lines > 100,
+        format!("the capture saw the client's logs ({log_lines} lines)"),
+    );
+    Ok(())
+}
+
+/// Replaces every secret in `text` (for the report: a leak is shown in
+/// context without repeating it) and keeps the first 300 characters.
+fn redact(text: &str, secrets: &[(String, String)]) -> String {
+    let mut text = text.to_owned();
+    for (_, secret) in secrets {
+        text = text.replace(secret.as_str(), "<SECRET>");
+    }
+    text.chars().take(300).collect()
+}

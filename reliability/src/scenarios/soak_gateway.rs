@@ -1,0 +1,583 @@
+//! Scenario 11 on the gateway: two `session-gateway` replicas on one Redis,
+//! MCP clients spread over both without affinity, random Redis faults.
+//!
+//! Workers speak MCP's streamable HTTP directly (`initialize`,
+//! `notifications/initialized`, `tools/call counter`, `DELETE`), each
+//! request to a replica chosen at random, while Redis connections are
+//! killed, Redis is stalled (`SIGSTOP` 1 to 3 s) or killed and restarted
+//! (append-only file, `appendfsync always`). Then the audit:
+//!
+//! - every session whose `initialize` was answered with a session id and
+//!   that was not deleted is in the store (read with a manager of our own on
+//!   the same key prefix) and is served by both replicas;
+//! - every session whose `DELETE` succeeded is gone;
+//! - during faults, requests on live sessions are answered 503 (retry), never
+//!   404 (which would tell a client its session is gone);
+//! - each replica's resident memory grew by less than a bound after the
+//!   warm-up, neither exited, and neither logged a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use session_core::SessionId;
+use session_core::config::RedisConfig;
+
+use crate::load::ms;
+use crate::rng::Rng;
+use crate::servers::{self, RedisProcess, free_port, rss_kib};
+use crate::{Outcome, scenarios};
+
+/// The figure's name.
+pub const NAME: &str = "soak-gateway";
+
+/// Allowed growth of each replica's resident memory after the warm-up.
+pub const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+/// Concurrent MCP clients.
+pub const WORKERS: usize = 16;
+/// Live sessions each client keeps at most.
+pub const SESSIONS_PER_WORKER: usize = 8;
+const PROTOCOL: &str = "2025-03-26";
+
+struct Gateway {
+    name: String,
+    port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    fn start(binary: &Path, dir: &Path, name: &str, config: &Path) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--replica", name])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        servers::register(child.id());
+        Ok(Self {
+            name: name.to_owned(),
+            port,
+            log,
+            child: Some(child),
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            servers::unregister(child.id());
+        }
+    }
+}
+
+/// One answer of a gateway.
+struct Answer {
+    status: StatusCode,
+    session: Option<String>,
+    body: String,
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+    body: String,
+) -> Result<Answer, String> {
+    let mut request = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", PROTOCOL)
+        .body(body);
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    let response = request.send().await.map_err(|error| error.to_string())?;
+    let status = response.status();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.map_err(|error| error.to_string())?;
+    Ok(Answer {
+        status,
+        session,
+        body,
+    })
+}
+
+async fn delete(http: &reqwest::Client, url: &str, session: &str) -> Result<StatusCode, String> {
+    http.delete(url)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", PROTOCOL)
+        .send()
+        .await
+        .map(|response| response.status())
+        .map_err(|error| error.to_string())
+}
+
+fn initialize_body() -> String {
+    serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                   "clientInfo": {"name": "session-reliability-soak", "version": "0"}}
+    })
+    .to_string()
+}
+
+fn initialized_body() -> String {
+    serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string()
+}
+
+fn counter_body(id: u64) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                       "params": {"name": "counter", "arguments": {}}})
+    .to_string()
+}
+
+/// What the workers saw.
+#[derive(Default)]
+struct Tally {
+    requests: usize,
+    created: Vec<String>,
+    deleted: Vec<String>,
+    uncertain: Vec<String>,
+    live: Vec<String>,
+    /// Status codes (or `error: ...`) of answers that were not a success.
+    failures: std::collections::BTreeMap<String, usize>,
+    /// 404 for a session that was created and not deleted.
+    not_found_live: Vec<String>,
+    /// 404 for the `DELETE` of a session that was created and not deleted.
+    delete_not_found: Vec<String>,
+    /// Slowest request.
+    worst: Duration,
+    samples: Vec<String>,
+}
+
+impl Tally {
+    fn fail(&mut self, what: String, detail: &str) {
+        if self.samples.len() < 6 && !self.failures.contains_key(&what) {
+            self.samples.push(format!(
+                "{what}: {}",
+                detail.chars().take(200).collect::<String>()
+            ));
+        }
+        *self.failures.entry(what).or_default() += 1;
+    }
+}
+
+async fn worker(
+    worker: usize,
+    urls: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+    seed: u64,
+    epoch: Instant,
+) -> Tally {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap_or_default();
+    let mut rng = Rng::derive(seed, 0x6A7E + worker as u64);
+    let mut tally = Tally::default();
+    let mut next_id = 2u64;
+    // When and where each live session was created.
+    let mut born: std::collections::HashMap<String, (Instant, usize)> =
+        std::collections::HashMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let replica = rng.below(urls.len() as u64) as usize;
+        let url = &urls[replica];
+        let live = tally.live.len();
+        let started = Instant::now();
+        if live == 0 || (live < SESSIONS_PER_WORKER && rng.percent(30)) {
+            tally.requests += 1;
+            match post(&http, url, None, initialize_body()).await {
+                Ok(answer)
+                    if answer.status == StatusCode::OK && answer.body.contains("\"result\"") =>
+                {
+                    match answer.session {
+                        Some(session) => {
+                            // The handshake's last step; its failure does
+                            // not undo the session.
+                            tally.requests += 1;
+                            let _ = post(&http, url, Some(&session), initialized_body()).await;
+                            born.insert(session.clone(), (Instant::now(), replica));
+                            tally.created.push(session.clone());
+                            tally.live.push(session);
+                        }
+                        None => {
+                            tally.fail("initialize: 200 without a session id".into(), &answer.body)
+                        }
+                    }
+                }
+                Ok(answer) => tally.fail(format!("initialize: {}", answer.status), &answer.body),
+                Err(error) => tally.fail("initialize: transport error".into(), &error),
+            }
+        } else if rng.percent(85) {
+            let session = tally.live[rng.below(live as u64) as usize].clone();
+            next_id += 1;
+            tally.requests += 1;
+            match post(&http, url, Some(&session), counter_body(next_id)).await {
+                Ok(answer)
+                    if answer.status == StatusCode::OK && answer.body.contains("\"result\"") => {}
+                Ok(answer) if answer.status == StatusCode::NOT_FOUND => {
+                    let (at, home) = born.get(&session).copied().unwrap_or((epoch, 9));
+                    tally.not_found_live.push(format!(
+                        "{session} at {:.1}s, {} after its initialize on replica {home}, asked replica {replica}",
+                        epoch.elapsed().as_secs_f64(),
+                        ms(at.elapsed())
+                    ));
+                    tally.fail("tools/call: 404 for a live session".into(), &answer.body);
+                }
+                Ok(answer) => tally.fail(format!("tools/call: {}", answer.status), &answer.body),
+                Err(error) => tally.fail("tools/call: transport error".into(), &error),
+            }
+        } else {
+            let index = rng.below(live as u64) as usize;
+            let session = tally.live.swap_remove(index);
+            tally.requests += 1;
+            match delete(&http, url, &session).await {
+                Ok(status) if status.is_success() => tally.deleted.push(session),
+                Ok(StatusCode::NOT_FOUND) => {
+                    tally.fail("DELETE: 404 for a live session".into(), "");
+                    tally.delete_not_found.push(session);
+                }
+                Ok(status) => {
+                    tally.fail(format!("DELETE: {status}"), "");
+                    tally.uncertain.push(session);
+                }
+                Err(error) => {
+                    tally.fail("DELETE: transport error".into(), &error);
+                    tally.uncertain.push(session);
+                }
+            }
+        }
+        tally.worst = tally.worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tally
+}
+
+/// Runs the gateway soak for `secs` seconds of faults.
+pub async fn run(scratch: &Path, secs: u64, seed: u64, gateway: &Path) -> Outcome {
+    match try_run(scratch, secs, seed, gateway).await {
+        Ok(outcome) => outcome,
+        Err(error) => Outcome::error(NAME, &error),
+    }
+}
+
+async fn wait_healthy(http: &reqwest::Client, gateway: &mut Gateway) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = gateway.exited() {
+            bail!(
+                "{} exited at startup ({status}): see {}",
+                gateway.name,
+                gateway.log.display()
+            );
+        }
+        if let Ok(response) = http
+            .get(format!("http://127.0.0.1:{}/health", gateway.port))
+            .send()
+            .await
+            && response.status() == StatusCode::OK
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} not healthy after 20 s", gateway.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(NAME);
+    let mut server = RedisProcess::start(
+        scratch,
+        "soak-gateway-redis",
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    )?;
+    let prefix = scenarios::unique_prefix("soak-gateway");
+    let config_path = scratch.join("gateway.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "ttl = \"30m\"\n\n[redis]\naddr = \"{}\"\nkey_prefix = \"{prefix}\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"2s\"\n\n[redis.reconnect]\nmin_delay = \"50ms\"\nmax_delay = \"1s\"\n",
+            server.addr()
+        ),
+    )?;
+    let mut gateways = vec![
+        Gateway::start(binary, scratch, "replica-a", &config_path)?,
+        Gateway::start(binary, scratch, "replica-b", &config_path)?,
+    ];
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()?;
+    for gateway in &mut gateways {
+        wait_healthy(&http, gateway).await?;
+    }
+    let urls: Arc<Vec<String>> = Arc::new(gateways.iter().map(Gateway::url).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|index| {
+            tokio::spawn(worker(
+                index,
+                Arc::clone(&urls),
+                Arc::clone(&stop),
+                seed,
+                epoch,
+            ))
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_start: Vec<u64> = gateways
+        .iter()
+        .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
+        .collect();
+    let mut rng = Rng::derive(seed, 0x50A4);
+    let mut faults = Vec::new();
+    let mut rss_trend: Vec<Vec<u64>> = vec![rss_start.clone()];
+    let mut next_sample = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(3000 + rng.below(5000))).await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        if Instant::now() >= next_sample {
+            next_sample += Duration::from_secs(10);
+            rss_trend.push(
+                gateways
+                    .iter()
+                    .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
+                    .collect(),
+            );
+        }
+        let at = started.elapsed().as_secs_f64();
+        match rng.below(3) {
+            0 => {
+                let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await?;
+                faults.push(format!("{at:.0}s kill {killed}"));
+            }
+            1 => {
+                let stall = Duration::from_millis(1000 + rng.below(2000));
+                server.stall()?;
+                tokio::time::sleep(stall).await;
+                server.resume()?;
+                faults.push(format!("{at:.0}s stall {}", ms(stall)));
+            }
+            _ => {
+                let down = Duration::from_millis(500 + rng.below(1000));
+                server.kill()?;
+                tokio::time::sleep(down).await;
+                server.restart()?;
+                faults.push(format!("{at:.0}s restart after {}", ms(down)));
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_end: Vec<u64> = gateways
+        .iter()
+        .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
+        .collect();
+    rss_trend.push(rss_end.clone());
+    stop.store(true, Ordering::SeqCst);
+    let mut tally = Tally::default();
+    let mut hung_workers = 0;
+    for handle in workers {
+        match tokio::time::timeout(Duration::from_secs(30), handle).await {
+            Ok(Ok(part)) => {
+                tally.requests += part.requests;
+                tally.created.extend(part.created);
+                tally.deleted.extend(part.deleted);
+                tally.uncertain.extend(part.uncertain);
+                tally.live.extend(part.live);
+                tally.not_found_live.extend(part.not_found_live);
+                tally.delete_not_found.extend(part.delete_not_found);
+                tally.worst = tally.worst.max(part.worst);
+                for (what, count) in part.failures {
+                    *tally.failures.entry(what).or_default() += count;
+                }
+                tally.samples.extend(part.samples);
+            }
+            _ => hung_workers += 1,
+        }
+    }
+
+    // The audit: the store, read with a manager of our own.
+    let mut config = RedisConfig::standalone(server.addr(), prefix);
+    config.command_timeout = Duration::from_secs(5);
+    let auditor = scenarios::manager(&config).await?;
+    let mut missing_in_store = Vec::new();
+    for session in &tally.live {
+        let id = SessionId::parse(session)?;
+        if !matches!(auditor.get(&id).await, Ok(Some(_))) {
+            missing_in_store.push(session.clone());
+        }
+    }
+    // Sessions whose DELETE succeeded must be gone. Those whose DELETE was
+    // answered 404 (their initialize was acknowledged although persisting
+    // them failed) may still appear later, when the timed-out write they
+    // were created by is applied: counted apart.
+    let mut resurrected = Vec::new();
+    for session in &tally.deleted {
+        let id = SessionId::parse(session)?;
+        if !matches!(auditor.get(&id).await, Ok(None)) {
+            resurrected.push(session.clone());
+        }
+    }
+    let mut late_zombies = Vec::new();
+    for session in &tally.delete_not_found {
+        let id = SessionId::parse(session)?;
+        if !matches!(auditor.get(&id).await, Ok(None)) {
+            late_zombies.push(session.clone());
+        }
+    }
+    // ... and through both replicas.
+    let mut unserved = Vec::new();
+    let mut call = 1_000_000u64;
+    for session in &tally.live {
+        for url in urls.iter() {
+            call += 1;
+            match post(&http, url, Some(session), counter_body(call)).await {
+                Ok(answer)
+                    if answer.status == StatusCode::OK && answer.body.contains("\"result\"") => {}
+                Ok(answer) => unserved.push(format!(
+                    "{session} on {url}: {} {}",
+                    answer.status,
+                    answer.body.chars().take(120).collect::<String>()
+                )),
+                Err(error) => unserved.push(format!("{session} on {url}: {error}")),
+            }
+        }
+    }
+    auditor.shutdown().await.ok();
+    let mut exited = Vec::new();
+    let mut panics = 0;
+    for gateway in &mut gateways {
+        if let Some(status) = gateway.exited() {
+            exited.push(format!("{} exited: {status}", gateway.name));
+        }
+        let log = std::fs::read_to_string(&gateway.log).unwrap_or_default();
+        panics += log.matches("panicked").count();
+    }
+    let growth: Vec<u64> = rss_start
+        .iter()
+        .zip(&rss_end)
+        .map(|(start, end)| end.saturating_sub(*start))
+        .collect();
+
+    outcome.figure(format!(
+        "seed {seed}: {secs}s, {} faults ({}); {} requests from {WORKERS} clients over 2 replicas; {} sessions created, {} deleted, {} live at the end: {} missing from the store, {} replica answers other than 200 in the audit, {} deleted sessions still present; 404 for live sessions during the run: {}; other failures {:?}; slowest request {}; DELETE answered 404 for a live session: {} ({} of them present in the store afterwards); replica RSS {:?} -> {:?} KiB (bound +{RSS_GROWTH_BOUND_KIB}), sampled about every 10 s: {}; panics in logs: {panics}",
+        faults.len(),
+        faults.join(", "),
+        tally.requests,
+        tally.created.len(),
+        tally.deleted.len(),
+        tally.live.len(),
+        missing_in_store.len(),
+        unserved.len(),
+        resurrected.len(),
+        tally.not_found_live.len(),
+        tally.failures,
+        ms(tally.worst),
+        tally.delete_not_found.len(),
+        late_zombies.len(),
+        rss_start,
+        rss_end,
+        rss_trend
+            .iter()
+            .map(|sample| format!("{sample:?}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+    outcome.check(
+        missing_in_store.is_empty(),
+        format!(
+            "every session created and not deleted is in the store: {} missing, e.g. {:?}",
+            missing_in_store.len(),
+            missing_in_store.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        unserved.is_empty(),
+        format!(
+            "both replicas serve every live session after the soak: {} failed, e.g. {:?}",
+            unserved.len(),
+            unserved.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        resurrected.is_empty(),
+        format!(
+            "sessions whose DELETE succeeded stay deleted: {} present, e.g. {:?}",
+            resurrected.len(),
+            resurrected.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        tally.not_found_live.is_empty(),
+        format!(
+            "a live session is never answered 404: {} times (faults start {:.1}s after the load), e.g. {:#?}",
+            tally.not_found_live.len(),
+            (started - epoch).as_secs_f64(),
+            tally.not_found_live.iter().take(8).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        tally.created.len() > WORKERS,
+        "the workers created sessions",
+    );
+    outcome.check(
+        exited.is_empty() && panics == 0,
+        format!("no replica exited ({exited:?}) or logged a panic ({panics})"),
+    );
+    outcome.check(
+        hung_workers == 0,
+        format!("no client hung ({hung_workers})"),
+    );
+    outcome.check(
+        growth.iter().all(|g| *g < RSS_GROWTH_BOUND_KIB),
+        format!("each replica's RSS grew less than {RSS_GROWTH_BOUND_KIB} KiB: {growth:?}"),
+    );
+    for sample in &tally.samples {
+        outcome.note(sample.clone());
+    }
+    drop(gateways);
+    Ok(outcome)
+}

@@ -1,0 +1,74 @@
+//! The fast, deterministic scenarios of the reliability suite, in the
+//! normal test suite (`cargo xtask test`): races, bad stored values, secrets,
+//! bad configuration and the eager/lazy connect cases that need no server
+//! start. Each runs the same code as `cargo xtask reliability`, at a smaller
+//! scale, and prints its figure.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use session_reliability::env::{self, SecureServers};
+use session_reliability::scenarios::{bad_config, bad_values, down_at_start, races, secrets};
+use session_reliability::{Outcome, rng};
+
+fn verdict(outcome: &Outcome) {
+    println!("{outcome}");
+    assert!(outcome.passed, "{outcome}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_races_have_one_winner_per_id() {
+    let Some(addr) = env::plain() else { return };
+    verdict(&races::create_race(&addr, 100, rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_updates_on_redis_stays_deleted() {
+    let Some(addr) = env::plain() else { return };
+    verdict(&races::delete_update_race(races::Backend::Redis(&addr), 500, rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_updates_on_local_storage_stays_deleted() {
+    verdict(&races::delete_update_race(races::Backend::Local, 2000, rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_racing_loads_never_evict_an_active_session() {
+    verdict(&races::sweep_load_race(Duration::from_millis(1500), rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_stored_values_are_typed_errors() {
+    let Some(addr) = env::plain() else { return };
+    verdict(&bad_values::run(&addr, 200, rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_debug_display_or_errors() {
+    let Some(servers) = SecureServers::from_env() else {
+        return;
+    };
+    verdict(&secrets::run(&servers).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_configurations_are_config_errors_naming_the_field_before_any_network() {
+    verdict(&bad_config::run().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_connect_without_redis_fails_fast_and_typed() {
+    let mut outcome = Outcome::new("eager-connect-without-redis");
+    down_at_start::eager(&mut outcome).await.unwrap();
+    verdict(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_connect_without_redis_builds_and_fails_operations_typed() {
+    let mut outcome = Outcome::new("lazy-connect-without-redis");
+    let (_, manager, _) = down_at_start::lazy_while_down(&mut outcome).await.unwrap();
+    manager.shutdown().await.unwrap();
+    verdict(&outcome);
+}
