@@ -51,6 +51,11 @@ impl ErrorContext {
                 BackendErrorKind::Unavailable
             }
             ErrorKind::Unknown if details.starts_with("READONLY") => BackendErrorKind::Routing,
+            // fred's router answers this for a command it could not send
+            // because the connection dropped under it: transient.
+            ErrorKind::Unknown if details.starts_with("Failed to route command") => {
+                BackendErrorKind::Unavailable
+            }
             _ => BackendErrorKind::Other,
         };
         Error::backend(kind, format!("{operation}: {details}"))
