@@ -169,8 +169,8 @@ fn us(value: f64) -> String {
 }
 
 fn ratio(ours: f64, base: f64) -> String {
-    if base > 0.0 && ours.is_finite() && base.is_finite() {
-        format!("{:.2}x", ours / base)
+    if base > 0.0 {
+        times(ours / base)
     } else {
         "n/a".to_owned()
     }
@@ -187,10 +187,14 @@ fn p99(a: &Row, b: &Row) -> f64 {
 }
 
 fn times(r: f64) -> String {
-    if r.is_finite() {
-        format!("{r:.2}x")
-    } else {
+    if !r.is_finite() {
         "n/a".to_owned()
+    } else if r >= 100.0 {
+        format!("{r:.0}x")
+    } else if r >= 10.0 {
+        format!("{r:.1}x")
+    } else {
+        format!("{r:.2}x")
     }
 }
 
@@ -588,6 +592,13 @@ fn limits(out: &mut String, run: &Run) {
         (Some(direct), Some(ours)) => times(tput(ours, direct)),
         _ => "n/a".to_owned(),
     };
+    let one = match (
+        find(redis, "ours", "load", 1),
+        find(redis, "raw-fred-get", "load", 1),
+    ) {
+        (Some(ours), Some(get)) => times(tput(ours, get)),
+        _ => "n/a".to_owned(),
+    };
     let _ = writeln!(
         out,
         "**What limits the Redis targets missed here.** With 16 tasks and more, the client \
@@ -595,13 +606,13 @@ fn limits(out: &mut String, run: &Run) {
          client's CPU time per operation. At {at} tasks, client CPU per operation: load ours {} \
          against raw fred GET {} and tower-sessions {}; create ours {} against raw fred {} and \
          tower-sessions {}; update ours {} against raw fred {} and tower-sessions {}. The \
-         difference is the library's own work per call: the manager's per-call timeout and boxed \
-         future (the manager reached {direct} of the throughput of `RedisStorage` called \
-         directly), building the key, the refresh-window bookkeeping, encoding or decoding the \
-         whole `Session` and allocating it (tower-sessions decodes into a map too; raw fred does \
-         neither), and for create a UUID from the operating system's random source. At 1 task, \
-         where latency rather than CPU sets the pace, the stores are within a few percent of \
-         each other. On this shared machine the Redis ratios above 1 task also move by 10-25% \
+         difference is the library's own work per call: the manager layer (a per-call timeout \
+         and a boxed future; in this run the manager's loads reached {direct} of the throughput \
+         of `RedisStorage` called directly), building the key, the refresh-window bookkeeping, \
+         encoding or decoding the whole `Session` and allocating it (tower-sessions decodes into \
+         a map too; raw fred does neither), and for create a UUID from the operating system's \
+         random source. At 1 task, where latency rather than CPU sets the pace, our load ran at \
+         {one} of raw fred GET. On this shared machine the Redis ratios above 1 task also move by 10-25% \
          from run to run, so a miss by a few percent is within the noise.\n",
         cpu("ours", "load"),
         cpu("raw-fred-get", "load"),
@@ -617,8 +628,9 @@ fn limits(out: &mut String, run: &Run) {
 
 fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     // Text columns align left, figures right.
-    const TEXT: [&str; 9] = [
+    const TEXT: [&str; 10] = [
         "item", "value", "store", "target", "status", "measured", "codec", "shape", "loads",
+        "storage",
     ];
     let _ = writeln!(out, "| {} |", header.join(" | "));
     let _ = writeln!(

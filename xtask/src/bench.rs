@@ -13,7 +13,7 @@
 //!    `docs/bench-local.svg`.
 //!
 //! `--quick` is a smoke run for CI (0.3 s per measurement, smaller data
-//! sets, about two minutes plus the build). Its figures mean nothing, so it
+//! sets, about a minute plus the build). Its figures mean nothing, so it
 //! writes its report under `target/session-bench/report/` and leaves `docs/`
 //! alone. The raw figures of either run stay in `target/session-bench/results/`.
 
