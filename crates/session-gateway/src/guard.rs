@@ -17,9 +17,12 @@
 //!   on a restore and on `DELETE` only, so a busy session would expire in
 //!   Redis after one TTL, and then be refused by every replica that does not
 //!   happen to hold it.
+//! - rmcp saves a new session after the `initialize` handshake but only logs
+//!   a failure to save it, and answers the client as if all were well.
 //!
 //! [`check_session`] therefore reads the session through the manager on every
-//! request that names one. The read refreshes the sliding TTL, a session that
+//! request that names one, and checks that the session an `initialize`
+//! created reached the store. The read refreshes the sliding TTL, a session that
 //! is gone is refused here (and this replica's in-memory copy closed), and a
 //! store that cannot answer is reported as such instead of as a missing
 //! session.
@@ -32,6 +35,8 @@
 //! | session deleted, expired or never existed | 404 | `-32001` |
 //! | store unreachable or timed out ([`Error::is_retryable`]) | 503, `Retry-After: 1` | `-32002` session store unavailable, retry |
 //! | any other store error | 500 | `-32603` |
+//!
+//! | `initialize` whose new session did not reach the store | 503, `Retry-After: 1` | `-32002` |
 //!
 //! rmcp's own plain-text 404 (`Not Found: Session not found`) gets the same
 //! JSON-RPC body as the first two rows. The `id` of these errors is `null`:
@@ -66,8 +71,10 @@ pub async fn check_session(
     next: Next,
 ) -> Response {
     let Some(raw) = request.headers().get(SESSION_HEADER).cloned() else {
-        // No session yet (an `initialize`): nothing to check.
-        return next.run(request).await;
+        // No session yet (an `initialize`): nothing to check before, but
+        // rmcp's answer must be checked after.
+        let response = next.run(request).await;
+        return confirm_persisted(&gateway, response).await;
     };
     let Some((raw, id)) = raw
         .to_str()
@@ -92,6 +99,48 @@ pub async fn check_session(
         Err(error) => {
             tracing::error!(session = %id, %error, "session store failed");
             internal_error(&error)
+        }
+    }
+}
+
+/// Lets a new session's `initialize` answer through only if the session
+/// reached the store.
+///
+/// rmcp saves a new session in its `SessionStore` after the handshake but
+/// ignores a failure to save it (it only logs it) and answers the client as
+/// if all were well. Such a session lives on this replica alone: every other
+/// replica, and this one after a restart, would answer 404 to it. So the
+/// answer to an `initialize` that names a new session is checked against the
+/// store; if the session is not there, this replica's copy is closed and the
+/// client gets a 503 to retry the `initialize`. This costs one store read per
+/// `initialize`, none per other request.
+async fn confirm_persisted(gateway: &Gateway, response: Response) -> Response {
+    let Some(raw) = response
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return response;
+    };
+    let Ok(id) = SessionId::parse(&raw) else {
+        // rmcp names sessions with UUIDs; anything else could not have been
+        // stored, and no replica could serve it.
+        tracing::error!("rmcp created a session whose id is not a UUID");
+        close_local_copy(gateway, raw).await;
+        return internal_error(&Error::InvalidInput("session id".into()));
+    };
+    match gateway.manager().get(&id).await {
+        Ok(Some(_)) => response,
+        Ok(None) => {
+            tracing::warn!(session = %id, "new session did not reach the store; refused");
+            close_local_copy(gateway, raw).await;
+            store_unavailable()
+        }
+        Err(error) => {
+            tracing::warn!(session = %id, %error, "cannot confirm a new session; refused");
+            close_local_copy(gateway, raw).await;
+            store_unavailable()
         }
     }
 }

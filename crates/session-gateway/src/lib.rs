@@ -22,6 +22,7 @@
 //! # async fn example() -> anyhow::Result<()> {
 //! use std::time::Duration;
 //! use session_factory::{Session, SessionConfig, SessionType};
+//! use axum::serve::ListenerExt;
 //! use session_gateway::Gateway;
 //!
 //! let config = SessionConfig::local(Duration::from_secs(30 * 60));
@@ -29,7 +30,10 @@
 //!     .build_manager(|id| Session::new(id, SessionType::Streamable))
 //!     .await?;
 //! let gateway = Gateway::new(manager, "gateway@127.0.0.1:8080")?;
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! // TCP_NODELAY: small responses must not wait for the client's delayed ACK.
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")
+//!     .await?
+//!     .tap_io(|stream| drop(stream.set_nodelay(true)));
 //! axum::serve(listener, gateway.router()).await?;
 //! # Ok(())
 //! # }

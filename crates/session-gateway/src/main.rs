@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use anyhow::{Context, Result, bail};
 use session_factory::{Session, SessionConfig, SessionType};
 use session_gateway::Gateway;
@@ -174,6 +175,14 @@ async fn run(args: Args) -> Result<()> {
     );
 
     let stop = tokio_util::sync::CancellationToken::new();
+    // Responses are small and written whole: without TCP_NODELAY, Nagle's
+    // algorithm holds each one back until the client's delayed ACK, 40 ms
+    // per request on a keep-alive connection.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, gateway.router())
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();

@@ -291,3 +291,30 @@ async fn a_session_deleted_elsewhere_is_closed_here() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// rmcp only logs a failure to save a new session and answers `initialize`
+/// as if all were well; the gateway must refuse it instead, or the client
+/// would hold a session that no other replica can serve.
+#[tokio::test]
+async fn an_initialize_whose_session_was_not_stored_is_503_and_not_kept() {
+    let gateway = failing_gateway(unavailable);
+    let router = gateway.router();
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL,
+            "capabilities": {},
+            "clientInfo": {"name": "guard-test", "version": "0"},
+        },
+    });
+    let response = send(&router, post(None, initialize)).await;
+    assert!(response.headers().get("mcp-session-id").is_none());
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    // The in-memory copy rmcp made is closed (in the background).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gateway.rmcp_sessions().sessions.read().await.is_empty() {
+        assert!(Instant::now() < deadline, "rmcp still holds the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -20,14 +20,16 @@
 //! lives in an [`AtomicU64`] inside the entry, so a read can push it forward
 //! while holding only the read lock.
 //!
-//! The sweep removes expired entries shard by shard while holding that shard's
-//! write lock. A read that pushed a deadline forward either finished before the
-//! sweep took the lock (and the sweep sees the new deadline) or starts after the
-//! sweep released it (and finds the entry only if it was still alive). So the
-//! sweep can never evict an entry that was read or written within its TTL, even
-//! when both run at the same time; `tests/concurrent_sweep.rs` hammers exactly
-//! that. Many shards keep each write-lock hold short, so a sweep of a million
-//! entries never stalls readers for long.
+//! The sweep finds expired entries under read locks, then removes each one
+//! under its shard's write lock, checking its deadline again there. A read
+//! that pushed a deadline forward either finished before the sweep took the
+//! lock (and the sweep sees the new deadline) or starts after the sweep
+//! released it (and finds the entry only if it was still alive). So the sweep
+//! can never evict an entry that was read or written within its TTL, even when
+//! both run at the same time; `tests/concurrent_sweep.rs` hammers exactly
+//! that. Each write-lock hold covers one entry and frees nothing (removed
+//! values are dropped after the lock is released), so a sweep of a million
+//! entries never stalls readers for more than a moment.
 //!
 //! # Time
 //!
@@ -46,8 +48,9 @@ use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
 /// The number of shards. A power of two well above the core count keeps
-/// write-lock contention low and bounds how long a sweep holds any one shard
-/// (a million entries over 256 shards is about four thousand per shard).
+/// write-lock contention low, and keeps short the read-lock walk of one shard
+/// in the sweep's first phase, during which writers of that shard wait (a
+/// million entries over 256 shards is about four thousand per shard).
 const SHARDS: usize = 256;
 
 /// A concurrent map whose entries carry an expiry deadline.
@@ -235,19 +238,32 @@ where
     /// Removes every entry whose deadline is at or before `before` and returns
     /// their keys.
     ///
-    /// Each shard is swept under its own write lock, one shard at a time, so
-    /// readers of other shards are never blocked and readers of the swept shard
-    /// wait only for that shard.
+    /// The sweep runs in two phases so that no lock is held for long, however
+    /// many entries expired. First it walks the shards under their read locks
+    /// (readers are never blocked) and notes the keys that look expired. Then
+    /// it removes each of them with its own short write-lock hold, checking the
+    /// deadline again under that lock: a read that refreshed the entry in
+    /// between is seen, so a live entry is never removed. The removed values
+    /// are dropped after the lock is released, because freeing a session's
+    /// allocations under the lock is what used to stall readers of the shard.
     pub fn sweep(&self, before: Instant) -> Vec<K> {
         let cutoff = self.nanos(before);
-        let mut removed = Vec::new();
-        self.entries.retain(|key, slot| {
-            let alive = slot.deadline.load(Ordering::Acquire) > cutoff;
-            if !alive {
-                removed.push(key.clone());
+        let expired = |slot: &Slot<V>| slot.deadline.load(Ordering::Acquire) <= cutoff;
+        let candidates: Vec<K> = self
+            .entries
+            .iter()
+            .filter(|entry| expired(entry.value()))
+            .map(|entry| entry.key().clone())
+            .collect();
+        let mut removed = Vec::with_capacity(candidates.len());
+        for key in candidates {
+            // `remove_if` holds the shard's write lock only for this entry;
+            // the value it hands back is dropped outside the lock.
+            if let Some((key, slot)) = self.entries.remove_if(&key, |_, slot| expired(slot)) {
+                drop(slot);
+                removed.push(key);
             }
-            alive
-        });
+        }
         removed
     }
 

@@ -180,17 +180,19 @@ impl RedisStorage {
                 drop(client.connect());
             }
         }
+        let inner = Arc::new(Inner {
+            client,
+            key_prefix: config.key_prefix.clone(),
+            cluster: config.cluster,
+            errors,
+            closed: AtomicBool::new(false),
+            topology,
+            refresh_window: config.refresh_window,
+            refreshed: ExpiringMap::new(),
+        });
+        spawn_refresh_sweeper(Arc::downgrade(&inner));
         Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                key_prefix: config.key_prefix.clone(),
-                cluster: config.cluster,
-                errors,
-                closed: AtomicBool::new(false),
-                topology,
-                refresh_window: config.refresh_window,
-                refreshed: ExpiringMap::new(),
-            }),
+            inner,
             codec: config.codec,
         })
     }
@@ -212,6 +214,17 @@ impl RedisStorage {
         key
     }
 
+    /// The key as the bytes fred sends: one allocation, shared (by reference
+    /// count) by every command of an operation.
+    fn key_bytes(&self, id: &SessionId) -> Bytes {
+        let mut buf = [0u8; 36];
+        let prefix = self.inner.key_prefix.as_bytes();
+        let mut key = Vec::with_capacity(prefix.len() + 36);
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(id.encode_into(&mut buf).as_bytes());
+        Bytes::from(key)
+    }
+
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
         &self.inner.key_prefix
@@ -220,6 +233,13 @@ impl RedisStorage {
     /// The fred client, for diagnostics and tests.
     pub fn client(&self) -> &fred::clients::Client {
         &self.inner.client
+    }
+
+    /// How many sessions this client currently treats as refreshed (their
+    /// loads send `GET`, not `GETEX`), counting entries whose window passed
+    /// but that the once-a-second sweep has not dropped yet. For diagnostics.
+    pub fn refresh_tracked(&self) -> usize {
+        self.inner.refreshed.len()
     }
 
     /// Sends `PING`: a health check that does not touch sessions.
@@ -271,7 +291,7 @@ impl RedisStorage {
         condition: Option<SetOptions>,
     ) -> Result<bool> {
         self.check_open()?;
-        let key = self.key(&session.id());
+        let key = self.key_bytes(&session.id());
         let Some(ttl) = expiry.ttl_for(session, clock::now()) else {
             // Past its maximum lifetime: gone, as on every backend.
             self.inner
@@ -301,6 +321,33 @@ impl RedisStorage {
         }
         Ok(written)
     }
+}
+
+/// How often the refresh bookkeeping drops the entries whose window passed.
+const REFRESH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sweeps the refresh bookkeeping every [`REFRESH_SWEEP_INTERVAL`].
+///
+/// An entry lives for one refresh window, but the manager's cleanup (which
+/// also sweeps it) runs only every half TTL: a service creating many sessions
+/// would hold half a TTL's worth of dead entries. Sweeping each second keeps
+/// the map at about one window's worth of sessions. The task holds the
+/// storage weakly and ends with it, or when it is closed.
+fn spawn_refresh_sweeper(inner: std::sync::Weak<Inner>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(REFRESH_SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.closed.load(Ordering::Acquire) {
+                inner.refreshed.clear();
+                return;
+            }
+            inner.refreshed.sweep(Instant::now());
+        }
+    });
 }
 
 /// A TTL in whole milliseconds, at least 1 (Redis rejects `PX 0`).
@@ -337,16 +384,16 @@ impl Storage for RedisStorage {
 
     async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
-        let key = self.key(id);
+        let key = self.key_bytes(id);
         // The sliding TTL without a write per read: if this client set the
         // key's TTL within the refresh window, a plain GET suffices and the
         // session still lives at least `ttl - refresh_window` from now.
         let fresh = self.inner.refreshed.peek(id).is_some();
         let reply: Value = if fresh {
-            self.inner.client.get(key.as_str()).await
+            self.inner.client.get(key.clone()).await
         } else {
             let args: Vec<Value> = vec![
-                Value::from(key.as_str()),
+                Value::Bytes(key.clone()),
                 Value::from_static_str("PX"),
                 Value::from(millis(expiry.ttl())),
             ];
@@ -405,7 +452,7 @@ impl Storage for RedisStorage {
         let removed: i64 = self
             .inner
             .client
-            .del(self.key(id))
+            .del(self.key_bytes(id))
             .await
             .map_err(self.map("delete"))?;
         Ok(removed > 0)

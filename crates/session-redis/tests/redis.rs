@@ -183,6 +183,36 @@ async fn loads_within_the_refresh_window_read_without_refreshing() {
 }
 
 #[tokio::test]
+async fn the_refresh_bookkeeping_forgets_sessions_once_their_window_passed() {
+    let Some(mut config) = config(Topology::Standalone) else {
+        return;
+    };
+    config.refresh_window = Some(Duration::from_millis(200));
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = Manager::with_storage(
+        ttl(60),
+        |id| Session::new(id, SessionType::Mcp),
+        storage.clone(),
+    );
+    for _ in 0..100 {
+        manager.create().await.unwrap();
+    }
+    assert_eq!(storage.refresh_tracked(), 100);
+    // The manager's own cleanup runs only every half TTL (30 s here); the
+    // storage's sweeper must free the entries within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while storage.refresh_tracked() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} entries still tracked after 5 s",
+            storage.refresh_tracked()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(manager.count().await.unwrap(), 100, "the sessions stay");
+}
+
+#[tokio::test]
 async fn an_idle_key_expires_in_redis() {
     let Some(config) = config(Topology::Standalone) else {
         return;
