@@ -487,17 +487,49 @@ fn resolve_password(
         *password = Some(Secret::new(value));
     }
     if let Some(path) = file.take() {
-        let value = std::fs::read_to_string(&path).map_err(|error| {
-            Error::config(
-                format!("{table}.password_file"),
-                format!("cannot read {}: {error}", path.display()),
-            )
-        })?;
+        let field = format!("{table}.password_file");
+        let bytes = read_file(&field, &path, PASSWORD_FILE_LIMIT)?;
+        let value = String::from_utf8(bytes)
+            .map_err(|_| Error::config(&field, format!("{} is not UTF-8 text", path.display())))?;
         let value = value.strip_suffix('\n').unwrap_or(&value);
         let value = value.strip_suffix('\r').unwrap_or(value);
         *password = Some(Secret::new(value));
     }
     Ok(())
+}
+
+/// The largest password file read: far above any real password.
+pub const PASSWORD_FILE_LIMIT: u64 = 64 * 1024;
+/// The largest PEM or configuration file read.
+pub const FILE_LIMIT: u64 = 1024 * 1024;
+
+/// Reads a file that configuration names (a password, PEM or configuration
+/// file) for the key `field`, refusing what is not a regular file or is
+/// larger than `limit` bytes.
+///
+/// Configuration is read at start-up, where a hang or an allocation of
+/// gigabytes is worse than an error: opening a FIFO blocks until a writer
+/// appears, and `/dev/zero` or a huge file never ends or exhausts memory.
+/// The errors name the key and the path, never the contents.
+pub fn read_file(field: &str, path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let cannot =
+        |reason: String| Error::config(field, format!("cannot read {}: {reason}", path.display()));
+    let metadata = std::fs::metadata(path).map_err(|error| cannot(error.to_string()))?;
+    if !metadata.is_file() {
+        return Err(cannot("not a regular file".into()));
+    }
+    let file = std::fs::File::open(path).map_err(|error| cannot(error.to_string()))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len().min(limit)).unwrap_or(0));
+    // One byte past the limit tells a file at the limit from a larger one,
+    // even if it grew after `metadata`.
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|error| cannot(error.to_string()))?;
+    if bytes.len() as u64 > limit {
+        return Err(cannot(format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Checks that `addr` is `host:port` with a non-empty host and a port number.
@@ -732,6 +764,41 @@ mod tests {
             field_of(unreadable.resolve_secrets()),
             "redis.password_file"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A password file that is a FIFO, a device, a directory or too large
+    /// is a config error at once: no hang, no huge allocation.
+    #[test]
+    fn password_files_that_are_not_small_regular_files_are_refused() {
+        let dir = std::env::temp_dir().join(format!("session-config-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo failed");
+        let large = dir.join("large");
+        std::fs::write(&large, vec![b'x'; PASSWORD_FILE_LIMIT as usize + 1]).unwrap();
+        let at_limit = dir.join("at-limit");
+        std::fs::write(&at_limit, vec![b'x'; PASSWORD_FILE_LIMIT as usize]).unwrap();
+        for (path, reason) in [
+            (fifo.as_path(), "not a regular file"),
+            (std::path::Path::new("/dev/zero"), "not a regular file"),
+            (dir.as_path(), "not a regular file"),
+            (large.as_path(), "larger than"),
+        ] {
+            let mut config = RedisConfig::standalone("127.0.0.1:6379", "s:");
+            config.password_file = Some(path.to_owned());
+            let error = config.resolve_secrets().unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains(reason), "{path:?}: {text}");
+            assert_eq!(field_of(Err(error)), "redis.password_file");
+        }
+        let mut config = RedisConfig::standalone("127.0.0.1:6379", "s:");
+        config.password_file = Some(at_limit);
+        config.resolve_secrets().unwrap();
         std::fs::remove_dir_all(dir).unwrap();
     }
 

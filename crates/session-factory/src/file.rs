@@ -78,8 +78,10 @@ impl SessionConfig {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| Error::config("(file)", format!("cannot read {origin}: {error}")))?;
+        let bytes =
+            session_core::config::read_file("(file)", path, session_core::config::FILE_LIMIT)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::config("(file)", format!("{origin} is not UTF-8 text")))?;
         Self::from_toml(&text, &origin)
     }
 

@@ -46,6 +46,7 @@ mod health;
 pub mod tools;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -101,11 +102,47 @@ impl std::fmt::Debug for Gateway {
 #[error("the replica name {0:?} must be visible ASCII, usable as an HTTP header value")]
 pub struct InvalidReplicaName(String);
 
+/// How long a replica keeps rmcp's in-memory copy of a session that gets no
+/// requests, by default.
+///
+/// The copy is only a cache: the store holds the session, and a replica
+/// without a copy restores one from it on the next request (rmcp replays the
+/// `initialize` handshake from the stored parameters, in about a
+/// millisecond). A copy is not closed when another replica deletes the
+/// session, so a replica holds one copy for every session it served within
+/// this time, deleted or not: memory is the session churn times this
+/// duration (rmcp's own default, 5 minutes, let a soak grow each replica by
+/// 400 MB). A minute keeps the cache for active sessions and bounds that.
+pub const DEFAULT_LOCAL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of a [`Gateway`] beyond its manager and name.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct GatewayOptions {
+    /// Allowed `Host` header values (rmcp's DNS-rebinding protection):
+    /// `None` for rmcp's default (loopback names only), an empty list for any
+    /// host (behind a balancer that checks it), or the public names of the
+    /// service (`host` or `host:port`).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// How long rmcp's in-memory copy of an idle session lives on this
+    /// replica; see [`DEFAULT_LOCAL_IDLE_TIMEOUT`].
+    pub local_idle_timeout: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: None,
+            local_idle_timeout: DEFAULT_LOCAL_IDLE_TIMEOUT,
+        }
+    }
+}
+
 impl Gateway {
     /// A gateway serving the sessions of `manager` under the name `replica`,
     /// accepting only loopback `Host` headers (rmcp's default).
     pub fn new(manager: Manager, replica: impl Into<String>) -> Result<Self, InvalidReplicaName> {
-        Self::with_allowed_hosts(manager, replica, None)
+        Self::with_options(manager, replica, GatewayOptions::default())
     }
 
     /// Like [`Gateway::new`], with the `Host` header values rmcp accepts:
@@ -117,17 +154,32 @@ impl Gateway {
         replica: impl Into<String>,
         allowed_hosts: Option<Vec<String>>,
     ) -> Result<Self, InvalidReplicaName> {
+        let options = GatewayOptions {
+            allowed_hosts,
+            ..GatewayOptions::default()
+        };
+        Self::with_options(manager, replica, options)
+    }
+
+    /// A gateway with every setting of [`GatewayOptions`].
+    pub fn with_options(
+        manager: Manager,
+        replica: impl Into<String>,
+        options: GatewayOptions,
+    ) -> Result<Self, InvalidReplicaName> {
         let replica = replica.into();
         let served_by =
             HeaderValue::from_str(&replica).map_err(|_| InvalidReplicaName(replica.clone()))?;
+        let mut sessions = LocalSessionManager::default();
+        sessions.session_config.keep_alive = Some(options.local_idle_timeout);
         Ok(Self {
             inner: Arc::new(Inner {
                 manager,
                 replica,
                 served_by,
-                sessions: Arc::new(LocalSessionManager::default()),
+                sessions: Arc::new(sessions),
                 cancel: CancellationToken::new(),
-                allowed_hosts,
+                allowed_hosts: options.allowed_hosts,
             }),
         })
     }

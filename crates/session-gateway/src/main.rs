@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! session-gateway [--config <path>] [--listen <addr>] [--replica <name>]
-//!                 [--allowed-host <host>]...
+//!                 [--allowed-host <host>]... [--local-idle <time>]
 //! ```
 //!
 //! Without `--config` sessions are local (in-process) with a 30-minute TTL;
@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
 use session_factory::{Session, SessionConfig, SessionType};
-use session_gateway::Gateway;
+use session_gateway::{Gateway, GatewayOptions};
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
@@ -38,6 +38,9 @@ OPTIONS:
     --allowed-host <host>  A Host header value to accept (host or host:port); may be
                            repeated; `*` accepts any. Default: loopback names only
                            (rmcp's protection against DNS rebinding).
+    --local-idle <time>    How long this replica keeps its in-memory copy of a session
+                           that gets no requests (the store keeps the session; a later
+                           request restores the copy) [default: 60s]
     -h, --help             Print this help
 
 ROUTES:
@@ -58,6 +61,7 @@ struct Args {
     listen: SocketAddr,
     replica: Option<String>,
     allowed_hosts: Option<Vec<String>>,
+    local_idle: Duration,
 }
 
 enum Parsed {
@@ -71,6 +75,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed> {
         listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
         replica: None,
         allowed_hosts: None,
+        local_idle: session_gateway::DEFAULT_LOCAL_IDLE_TIMEOUT,
     };
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -101,6 +106,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed> {
                 if host != "*" {
                     hosts.push(host);
                 }
+            }
+            "--local-idle" => {
+                let text = value()?;
+                parsed.local_idle = humantime::parse_duration(&text)
+                    .ok()
+                    .filter(|idle| !idle.is_zero())
+                    .with_context(|| {
+                        format!("--local-idle {text:?} is not a positive duration like 60s or 5m")
+                    })?;
             }
             other => bail!("unknown argument {other:?} (see --help)"),
         }
@@ -159,7 +173,10 @@ async fn run(args: Args) -> Result<()> {
     let replica = args
         .replica
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
-    let gateway = Gateway::with_allowed_hosts(manager.clone(), replica, args.allowed_hosts)?;
+    let mut options = GatewayOptions::default();
+    options.allowed_hosts = args.allowed_hosts;
+    options.local_idle_timeout = args.local_idle;
+    let gateway = Gateway::with_options(manager.clone(), replica, options)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -276,6 +293,7 @@ mod tests {
         assert_eq!(args.config, None);
         assert_eq!(args.replica, None);
         assert_eq!(args.allowed_hosts, None);
+        assert_eq!(args.local_idle, session_gateway::DEFAULT_LOCAL_IDLE_TIMEOUT);
     }
 
     #[test]
@@ -289,7 +307,10 @@ mod tests {
             "--allowed-host",
             "mcp.example.com",
             "--allowed-host=localhost",
+            "--local-idle",
+            "90s",
         ]);
+        assert_eq!(args.local_idle, Duration::from_secs(90));
         assert_eq!(args.config, Some(PathBuf::from("config/redis.toml")));
         assert_eq!(args.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(args.replica.as_deref(), Some("a"));
@@ -307,7 +328,13 @@ mod tests {
     fn help_and_errors() {
         assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
         assert!(matches!(parse(&["-h"]).unwrap(), Parsed::Help));
-        for bad in [&["--listen"][..], &["--listen", "nowhere"], &["--verbose"]] {
+        for bad in [
+            &["--listen"][..],
+            &["--listen", "nowhere"],
+            &["--verbose"],
+            &["--local-idle", "0s"],
+            &["--local-idle", "soon"],
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

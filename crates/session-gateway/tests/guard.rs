@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use session_factory::{
     BackendErrorKind, Error, Expiry, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
 };
-use session_gateway::Gateway;
+use session_gateway::{Gateway, GatewayOptions};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -317,4 +317,56 @@ async fn an_initialize_whose_session_was_not_stored_is_503_and_not_kept() {
         assert!(Instant::now() < deadline, "rmcp still holds the session");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An idle session's in-memory copy is dropped after the local idle timeout
+/// and restored from the store by the next request: memory follows the
+/// sessions in use, and nothing is lost.
+#[tokio::test]
+async fn an_idle_copy_is_dropped_and_restored_from_the_store() {
+    let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+    let mut options = GatewayOptions::default();
+    options.local_idle_timeout = Duration::from_millis(300);
+    let gateway = Gateway::with_options(manager, "unit", options).unwrap();
+    let router = gateway.router();
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": PROTOCOL,
+            "capabilities": {},
+            "clientInfo": {"name": "guard-test", "version": "0"},
+        },
+    });
+    let response = send(&router, post(None, initialize)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    drop(body_text(response).await);
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(
+        send(&router, post(Some(&id), initialized)).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let rmcp_id = id.as_str().into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap() {
+        assert!(Instant::now() < deadline, "the idle copy was not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "counter", "arguments": {}},
+    });
+    let response = send(&router, post(Some(&id), call)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let messages = sse_messages(&body_text(response).await);
+    assert!(
+        messages
+            .iter()
+            .any(|message| message["id"] == 2 && message["result"].is_object()),
+        "{messages:?}"
+    );
+    assert!(gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap());
 }

@@ -73,7 +73,7 @@ pub(crate) fn build_client(config: &RedisConfig) -> Result<fred::clients::Client
     })
 }
 
-fn parse_server(field: &str, addr: &str, tls_name: Option<&str>) -> Result<Server> {
+pub(crate) fn parse_server(field: &str, addr: &str, tls_name: Option<&str>) -> Result<Server> {
     let (host, port) = addr
         .rsplit_once(':')
         .ok_or_else(|| Error::config(field, format!("{addr:?} is not `host:port`")))?;
@@ -88,17 +88,28 @@ fn parse_server(field: &str, addr: &str, tls_name: Option<&str>) -> Result<Serve
     Ok(server)
 }
 
+/// The TLS server name to check the sentinels' certificates against: the
+/// sentinel's own setting, else the data nodes'.
+pub(crate) fn sentinel_tls_name(config: &RedisConfig) -> Option<&str> {
+    let data = config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.server_name.as_deref());
+    config
+        .sentinel
+        .as_ref()
+        .and_then(|sentinel| sentinel.tls.as_ref())
+        .and_then(|tls| tls.server_name.as_deref())
+        .or(data)
+}
+
 fn server_config(config: &RedisConfig) -> Result<ServerConfig> {
     let tls_name = config
         .tls
         .as_ref()
         .and_then(|tls| tls.server_name.as_deref());
     if let Some(sentinel) = &config.sentinel {
-        let sentinel_tls_name = sentinel
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.server_name.as_deref())
-            .or(tls_name);
+        let sentinel_tls_name = sentinel_tls_name(config);
         let hosts = sentinel
             .addrs
             .iter()
@@ -133,7 +144,7 @@ fn server_config(config: &RedisConfig) -> Result<ServerConfig> {
 /// text between sentinels and data nodes, or two different client
 /// identities, cannot be expressed and is a configuration error rather than a
 /// silent downgrade.
-fn tls_config(config: &RedisConfig) -> Result<Option<FredTls>> {
+pub(crate) fn tls_config(config: &RedisConfig) -> Result<Option<FredTls>> {
     let data = config.tls.as_ref();
     let sentinel = config.sentinel.as_ref().and_then(|s| s.tls.as_ref());
     let (primary, primary_field, extra) = match (data, sentinel) {
@@ -169,12 +180,9 @@ fn tls_config(config: &RedisConfig) -> Result<Option<FredTls>> {
 fn read_pem(source: &PemSource, field: &str) -> Result<Vec<u8>> {
     match source {
         PemSource::Pem(pem) => Ok(pem.expose().as_bytes().to_vec()),
-        PemSource::File(path) => std::fs::read(path).map_err(|error| {
-            Error::config(
-                field,
-                format!("cannot read PEM file {}: {error}", path.display()),
-            )
-        }),
+        PemSource::File(path) => {
+            session_core::config::read_file(field, path, session_core::config::FILE_LIMIT)
+        }
     }
 }
 

@@ -54,6 +54,7 @@
 
 mod connect;
 mod errors;
+mod sentinel_watch;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -73,6 +74,7 @@ use session_local::ExpiringMap;
 use tokio::time::Instant;
 
 use crate::errors::ErrorContext;
+use crate::sentinel_watch::SentinelWatch;
 
 pub use fred;
 
@@ -96,6 +98,28 @@ struct Inner {
     /// window, by GETEX or a write: their loads use a plain GET. Entries
     /// expire by themselves after the window; `delete_expired` frees them.
     refreshed: ExpiringMap<SessionId, ()>,
+    /// In sentinel mode, the subscribers that hear a failover announced.
+    sentinel_watch: Option<SentinelWatch>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A storage dropped without `close` must not leave connections and
+        // their tasks behind.
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(watch) = &self.sentinel_watch {
+            watch.quit_in_background();
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let client = self.client.clone();
+            let timeout = self.errors.command_timeout;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(timeout, client.quit()).await;
+            });
+        }
+    }
 }
 
 impl fmt::Debug for RedisStorage {
@@ -129,6 +153,7 @@ impl RedisStorage {
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
         config.validate()?;
         let client = connect::build_client(config)?;
+        let sentinel_watch = SentinelWatch::build(config)?;
         let mut secrets: Vec<String> = Vec::new();
         if let Some(password) = &config.password {
             secrets.push(password.expose().to_owned());
@@ -189,8 +214,12 @@ impl RedisStorage {
             topology,
             refresh_window: config.refresh_window,
             refreshed: ExpiringMap::new(),
+            sentinel_watch,
         });
         spawn_refresh_sweeper(Arc::downgrade(&inner));
+        if let (Some(watch), Some(sentinel)) = (&inner.sentinel_watch, &config.sentinel) {
+            watch.start(Arc::downgrade(&inner), sentinel.master_name.clone());
+        }
         Ok(Self {
             inner,
             codec: config.codec,
@@ -495,6 +524,9 @@ impl Storage for RedisStorage {
         // must not hold up shutdown past the command timeout. Either way the
         // storage is closed: a QUIT that fails because the connection is
         // already down leaves nothing to release.
+        if let Some(watch) = &self.inner.sentinel_watch {
+            watch.quit().await;
+        }
         let quit = self.inner.client.quit();
         match tokio::time::timeout(self.inner.errors.command_timeout, quit).await {
             Ok(Ok(())) => {}

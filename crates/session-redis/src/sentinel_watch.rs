@@ -1,0 +1,210 @@
+//! Following a sentinel failover as soon as a sentinel announces it.
+//!
+//! fred finds the master through the sentinels when it connects, and again
+//! only when that connection drops. After a failover the old master keeps
+//! its clients connected (and acknowledges their writes, which it discards
+//! when it rejoins as a replica) until the sentinels reconfigure it, seconds
+//! later: 11 s in the reliability suite's measurement. Every session written
+//! in that window is acknowledged and then lost.
+//!
+//! Sentinels publish `+switch-master <name> <old-ip> <old-port> <new-ip>
+//! <new-port>` on their own pub/sub the moment they promote a replica. So a
+//! sentinel-mode storage also subscribes to that channel on every sentinel,
+//! each with its own small client, and on an announcement for its master
+//! forces the data client to reconnect, which asks the sentinels for the new
+//! master at once.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use fred::clients::SubscriberClient;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::prelude::{Builder, Config, ReconnectPolicy, ServerConfig};
+use session_core::config::RedisConfig;
+use session_core::{Error, Result};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::Inner;
+use crate::connect::{parse_server, sentinel_tls_name, tls_config};
+
+/// The channel sentinels announce a promoted master on.
+const SWITCH_MASTER: &str = "+switch-master";
+
+/// One subscriber per sentinel, listening for `+switch-master`.
+pub(crate) struct SentinelWatch {
+    clients: Vec<SubscriberClient>,
+    /// The pause before subscribing again after a failed attempt.
+    retry: std::time::Duration,
+}
+
+impl SentinelWatch {
+    /// Builds (without connecting) one subscriber per sentinel address, or
+    /// nothing when `config` is not in sentinel mode.
+    pub(crate) fn build(config: &RedisConfig) -> Result<Option<Self>> {
+        let Some(sentinel) = &config.sentinel else {
+            return Ok(None);
+        };
+        let tls_name = sentinel_tls_name(config);
+        let tls = tls_config(config)?;
+        let policy = &config.reconnect;
+        let millis = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        let mut clients = Vec::with_capacity(sentinel.addrs.len());
+        for addr in &sentinel.addrs {
+            let server = parse_server("redis.sentinel.addrs", addr, tls_name)?;
+            let fred_config = Config {
+                username: sentinel.username.clone(),
+                password: sentinel.password.as_ref().map(|p| p.expose().to_owned()),
+                server: ServerConfig::Centralized { server },
+                tls: tls.clone(),
+                // A sentinel that is down must not fail the storage: the
+                // others announce too, and this one is retried.
+                fail_fast: false,
+                ..Config::default()
+            };
+            let mut builder = Builder::from_config(fred_config);
+            let command_timeout = config.command_timeout;
+            builder
+                .with_connection_config(|connection| {
+                    connection.connection_timeout = config.connect_timeout;
+                    connection.internal_command_timeout = command_timeout;
+                    connection.unresponsive.max_timeout = Some(command_timeout);
+                    connection.unresponsive.interval =
+                        (command_timeout / 4).max(std::time::Duration::from_millis(50));
+                })
+                .with_performance_config(|performance| {
+                    performance.default_command_timeout = command_timeout;
+                })
+                // Unlike the data client, the watcher never gives up: it has
+                // no caller to report to, and a sentinel that comes back must
+                // be heard again.
+                .set_policy(ReconnectPolicy::new_exponential(
+                    0,
+                    millis(policy.min_delay),
+                    millis(policy.max_delay),
+                    2,
+                ));
+            let client = builder.build_subscriber_client().map_err(|error| {
+                Error::config(
+                    "redis.sentinel",
+                    format!("cannot build the sentinel watcher: {}", error.details()),
+                )
+            })?;
+            clients.push(client);
+        }
+        Ok(Some(Self {
+            clients,
+            retry: policy.min_delay.max(std::time::Duration::from_millis(10)),
+        }))
+    }
+
+    /// Connects every subscriber in the background and reconnects the data
+    /// client of `inner` when a sentinel announces a new master named
+    /// `master_name`. The subscribers hold `inner` weakly.
+    pub(crate) fn start(&self, inner: Weak<Inner>, master_name: String) {
+        // Several sentinels announce the same switch; the data client is
+        // reconnected once per distinct announcement.
+        let last = Arc::new(Mutex::new(String::new()));
+        for client in &self.clients {
+            let watcher_inner = inner.clone();
+            let master_name = master_name.clone();
+            let last = Arc::clone(&last);
+            drop(client.on_message(move |message| {
+                let inner = watcher_inner.clone();
+                let master_name = master_name.clone();
+                let last = Arc::clone(&last);
+                async move {
+                    if message.channel != SWITCH_MASTER {
+                        return Ok(());
+                    }
+                    let Some(text) = message.value.as_string() else {
+                        return Ok(());
+                    };
+                    let mut fields = text.split_whitespace();
+                    if fields.next() != Some(master_name.as_str()) {
+                        return Ok(());
+                    }
+                    {
+                        let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
+                        if *last == text {
+                            return Ok(());
+                        }
+                        last.clone_from(&text);
+                    }
+                    let Some(inner) = inner.upgrade() else {
+                        return Ok(());
+                    };
+                    let new_master: Vec<&str> = fields.skip(2).collect();
+                    tracing::info!(
+                        master = %master_name,
+                        new_master = %new_master.join(":"),
+                        "a sentinel announced a new master; reconnecting"
+                    );
+                    if let Err(error) = inner.client.force_reconnection().await {
+                        let error = inner.errors.map("reconnect", &error);
+                        tracing::warn!(%error, "cannot reconnect after a failover");
+                    }
+                    Ok(())
+                }
+            }));
+            drop(client.connect());
+            tokio::spawn(subscribe_while_open(
+                client.clone(),
+                inner.clone(),
+                self.retry,
+            ));
+        }
+    }
+
+    /// Closes every subscriber.
+    pub(crate) async fn quit(&self) {
+        for client in &self.clients {
+            let _ = client.quit().await;
+        }
+    }
+
+    /// Closes every subscriber without waiting (for `Drop`).
+    pub(crate) fn quit_in_background(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for client in &self.clients {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+/// Subscribes `client` to [`SWITCH_MASTER`] on every (re)connection, until
+/// the storage is closed or dropped.
+///
+/// fred's own `manage_subscriptions` restores only subscriptions that once
+/// succeeded, so a sentinel that was down when the storage started would
+/// never be listened to; this loop keeps trying instead.
+async fn subscribe_while_open(
+    client: SubscriberClient,
+    inner: Weak<Inner>,
+    retry: std::time::Duration,
+) {
+    let mut reconnects = client.reconnect_rx();
+    let open = || {
+        inner
+            .upgrade()
+            .is_some_and(|inner| !inner.closed.load(std::sync::atomic::Ordering::Acquire))
+    };
+    while open() {
+        match client.subscribe(SWITCH_MASTER).await {
+            Ok(()) => match reconnects.recv().await {
+                // Subscribed: wait for the connection to be replaced.
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                // The client quit.
+                Err(RecvError::Closed) => return,
+            },
+            Err(error) => {
+                tracing::debug!(error = %error.details(), "cannot subscribe to a sentinel yet");
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+    let _ = client.quit().await;
+}
