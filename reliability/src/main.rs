@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use session_reliability::scenarios::{
-    bad_config, bad_values, conn_kill, down_at_start, failover, races, restart, secrets, soak,
-    soak_gateway, stall,
+    bad_config, bad_values, cluster_failover, conn_kill, down_at_start, failover, races, restart,
+    secrets, soak, soak_gateway, stall,
 };
 use session_reliability::servers::{RedisProcess, ScratchDir};
 use session_reliability::{Outcome, capture, env, rng, servers};
@@ -31,8 +31,8 @@ usage: session-reliability [--only <name>[,<name>...]] [--quick]
        session-reliability fuzz-seeds <dir>
 
 scenarios: connection-killed server-stalled server-restarted sentinel-failover
-           redis-down-at-start races bad-stored-values secrets-redacted
-           bad-configuration";
+           cluster-failover redis-down-at-start races bad-stored-values
+           secrets-redacted bad-configuration";
 
 const ALL: &[&str] = &[
     "bad-configuration",
@@ -44,6 +44,7 @@ const ALL: &[&str] = &[
     "server-stalled",
     "server-restarted",
     "sentinel-failover",
+    "cluster-failover",
 ];
 
 enum Command {
@@ -246,6 +247,12 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
     }
     if wanted("sentinel-failover") {
         report(&mut outcomes, failover::run(scratch.path(), seed).await);
+    }
+    if wanted("cluster-failover") {
+        report(
+            &mut outcomes,
+            cluster_failover::run(scratch.path(), seed).await,
+        );
     }
     summary(&outcomes, started, seed);
     Ok(outcomes)

@@ -356,6 +356,274 @@ pub async fn cli(port: u16, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// Runs `redis-cli -h 127.0.0.1 -p <port>` with `input` on its standard
+/// input, one command a line (killed after 10 s), and returns its trimmed
+/// standard output: one reply a line. Hundreds of commands cost one
+/// process instead of hundreds.
+pub async fn cli_pipe(port: u16, input: String) -> Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let run = async {
+        let mut child = tokio::process::Command::new("redis-cli")
+            .args(["-h", HOST, "-p", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot run redis-cli")?;
+        let mut stdin = child.stdin.take().context("redis-cli has no stdin")?;
+        stdin.write_all(input.as_bytes()).await?;
+        // Closing stdin tells redis-cli that the commands are over.
+        drop(stdin);
+        anyhow::Ok(child.wait_with_output().await?)
+    };
+    let output = tokio::time::timeout(CLI_TIMEOUT, run)
+        .await
+        .context("redis-cli with piped commands timed out")??;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Redis Cluster nodes also listen on their port + 10000: the cluster bus.
+pub const CLUSTER_BUS_OFFSET: u16 = 10000;
+
+/// A free port whose cluster bus port (port + 10000) is free too, and that
+/// collides with neither the port nor the bus port of any port in `taken`.
+pub fn free_cluster_port(taken: &[u16]) -> Result<u16> {
+    let clashes = |port: u16| {
+        taken
+            .iter()
+            .any(|&used| port == used || Some(port) == used.checked_add(CLUSTER_BUS_OFFSET))
+    };
+    for _ in 0..1000 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = listener.local_addr()?.port();
+        let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+            continue;
+        };
+        if clashes(port) || clashes(bus) {
+            continue;
+        }
+        // Both listeners are held at once, so both ports were free at the
+        // same moment.
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port with a free cluster bus port after 1000 probes")
+}
+
+/// One line of `CLUSTER NODES`: a node as one member of the cluster sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// The node id.
+    pub id: String,
+    /// The client port.
+    pub port: u16,
+    /// Whether it is a master (otherwise a replica).
+    pub master: bool,
+    /// The id of its master, for a replica.
+    pub master_id: Option<String>,
+    /// Its slot ranges (`0-5460`, `5461`), for a master; migrating and
+    /// importing markers are left out.
+    pub slots: Vec<String>,
+    /// Whether the line is the answering node itself.
+    pub myself: bool,
+    /// Whether the node is flagged `fail`, `fail?`, `handshake` or `noaddr`,
+    /// or its link is not `connected`.
+    pub unhealthy: bool,
+}
+
+impl ClusterNode {
+    /// Whether the node serves `slot`.
+    pub fn owns(&self, slot: u16) -> bool {
+        self.slots.iter().any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!(
+                (low.parse::<u16>(), high.parse::<u16>()),
+                (Ok(low), Ok(high)) if (low..=high).contains(&slot)
+            )
+        })
+    }
+}
+
+/// Parses a `CLUSTER NODES` reply; lines that do not parse are skipped.
+pub fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 8 {
+                return None;
+            }
+            // `ip:port@cport[,hostname]`
+            let port = fields[1]
+                .split('@')
+                .next()?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()?;
+            let flags: Vec<&str> = fields[2].split(',').collect();
+            let master = flags.contains(&"master");
+            Some(ClusterNode {
+                id: fields[0].to_owned(),
+                port,
+                master,
+                master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
+                slots: fields[8..]
+                    .iter()
+                    .filter(|slot| !slot.starts_with('['))
+                    .map(|slot| (*slot).to_owned())
+                    .collect(),
+                myself: flags.contains(&"myself"),
+                unhealthy: fields[7] != "connected"
+                    || flags
+                        .iter()
+                        .any(|flag| matches!(*flag, "fail" | "fail?" | "handshake" | "noaddr")),
+            })
+        })
+        .collect()
+}
+
+/// The cluster as every node in `nodes` sees it, when they all agree: each
+/// reports `cluster_state:ok` with all 16384 slots served and knows
+/// `nodes.len()` nodes, every line is healthy, and every node has the same
+/// view of who is master of which slots and who replicates whom. `None`
+/// while they do not (yet) agree.
+pub async fn cluster_agreement(nodes: &[RedisProcess]) -> Result<Option<Vec<ClusterNode>>> {
+    let mut common: Option<Vec<ClusterNode>> = None;
+    for node in nodes {
+        let info = node.cli(&["CLUSTER", "INFO"]).await?;
+        if info_field(&info, "cluster_state").as_deref() != Some("ok")
+            || info_field(&info, "cluster_slots_ok").as_deref() != Some("16384")
+            || info_field(&info, "cluster_known_nodes") != Some(nodes.len().to_string())
+        {
+            return Ok(None);
+        }
+        let mut view = parse_cluster_nodes(&node.cli(&["CLUSTER", "NODES"]).await?);
+        if view.len() != nodes.len() || view.iter().any(|line| line.unhealthy) {
+            return Ok(None);
+        }
+        // `myself` differs from node to node by design: it is not part of
+        // the view compared.
+        for line in &mut view {
+            line.myself = false;
+        }
+        view.sort_by(|a, b| a.id.cmp(&b.id));
+        match &common {
+            Some(seen) if *seen != view => return Ok(None),
+            Some(_) => {}
+            None => common = Some(view),
+        }
+    }
+    Ok(common)
+}
+
+/// Starts a Redis Cluster of `masters` masters with `replicas` replicas
+/// each, in `parent/<prefix>-<n>`, on free ports whose bus ports are free
+/// too: the nodes are started with `--cluster-enabled yes` and
+/// `--cluster-node-timeout <node_timeout_ms>`, joined with `redis-cli
+/// --cluster create`, and returned once every node agrees on the whole
+/// cluster (see [`cluster_agreement`]) and every replica's link to its
+/// master is up. The processes are registered like every other, and are
+/// stopped when the values are dropped.
+pub async fn start_cluster(
+    parent: &Path,
+    prefix: &str,
+    masters: usize,
+    replicas: usize,
+    node_timeout_ms: u32,
+) -> Result<Vec<RedisProcess>> {
+    let count = masters * (1 + replicas);
+    let node_timeout = node_timeout_ms.to_string();
+    let mut nodes: Vec<RedisProcess> = Vec::with_capacity(count);
+    for index in 1..=count {
+        let name = format!("{prefix}-{index}");
+        let config_file = parent.join(&name).join("nodes.conf");
+        let config_file = config_file.to_string_lossy().into_owned();
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            config_file.as_str(),
+            "--cluster-node-timeout",
+            node_timeout.as_str(),
+        ];
+        let mut last_error = None;
+        // A port (or bus port) taken between the probe and the bind is
+        // retried on another one; a half-written nodes.conf is removed
+        // first, as it would make the next node believe it was a member.
+        for _ in 0..3 {
+            let taken: Vec<u16> = nodes.iter().map(RedisProcess::port).collect();
+            let _ = std::fs::remove_file(&config_file);
+            match RedisProcess::start_on(parent, &name, free_cluster_port(&taken)?, &extra) {
+                Ok(node) => {
+                    last_error = None;
+                    nodes.push(node);
+                    break;
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if let Some(error) = last_error {
+            return Err(error);
+        }
+    }
+    let addrs: Vec<String> = nodes.iter().map(RedisProcess::addr).collect();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("redis-cli --cluster create timed out")?
+    .context("cannot run redis-cli")?;
+    if !output.status.success() {
+        bail!(
+            "`redis-cli --cluster create {}` failed with {}:\n{}{}",
+            addrs.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // Clients may reach any node first, so every node must see the whole
+    // cluster, not just the one that was asked to create it; and a replica
+    // must hold its master's data before anything is asked of it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(view) = cluster_agreement(&nodes).await? {
+            let mut synced = true;
+            for node in &nodes {
+                if view
+                    .iter()
+                    .any(|line| line.port == node.port() && !line.master)
+                {
+                    let info = node.cli(&["INFO", "replication"]).await?;
+                    synced &= info_field(&info, "master_link_status").as_deref() == Some("up");
+                }
+            }
+            let roles_ok = view.iter().filter(|line| line.master).count() == masters;
+            if synced && roles_ok {
+                return Ok(nodes);
+            }
+        }
+        if Instant::now() >= deadline {
+            let mut state = String::new();
+            for node in &nodes {
+                let view = node.cli(&["CLUSTER", "NODES"]).await.unwrap_or_default();
+                state.push_str(&format!("{} ({}):\n{view}\n", node.name(), node.addr()));
+            }
+            bail!("the cluster did not settle within 30 s:\n{state}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether a server on `port` answers `PING` within half a second (a raw
 /// RESP exchange: no client library, no redis-cli process).
 pub fn ping(port: u16) -> bool {

@@ -56,6 +56,10 @@ impl ErrorContext {
             ErrorKind::Unknown if details.starts_with("Failed to route command") => {
                 BackendErrorKind::Unavailable
             }
+            // With one attempt per command, fred answers this when a cluster
+            // redirected the command (`MOVED`, `ASK`): the slot moved, the
+            // command did not run, and it can be retried.
+            ErrorKind::Unknown if is_redirect_refused(error) => BackendErrorKind::Routing,
             _ => BackendErrorKind::Other,
         };
         Error::backend(kind, format!("{operation}: {details}"))
@@ -70,6 +74,17 @@ impl ErrorContext {
         }
         message
     }
+}
+
+/// Whether fred refused to follow a cluster redirection because the command
+/// had used its one attempt.
+///
+/// fred counts the write after a `MOVED` or `ASK` as another attempt, and
+/// the client allows one (so that a command whose reply was lost with its
+/// connection is never silently re-sent; see `connect`). A command that gets
+/// this answer was refused by the node it reached, so it did not run.
+pub(crate) fn is_redirect_refused(error: &RedisError) -> bool {
+    error.kind() == &ErrorKind::Unknown && error.details() == "Too many failed write attempts."
 }
 
 fn looks_like_tls(details: &str) -> bool {
@@ -100,6 +115,11 @@ mod tests {
     #[test]
     fn kinds_map_to_core_kinds() {
         let cases = [
+            (
+                ErrorKind::Unknown,
+                "Too many failed write attempts.",
+                Some(BackendErrorKind::Routing),
+            ),
             (
                 ErrorKind::Auth,
                 "WRONGPASS invalid username-password pair",

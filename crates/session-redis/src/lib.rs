@@ -259,7 +259,9 @@ impl RedisStorage {
         &self.inner.key_prefix
     }
 
-    /// The fred client, for diagnostics and tests.
+    /// The fred client, for diagnostics and tests. It is shut down (`QUIT`)
+    /// when the storage is closed or its last clone dropped; a clone of the
+    /// client kept past that no longer works.
     pub fn client(&self) -> &fred::clients::Client {
         &self.inner.client
     }
@@ -287,6 +289,32 @@ impl RedisStorage {
             Err(Error::Closed)
         } else {
             Ok(())
+        }
+    }
+
+    /// Sends a command built by `send`, and in a cluster sends it once more
+    /// if the first was refused at a redirection.
+    ///
+    /// When a slot moves (a failover, a resharding), the node a command
+    /// reaches answers `MOVED` or `ASK`, and fred, which allows each command
+    /// one attempt here, gives up instead of following. Such a command did
+    /// not run, and fred has just refreshed its map of the slots, so sending
+    /// it again is safe and nearly always reaches the right node. Without
+    /// this, every operation on a moved slot in the first ~100 ms of a
+    /// cluster failover failed.
+    async fn redirected<T, Fut>(
+        &self,
+        send: impl Fn() -> Fut,
+    ) -> std::result::Result<T, fred::error::Error>
+    where
+        Fut: Future<Output = std::result::Result<T, fred::error::Error>>,
+    {
+        match send().await {
+            Err(error) if self.inner.cluster && errors::is_redirect_refused(&error) => {
+                tracing::debug!("a cluster slot moved under a command; sending it again");
+                send().await
+            }
+            other => other,
         }
     }
 
@@ -321,26 +349,25 @@ impl RedisStorage {
     ) -> Result<bool> {
         self.check_open()?;
         let key = self.key_bytes(&session.id());
+        let client = &self.inner.client;
         let Some(ttl) = expiry.ttl_for(session, clock::now()) else {
             // Past its maximum lifetime: gone, as on every backend.
-            self.inner
-                .client
-                .del::<i64, _>(key)
+            self.redirected(|| client.del::<i64, _>(key.clone()))
                 .await
                 .map_err(self.map(operation))?;
             return Ok(false);
         };
         let value = self.encode(session)?;
         let reply: Value = self
-            .inner
-            .client
-            .set(
-                key,
-                value,
-                Some(Expiration::PX(millis(ttl))),
-                condition,
-                false,
-            )
+            .redirected(|| {
+                client.set(
+                    key.clone(),
+                    value.clone(),
+                    Some(Expiration::PX(millis(ttl))),
+                    condition.clone(),
+                    false,
+                )
+            })
             .await
             .map_err(self.map(operation))?;
         // `SET` answers OK when it wrote and nil when NX/XX prevented it.
@@ -418,15 +445,19 @@ impl Storage for RedisStorage {
         // key's TTL within the refresh window, a plain GET suffices and the
         // session still lives at least `ttl - refresh_window` from now.
         let fresh = self.inner.refreshed.peek(id).is_some();
+        let client = &self.inner.client;
         let reply: Value = if fresh {
-            self.inner.client.get(key.clone()).await
+            self.redirected(|| client.get(key.clone())).await
         } else {
-            let args: Vec<Value> = vec![
-                Value::Bytes(key.clone()),
-                Value::from_static_str("PX"),
-                Value::from(millis(expiry.ttl())),
-            ];
-            self.inner.client.custom(GETEX, args).await
+            self.redirected(|| {
+                let args: Vec<Value> = vec![
+                    Value::Bytes(key.clone()),
+                    Value::from_static_str("PX"),
+                    Value::from(millis(expiry.ttl())),
+                ];
+                client.custom(GETEX, args)
+            })
+            .await
         }
         .map_err(self.map("load"))?;
         if reply.is_null() {
@@ -459,15 +490,16 @@ impl Storage for RedisStorage {
             match expiry.ttl_for(&session, clock::now()) {
                 Some(ttl) if ttl < expiry.ttl() => {
                     let _: Value = self
-                        .inner
-                        .client
-                        .pexpire(key, millis(ttl), None)
+                        .redirected(|| client.pexpire(key.clone(), millis(ttl), None))
                         .await
                         .map_err(self.map("load"))?;
                 }
                 Some(_) => {}
                 None => {
-                    let _: i64 = self.inner.client.del(key).await.map_err(self.map("load"))?;
+                    let _: i64 = self
+                        .redirected(|| client.del(key.clone()))
+                        .await
+                        .map_err(self.map("load"))?;
                     return Ok(None);
                 }
             }
@@ -478,10 +510,9 @@ impl Storage for RedisStorage {
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check_open()?;
         self.inner.refreshed.remove(id);
+        let key = self.key_bytes(id);
         let removed: i64 = self
-            .inner
-            .client
-            .del(self.key_bytes(id))
+            .redirected(|| self.inner.client.del(key.clone()))
             .await
             .map_err(self.map("delete"))?;
         Ok(removed > 0)

@@ -1,11 +1,13 @@
 //! Scenario 11 on the gateway: two `session-gateway` replicas on one Redis,
-//! MCP clients spread over both without affinity, random Redis faults.
+//! MCP clients spread over both without affinity, random Redis and replica
+//! faults.
 //!
 //! Workers speak MCP's streamable HTTP directly (`initialize`,
 //! `notifications/initialized`, `tools/call counter`, `DELETE`), each
 //! request to a replica chosen at random, while Redis connections are
 //! killed, Redis is stalled (`SIGSTOP` 1 to 3 s) or killed and restarted
-//! (append-only file, `appendfsync always`). Then the audit:
+//! (append-only file, `appendfsync always`), and replica b is killed
+//! (`SIGKILL`) or shut down (`SIGTERM`) and started again. Then the audit:
 //!
 //! - every session whose `initialize` was answered with a session id and
 //!   that was not deleted is in the store (read with a manager of our own on
@@ -13,8 +15,9 @@
 //! - every session whose `DELETE` succeeded is gone;
 //! - during faults, requests on live sessions are answered 503 (retry), never
 //!   404 (which would tell a client its session is gone);
-//! - each replica's resident memory grew by less than a bound after the
-//!   warm-up, neither exited, and neither logged a panic.
+//! - replica a's resident memory grew by less than a bound after the
+//!   warm-up (replica b's is reported), no replica exited unasked, every
+//!   `SIGTERM` ended in a clean exit, and no log shows a panic.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,8 +38,20 @@ use crate::{Outcome, scenarios};
 /// The figure's name.
 pub const NAME: &str = "soak-gateway";
 
-/// Allowed growth of each replica's resident memory after the warm-up.
+/// Allowed growth of the resident memory of the replica that is never
+/// restarted (replica a), from the end of the warm-up to the end.
 pub const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
+/// The replicas' `--local-idle`: how long each keeps its in-memory copy of
+/// a session that gets no requests (the gateway's default).
+pub const LOCAL_IDLE: Duration = Duration::from_secs(60);
+/// The warm-up before memory is first sampled and faults start. Each
+/// replica holds a copy of every session it served within `LOCAL_IDLE`,
+/// deleted or not, so its memory grows for that long and then holds steady;
+/// growth after that is what a leak would show.
+pub const WARMUP: Duration = Duration::from_secs(LOCAL_IDLE.as_secs() + 10);
+/// How long a `SIGTERM`ed replica may take to drain and exit (its own
+/// drain timeout is 10 s).
+const DRAIN: Duration = Duration::from_secs(12);
 /// Concurrent MCP clients.
 pub const WORKERS: usize = 16;
 /// Live sessions each client keeps at most.
@@ -47,31 +62,85 @@ struct Gateway {
     name: String,
     port: u16,
     log: PathBuf,
+    binary: PathBuf,
+    config: PathBuf,
     child: Option<Child>,
 }
 
 impl Gateway {
     fn start(binary: &Path, dir: &Path, name: &str, config: &Path) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
+        let mut gateway = Self {
+            name: name.to_owned(),
+            port: free_port()?,
+            log: dir.join(format!("{name}.log")),
+            binary: binary.to_owned(),
+            config: config.to_owned(),
+            child: None,
+        };
+        gateway.spawn()?;
+        Ok(gateway)
+    }
+
+    /// Starts the process on this replica's port, appending to its log.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.binary)
             .arg("--config")
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--replica", name])
+            .arg(&self.config)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--replica",
+                &self.name,
+                "--local-idle",
+                &format!("{}s", LOCAL_IDLE.as_secs()),
+            ])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
         servers::register(child.id());
-        Ok(Self {
-            name: name.to_owned(),
-            port,
-            log,
-            child: Some(child),
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the process, with `SIGTERM` (a graceful shutdown, which must
+    /// exit successfully within `DRAIN`) or `SIGKILL`, and starts it again
+    /// on the same port. Returns how the process ended.
+    async fn restart(&mut self, graceful: bool, down: Duration) -> anyhow::Result<String> {
+        let mut child = self.child.take().context("the replica is not running")?;
+        let pid = child.id();
+        let ended = if graceful {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            let started = Instant::now();
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    break format!("SIGTERM: {status} after {}", ms(started.elapsed()));
+                }
+                if started.elapsed() > DRAIN {
+                    child.kill()?;
+                    child.wait()?;
+                    break format!("SIGTERM: still running after {}, killed", ms(DRAIN));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            child.kill()?;
+            child.wait()?;
+            "SIGKILL".to_owned()
+        };
+        servers::unregister(pid);
+        tokio::time::sleep(down).await;
+        self.spawn()?;
+        Ok(ended)
     }
 
     fn pid(&self) -> Option<u32> {
@@ -363,13 +432,14 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         })
         .collect();
 
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(WARMUP).await;
     let rss_start: Vec<u64> = gateways
         .iter()
         .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
         .collect();
     let mut rng = Rng::derive(seed, 0x50A4);
     let mut faults = Vec::new();
+    let mut unclean_exits: Vec<String> = Vec::new();
     let mut rss_trend: Vec<Vec<u64>> = vec![rss_start.clone()];
     let mut next_sample = Instant::now() + Duration::from_secs(10);
     let started = Instant::now();
@@ -389,7 +459,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
             );
         }
         let at = started.elapsed().as_secs_f64();
-        match rng.below(3) {
+        match rng.below(5) {
             0 => {
                 let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await?;
                 faults.push(format!("{at:.0}s kill {killed}"));
@@ -401,12 +471,26 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
                 server.resume()?;
                 faults.push(format!("{at:.0}s stall {}", ms(stall)));
             }
-            _ => {
+            2 => {
                 let down = Duration::from_millis(500 + rng.below(1000));
                 server.kill()?;
                 tokio::time::sleep(down).await;
                 server.restart()?;
                 faults.push(format!("{at:.0}s restart after {}", ms(down)));
+            }
+            // Replica b stops (killed, or shut down gracefully) and comes
+            // back empty: its clients' sessions must be restored from the
+            // store, never refused. Replica a is never restarted, so that
+            // its memory tells a leak.
+            kind => {
+                let graceful = kind == 4;
+                let down = Duration::from_millis(200 + rng.below(800));
+                let ended = gateways[1].restart(graceful, down).await?;
+                if graceful && !ended.contains("exit status: 0") {
+                    unclean_exits.push(format!("{at:.0}s {ended}"));
+                }
+                wait_healthy(&http, &mut gateways[1]).await?;
+                faults.push(format!("{at:.0}s replica-b {ended}, down {}", ms(down)));
             }
         }
     }
@@ -572,8 +656,18 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         format!("no client hung ({hung_workers})"),
     );
     outcome.check(
-        growth.iter().all(|g| *g < RSS_GROWTH_BOUND_KIB),
-        format!("each replica's RSS grew less than {RSS_GROWTH_BOUND_KIB} KiB: {growth:?}"),
+        growth[0] < RSS_GROWTH_BOUND_KIB,
+        format!(
+            "replica a's RSS grew less than {RSS_GROWTH_BOUND_KIB} KiB after the warm-up: {} KiB (replica b, restarted: {} KiB)",
+            growth[0], growth[1]
+        ),
+    );
+    outcome.check(
+        unclean_exits.is_empty(),
+        format!(
+            "every SIGTERM drains and exits 0 within {}: {unclean_exits:?}",
+            ms(DRAIN)
+        ),
     );
     for sample in &tally.samples {
         outcome.note(sample.clone());
