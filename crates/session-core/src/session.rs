@@ -175,11 +175,81 @@ impl Session {
 }
 
 /// Encoded user data, tagged with the codec that encoded it.
+///
+/// In a compact format (bincode) the bytes are written as bytes. In a
+/// human-readable one (JSON), bytes would be an array of numbers, four times
+/// their size; so bytes that are UTF-8 text, as JSON user data always is,
+/// are written as a string (`{"codec":"json","bytes":"{\"cart\":[1,2]}"}`),
+/// readable with `redis-cli` and barely larger than the data. Other bytes
+/// (bincode user data inside a JSON record, a rare mix) stay an array of
+/// numbers. Either form is accepted on reading, and both give back exactly
+/// the bytes written.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 struct UserData {
     codec: Codec,
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "user_data_bytes")]
     bytes: Vec<u8>,
+}
+
+/// The `bytes` of [`UserData`]; see there. Only the field is custom, so a
+/// human-readable serializer still sees the codec first.
+mod user_data_bytes {
+    use std::fmt;
+
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(bytes) {
+            // Only text is written as a string, so reading it back as its
+            // UTF-8 bytes gives exactly what was written.
+            Ok(text) if serializer.is_human_readable() => serializer.serialize_str(text),
+            _ => serde_bytes::serialize(bytes, serializer),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct BytesOrText;
+
+        impl<'de> Visitor<'de> for BytesOrText {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes, a byte array or a string")
+            }
+
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+                Ok(text.as_bytes().to_vec())
+            }
+
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Vec<u8>, E> {
+                Ok(text.into_bytes())
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                // A corrupt length hint must not reserve gigabytes.
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(byte) = seq.next_element()? {
+                    bytes.push(byte);
+                }
+                Ok(bytes)
+            }
+        }
+
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(BytesOrText)
+        } else {
+            deserializer.deserialize_byte_buf(BytesOrText)
+        }
+    }
 }
 
 impl fmt::Debug for UserData {
@@ -194,7 +264,7 @@ impl fmt::Debug for UserData {
 mod tests {
     use super::*;
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     struct Custom {
         name: String,
         count: u32,
@@ -245,6 +315,42 @@ mod tests {
             session.data::<Custom>(),
             Err(CodecError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn json_user_data_is_a_string_in_a_json_record_and_reads_back_from_either_form() {
+        let value = Custom {
+            name: "alice \"quoted\"".into(),
+            count: 7,
+            tags: vec!["a".into()],
+        };
+        let mut session = Session::new(SessionId::new(), SessionType::Mcp);
+        session.set_data(&value).unwrap();
+        let record = serde_json::to_value(&session).unwrap();
+        let text = serde_json::to_string(&value).unwrap();
+        assert_eq!(record["data"]["codec"], "json");
+        assert_eq!(record["data"]["bytes"], serde_json::Value::String(text.clone()));
+        // Both codecs round-trip the whole record.
+        for codec in [Codec::Json, Codec::Bincode] {
+            let stored = codec.encode_session(&session).unwrap();
+            let back = crate::codec::decode_session(&stored).unwrap();
+            assert_eq!(back, session);
+            assert_eq!(back.data::<Custom>().unwrap(), Some(value.clone()));
+        }
+        // The earlier form, an array of numbers, is still read.
+        let mut legacy = record.clone();
+        legacy["data"]["bytes"] = text.bytes().map(serde_json::Value::from).collect();
+        let back: Session = serde_json::from_value(legacy).unwrap();
+        assert_eq!(back, session);
+        // Bincode user data that is not UTF-8 stays an array of numbers
+        // (the count 200 is the byte 0xC8, which starts no valid sequence
+        // here).
+        let value = Custom { count: 200, ..value };
+        session.set_data_with(Codec::Bincode, &value).unwrap();
+        let record = serde_json::to_value(&session).unwrap();
+        assert!(record["data"]["bytes"].is_array(), "{record}");
+        let back: Session = serde_json::from_value(record).unwrap();
+        assert_eq!(back.data::<Custom>().unwrap(), Some(value));
     }
 
     #[test]
