@@ -400,6 +400,46 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// The checks every failover scenario makes of the load that ran
+    /// through the switch: no task hung or panicked, every failure was
+    /// retryable, failures stopped within `bound` of the fault (`recovery`,
+    /// from [`LoadReport::failures_recovery_after`]), and the last second of
+    /// the load was clean.
+    pub fn check_through_a_switch(
+        &self,
+        outcome: &mut crate::Outcome,
+        recovery: Duration,
+        bound: Duration,
+    ) {
+        let last = self.last_end();
+        let (final_ops, final_failed) =
+            self.failures_after(last.saturating_sub(Duration::from_secs(1)));
+        outcome.check(
+            self.hung == 0 && self.panicked.is_empty(),
+            format!("no task hung ({}) or panicked", self.hung),
+        );
+        outcome.check(
+            self.non_retryable() == 0,
+            format!(
+                "every failure during the switch is retryable ({} are not: {:?})",
+                self.non_retryable(),
+                self.samples
+            ),
+        );
+        outcome.check(
+            recovery <= bound,
+            format!(
+                "operations stop failing within {} of the failover ({})",
+                ms(bound),
+                ms(recovery)
+            ),
+        );
+        outcome.check(
+            final_ops > 0 && final_failed == 0,
+            format!("the last second is clean: {final_failed} failed of {final_ops} ops"),
+        );
+    }
+
     /// Operations that failed (errors), by class.
     pub fn failures_by_class(&self) -> BTreeMap<&'static str, usize> {
         let mut map = BTreeMap::new();

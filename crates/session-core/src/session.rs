@@ -208,7 +208,9 @@ mod user_data_bytes {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
         struct BytesOrText;
 
         impl<'de> Visitor<'de> for BytesOrText {
@@ -329,7 +331,10 @@ mod tests {
         let record = serde_json::to_value(&session).unwrap();
         let text = serde_json::to_string(&value).unwrap();
         assert_eq!(record["data"]["codec"], "json");
-        assert_eq!(record["data"]["bytes"], serde_json::Value::String(text.clone()));
+        assert_eq!(
+            record["data"]["bytes"],
+            serde_json::Value::String(text.clone())
+        );
         // Both codecs round-trip the whole record.
         for codec in [Codec::Json, Codec::Bincode] {
             let stored = codec.encode_session(&session).unwrap();
@@ -345,7 +350,10 @@ mod tests {
         // Bincode user data that is not UTF-8 stays an array of numbers
         // (the count 200 is the byte 0xC8, which starts no valid sequence
         // here).
-        let value = Custom { count: 200, ..value };
+        let value = Custom {
+            count: 200,
+            ..value
+        };
         session.set_data_with(Codec::Bincode, &value).unwrap();
         let record = serde_json::to_value(&session).unwrap();
         assert!(record["data"]["bytes"].is_array(), "{record}");

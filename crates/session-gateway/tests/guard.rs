@@ -123,6 +123,42 @@ fn sse_messages(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// An `initialize` request without a session.
+fn initialize() -> Request<Body> {
+    post(
+        None,
+        json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL,
+                "capabilities": {},
+                "clientInfo": {"name": "guard-test", "version": "0"},
+            },
+        }),
+    )
+}
+
+/// The MCP handshake (`initialize`, then `notifications/initialized`);
+/// returns the new session's id.
+async fn open_session(router: &Router) -> String {
+    let response = send(router, initialize()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-served-by"], "unit");
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let messages = sse_messages(&body_text(response).await);
+    assert_eq!(
+        messages[0]["result"]["serverInfo"]["name"], "session-gateway",
+        "{messages:?}"
+    );
+    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let response = send(router, post(Some(&id), initialized)).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    id
+}
+
 #[tokio::test]
 async fn an_id_that_is_not_a_uuid_is_404() {
     let router = local_gateway().router();
@@ -229,29 +265,7 @@ async fn a_session_deleted_elsewhere_is_closed_here() {
     let gateway = local_gateway();
     let router = gateway.router();
 
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "guard-test", "version": "0"},
-        },
-    });
-    let response = send(&router, post(None, initialize)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-served-by"], "unit");
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let messages = sse_messages(&body_text(response).await);
-    assert_eq!(
-        messages[0]["result"]["serverInfo"]["name"], "session-gateway",
-        "{messages:?}"
-    );
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let response = send(&router, post(Some(&id), initialized)).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = open_session(&router).await;
 
     for expected in 1..=2 {
         let call = json!({
@@ -299,15 +313,7 @@ async fn a_session_deleted_elsewhere_is_closed_here() {
 async fn an_initialize_whose_session_was_not_stored_is_503_and_not_kept() {
     let gateway = failing_gateway(unavailable);
     let router = gateway.router();
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "guard-test", "version": "0"},
-        },
-    });
-    let response = send(&router, post(None, initialize)).await;
+    let response = send(&router, initialize()).await;
     assert!(response.headers().get("mcp-session-id").is_none());
     assert_eq!(response.headers()["retry-after"], "1");
     assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
@@ -329,26 +335,7 @@ async fn an_idle_copy_is_dropped_and_restored_from_the_store() {
     options.local_idle_timeout = Duration::from_millis(300);
     let gateway = Gateway::with_options(manager, "unit", options).unwrap();
     let router = gateway.router();
-    let initialize = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": PROTOCOL,
-            "capabilities": {},
-            "clientInfo": {"name": "guard-test", "version": "0"},
-        },
-    });
-    let response = send(&router, post(None, initialize)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    drop(body_text(response).await);
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    assert_eq!(
-        send(&router, post(Some(&id), initialized)).await.status(),
-        StatusCode::ACCEPTED
-    );
+    let id = open_session(&router).await;
     let rmcp_id = id.as_str().into();
     let deadline = Instant::now() + Duration::from_secs(5);
     while gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap() {

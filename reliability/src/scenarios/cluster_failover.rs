@@ -366,9 +366,6 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         + anomaly(Anomaly::WrongSession);
     let spurious = anomaly(Anomaly::SpuriousAlreadyExists);
     let recovery = report.failures_recovery_after(failover_at, scenarios::SLOW);
-    let last = report.last_end();
-    let (final_ops, final_failed) =
-        report.failures_after(last.saturating_sub(Duration::from_secs(1)));
     let shown = |result: &anyhow::Result<Duration>| match result {
         Ok(after) => ms(*after),
         Err(error) => error.to_string(),
@@ -473,30 +470,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
             "the manager's client connects to the promoted node (connected before the failover: {connected_before})"
         ),
     );
-    outcome.check(
-        report.hung == 0 && report.panicked.is_empty(),
-        format!("no task hung ({}) or panicked", report.hung),
-    );
-    outcome.check(
-        report.non_retryable() == 0,
-        format!(
-            "every failure during the switch is retryable ({} are not: {:?})",
-            report.non_retryable(),
-            report.samples
-        ),
-    );
-    outcome.check(
-        recovery <= RECOVERY_BOUND,
-        format!(
-            "operations stop failing within {} of the failover ({})",
-            ms(RECOVERY_BOUND),
-            ms(recovery)
-        ),
-    );
-    outcome.check(
-        final_ops > 0 && final_failed == 0,
-        format!("the last second is clean: {final_failed} failed of {final_ops} ops"),
-    );
+    report.check_through_a_switch(&mut outcome, recovery, RECOVERY_BOUND);
     outcome.note(format!(
         "sessions of the load whose create or delete failed (fate unknown, not audited): {}; anomalies: {anomalies:?}",
         report.uncertain.len()

@@ -240,9 +240,6 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let unconfirmed_lost = report.lost.len() + live_audit.missing.len();
     let unconfirmed_total = report.live.len() + report.lost.len();
     let recovery = report.failures_recovery_after(failover_at, scenarios::SLOW);
-    let last = report.last_end();
-    let (final_ops, final_failed) =
-        report.failures_after(last.saturating_sub(Duration::from_secs(1)));
     let spurious = report
         .anomalies()
         .get(&Anomaly::SpuriousAlreadyExists)
@@ -309,30 +306,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         demoted.is_ok(),
         format!("the sentinel demotes the old master: {demoted:?}"),
     );
-    outcome.check(
-        report.hung == 0 && report.panicked.is_empty(),
-        format!("no task hung ({}) or panicked", report.hung),
-    );
-    outcome.check(
-        report.non_retryable() == 0,
-        format!(
-            "every failure during the switch is retryable ({} are not: {:?})",
-            report.non_retryable(),
-            report.samples
-        ),
-    );
-    outcome.check(
-        recovery <= RECOVERY_BOUND,
-        format!(
-            "operations stop failing within {} of the failover ({})",
-            ms(RECOVERY_BOUND),
-            ms(recovery)
-        ),
-    );
-    outcome.check(
-        final_ops > 0 && final_failed == 0,
-        format!("the last second is clean: {final_failed} failed of {final_ops} ops"),
-    );
+    report.check_through_a_switch(&mut outcome, recovery, RECOVERY_BOUND);
     outcome.note(format!(
         "anomalies during the load (expected from asynchronous replication): {:?}; spurious AlreadyExists: {spurious}",
         report.anomalies()
