@@ -18,11 +18,13 @@
 //!   Redis after one TTL, and then be refused by every replica that does not
 //!   happen to hold it.
 //! - rmcp saves a new session after the `initialize` handshake but only logs
-//!   a failure to save it, and answers the client as if all were well.
+//!   a failure to save it, and answers the client as if all were well; it
+//!   does the same with a failure to delete a session on `DELETE`.
 //!
 //! [`check_session`] therefore reads the session through the manager on every
-//! request that names one, and checks that the session an `initialize`
-//! created reached the store. The read refreshes the sliding TTL, a session that
+//! request that names one (a `DELETE` deletes it from the store, before rmcp
+//! closes its copy), and checks that the session an `initialize` created
+//! reached the store. The read refreshes the sliding TTL, a session that
 //! is gone is refused here (and this replica's in-memory copy closed), and a
 //! store that cannot answer is reported as such instead of as a missing
 //! session.
@@ -37,6 +39,8 @@
 //! | any other store error | 500 | `-32603` |
 //!
 //! | `initialize` whose new session did not reach the store | 503, `Retry-After: 1` | `-32002` |
+//! | `DELETE` the store could not carry out | 503, `Retry-After: 1` | `-32002` |
+//! | rmcp could not restore the session from the store | 503, `Retry-After: 1` | `-32002` |
 //!
 //! rmcp's own plain-text 404 (`Not Found: Session not found`) gets the same
 //! JSON-RPC body as the first two rows. The `id` of these errors is `null`:
@@ -44,7 +48,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::{
@@ -83,10 +87,29 @@ pub async fn check_session(
     else {
         return session_not_found();
     };
-    match gateway.manager().get(&id).await {
-        Ok(Some(_)) => {
+    // A DELETE is carried out here, before rmcp: rmcp only logs a failure
+    // to delete from its store and answers 202 anyway, which would tell the
+    // client its session is gone while every replica still serves it.
+    //
+    // Otherwise the session is read, and whether it holds rmcp's state (so
+    // that rmcp can restore it) is remembered for the answer.
+    let found = if request.method() == Method::DELETE {
+        gateway
+            .manager()
+            .delete(&id)
+            .await
+            .map(|deleted| deleted.then_some(false))
+    } else {
+        gateway
+            .manager()
+            .get(&id)
+            .await
+            .map(|session| session.map(|session| session.has_data()))
+    };
+    match found {
+        Ok(Some(restorable)) => {
             let response = next.run(request).await;
-            rewrite_plain_not_found(response)
+            rewrite_plain_errors(response, restorable).await
         }
         Ok(None) => {
             close_local_copy(&gateway, raw).await;
@@ -164,16 +187,48 @@ async fn close_local_copy(gateway: &Gateway, raw: String) {
 
 /// Gives rmcp's plain-text 404 (`Not Found: Session not found`) the JSON-RPC
 /// body of every other session error. JSON answers pass unchanged.
-fn rewrite_plain_not_found(response: Response) -> Response {
+///
+/// rmcp's plain-text 500 for a failed restore (`Encounter an error when
+/// restore session: ...`) becomes a 503: the guard has just read the session,
+/// so the restore failed on rmcp's own read of the store, a transient
+/// failure of the store that the client should retry.
+///
+/// rmcp's 404 for a session that the guard has just read, with rmcp's state
+/// in it (`restorable`), is a 503 too: rmcp answers 404 to every request
+/// that waited on a restore that failed (and to one that comes just after
+/// it), although the session is there.
+async fn rewrite_plain_errors(response: Response, restorable: bool) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
-    if response.status() == StatusCode::NOT_FOUND && !is_json {
-        session_not_found()
-    } else {
-        response
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::NOT_FOUND if restorable => {
+            tracing::warn!("rmcp did not restore a session that is in the store; retry");
+            store_unavailable()
+        }
+        StatusCode::NOT_FOUND => session_not_found(),
+        StatusCode::INTERNAL_SERVER_ERROR => {
+            let (parts, body) = response.into_parts();
+            // rmcp's error texts are short; anything longer is not one.
+            let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+                return internal_error(&Error::InvalidInput("response".into()));
+            };
+            if bytes.starts_with(b"Encounter an error when restore session") {
+                tracing::warn!(
+                    error = %String::from_utf8_lossy(&bytes),
+                    "cannot restore a session from the store"
+                );
+                store_unavailable()
+            } else {
+                Response::from_parts(parts, Body::from(bytes))
+            }
+        }
+        _ => response,
     }
 }
 

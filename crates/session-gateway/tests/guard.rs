@@ -12,7 +12,8 @@ use axum::http::{Request, Response, StatusCode};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 use session_factory::{
-    BackendErrorKind, Error, Expiry, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
+    BackendErrorKind, Error, Expiry, LocalStorage, Manager, Result, Session, SessionId,
+    SessionType, Storage, Ttl,
 };
 use session_gateway::{Gateway, GatewayOptions};
 use tokio::time::Instant;
@@ -356,4 +357,156 @@ async fn an_idle_copy_is_dropped_and_restored_from_the_store() {
         "{messages:?}"
     );
     assert!(gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap());
+}
+
+/// Local storage with chosen failures, as an unreachable Redis would give.
+#[derive(Clone)]
+struct Faulty {
+    inner: LocalStorage,
+    deletes_fail: bool,
+    /// Whether the load with this index (from 0) fails.
+    load_fails: fn(usize) -> bool,
+    loads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Faulty {
+    fn new(inner: LocalStorage) -> Self {
+        Self {
+            inner,
+            deletes_fail: false,
+            load_fails: |_| false,
+            loads: Arc::default(),
+        }
+    }
+}
+
+impl Storage for Faulty {
+    async fn create(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+        self.inner.create(session, expiry).await
+    }
+    async fn update(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+        self.inner.update(session, expiry).await
+    }
+    async fn store(&self, session: Arc<Session>, expiry: Expiry) -> Result<()> {
+        self.inner.store(session, expiry).await
+    }
+    async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
+        let index = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if (self.load_fails)(index) {
+            return Err(Error::backend(
+                BackendErrorKind::Io,
+                "load: Connection closed.",
+            ));
+        }
+        self.inner.load(id, expiry).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        if self.deletes_fail {
+            return Err(unavailable());
+        }
+        self.inner.delete(id).await
+    }
+    async fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
+        self.inner.delete_expired(before).await
+    }
+    async fn count(&self) -> Result<usize> {
+        self.inner.count().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+fn faulty_gateway(storage: Faulty) -> Gateway {
+    let manager = Manager::with_storage(
+        Ttl::from_secs(60).unwrap(),
+        |id| Session::new(id, SessionType::Streamable),
+        storage,
+    );
+    Gateway::new(manager, "unit").unwrap()
+}
+
+fn delete_request(session: &str) -> Request<Body> {
+    Request::delete("/mcp")
+        .header("host", "localhost")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", PROTOCOL)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// rmcp answers 202 to a `DELETE` even when deleting from its store failed;
+/// the gateway must say 503 instead, and the session must go on working.
+#[tokio::test]
+async fn a_delete_the_store_cannot_carry_out_is_503_and_the_session_stays() {
+    let mut storage = Faulty::new(LocalStorage::default());
+    storage.deletes_fail = true;
+    let gateway = faulty_gateway(storage);
+    let router = gateway.router();
+    let id = open_session(&router).await;
+    let response = send(&router, delete_request(&id)).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    let session_id = SessionId::parse(&id).unwrap();
+    assert!(gateway.manager().get(&session_id).await.unwrap().is_some());
+    let response = send(&router, ping(&id)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A `DELETE` that works: 202, then the session is gone for every request,
+/// and a second `DELETE` is a 404.
+#[tokio::test]
+async fn a_delete_removes_the_session_from_the_store() {
+    let gateway = local_gateway();
+    let router = gateway.router();
+    let id = open_session(&router).await;
+    let response = send(&router, delete_request(&id)).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let session_id = SessionId::parse(&id).unwrap();
+    assert!(gateway.manager().get(&session_id).await.unwrap().is_none());
+    assert_jsonrpc_error(
+        send(&router, ping(&id)).await,
+        StatusCode::NOT_FOUND,
+        -32001,
+    )
+    .await;
+    assert_jsonrpc_error(
+        send(&router, delete_request(&id)).await,
+        StatusCode::NOT_FOUND,
+        -32001,
+    )
+    .await;
+}
+
+/// A replica restoring a session it does not hold reads the store twice
+/// (the guard, then rmcp); when rmcp's read fails, rmcp answers a plain 500,
+/// which the gateway turns into a 503 to retry.
+#[tokio::test]
+async fn a_restore_that_cannot_read_the_store_is_503() {
+    let store = LocalStorage::default();
+    let home = Gateway::new(
+        Manager::with_storage(
+            Ttl::from_secs(60).unwrap(),
+            |id| Session::new(id, SessionType::Streamable),
+            store.clone(),
+        ),
+        "unit",
+    )
+    .unwrap();
+    let id = open_session(&home.router()).await;
+    // The other replica: its first read (the guard's) works, the second
+    // (rmcp's restore) fails.
+    let mut storage = Faulty::new(store);
+    storage.load_fails = |index| index == 1;
+    let other = faulty_gateway(storage).router();
+    let response = send(&other, ping(&id)).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    // A retry at once races rmcp's clean-up of the failed restore (rmcp
+    // then answers 404 to it): still a 503, never a 404.
+    let response = send(&other, ping(&id)).await;
+    assert_ne!(response.status(), StatusCode::NOT_FOUND);
+    // A retry after the `Retry-After` pause restores the session.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(send(&other, ping(&id)).await.status(), StatusCode::OK);
 }

@@ -34,6 +34,8 @@
 //!   timeouts and reconnect policy.
 //! - `errors` maps fred's errors into the core's kinds, with secrets removed
 //!   from messages.
+//! - `sentinel_watch`, in sentinel mode: subscribers on the sentinels that
+//!   reconnect the client the moment a sentinel announces a new master.
 //!
 //! # One client, auto-pipelined
 //!
@@ -96,7 +98,8 @@ struct Inner {
     refresh_window: Option<Duration>,
     /// The sessions whose key TTL this client set within the refresh
     /// window, by GETEX or a write: their loads use a plain GET. Entries
-    /// expire by themselves after the window; `delete_expired` frees them.
+    /// expire by themselves after the window; a task of the storage's own
+    /// frees them every second.
     refreshed: ExpiringMap<SessionId, ()>,
     /// In sentinel mode, the subscribers that hear a failover announced.
     sentinel_watch: Option<SentinelWatch>,
