@@ -188,10 +188,13 @@ async fn close_local_copy(gateway: &Gateway, raw: String) {
 /// Gives rmcp's plain-text 404 (`Not Found: Session not found`) the JSON-RPC
 /// body of every other session error. JSON answers pass unchanged.
 ///
-/// rmcp's plain-text 500 for a failed restore (`Encounter an error when
-/// restore session: ...`) becomes a 503: the guard has just read the session,
-/// so the restore failed on rmcp's own read of the store, a transient
-/// failure of the store that the client should retry.
+/// rmcp's plain-text 500s become 503s when the session is in the store: for
+/// a failed restore (`Encounter an error when restore session: ...`) the
+/// guard has just read the session, so rmcp's own read of the store failed,
+/// transiently; and for a session with rmcp's state (`restorable`) the 500
+/// says this replica's in-memory copy failed (`Session service terminated`
+/// during a shutdown, for one), while a retry, here or on another replica,
+/// restores the session from the store.
 ///
 /// rmcp's 404 for a session that the guard has just read, with rmcp's state
 /// in it (`restorable`), is a 503 too: rmcp answers 404 to every request
@@ -218,10 +221,10 @@ async fn rewrite_plain_errors(response: Response, restorable: bool) -> Response 
             let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
                 return internal_error(&Error::InvalidInput("response".into()));
             };
-            if bytes.starts_with(b"Encounter an error when restore session") {
+            if restorable || bytes.starts_with(b"Encounter an error when restore session") {
                 tracing::warn!(
                     error = %String::from_utf8_lossy(&bytes),
-                    "cannot restore a session from the store"
+                    "rmcp failed on a session that is in the store; retry"
                 );
                 store_unavailable()
             } else {
