@@ -59,6 +59,10 @@ struct Inner {
     expiry: Expiry,
     factory: Factory,
     operation_timeout: Duration,
+    /// Whether the storage bounds its keyed operations within
+    /// `operation_timeout` by itself, so the manager adds no timer to them
+    /// (see `Storage::keyed_operation_bound`).
+    keyed_self_bounded: bool,
     cleanup_timeout: Duration,
     cleanup_interval: Duration,
     on_expired: Option<ExpiredCallback>,
@@ -190,7 +194,7 @@ impl Manager {
             Backend::Local(local) => local.create_now(Arc::clone(&session), inner.expiry)?,
             Backend::Dyn(storage) => {
                 inner
-                    .timed("create", storage.create(Arc::clone(&session), inner.expiry))
+                    .timed_keyed("create", storage.create(Arc::clone(&session), inner.expiry))
                     .await?
             }
         };
@@ -208,7 +212,11 @@ impl Manager {
         inner.check()?;
         match &inner.backend {
             Backend::Local(local) => local.load_now(id, inner.expiry),
-            Backend::Dyn(storage) => inner.timed("load", storage.load(id, inner.expiry)).await,
+            Backend::Dyn(storage) => {
+                inner
+                    .timed_keyed("load", storage.load(id, inner.expiry))
+                    .await
+            }
         }
     }
 
@@ -224,7 +232,7 @@ impl Manager {
             Backend::Local(local) => local.store_now(Arc::clone(&session), inner.expiry)?,
             Backend::Dyn(storage) => {
                 inner
-                    .timed("store", storage.store(Arc::clone(&session), inner.expiry))
+                    .timed_keyed("store", storage.store(Arc::clone(&session), inner.expiry))
                     .await?
             }
         }
@@ -243,7 +251,7 @@ impl Manager {
             Backend::Local(local) => local.update_now(session, inner.expiry),
             Backend::Dyn(storage) => {
                 inner
-                    .timed("update", storage.update(session, inner.expiry))
+                    .timed_keyed("update", storage.update(session, inner.expiry))
                     .await
             }
         }
@@ -256,7 +264,7 @@ impl Manager {
         inner.check()?;
         match &inner.backend {
             Backend::Local(local) => local.delete_now(id),
-            Backend::Dyn(storage) => inner.timed("delete", storage.delete(id)).await,
+            Backend::Dyn(storage) => inner.timed_keyed("delete", storage.delete(id)).await,
         }
     }
 
@@ -327,6 +335,21 @@ impl Inner {
                 "session {} is older than the maximum lifetime",
                 session.id()
             ))),
+        }
+    }
+
+    /// [`Inner::timed`] for `create`, `update`, `store`, `load` and
+    /// `delete`, unless the storage bounds those within the operation
+    /// timeout by itself.
+    async fn timed_keyed<T>(
+        &self,
+        operation: &'static str,
+        future: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if self.keyed_self_bounded {
+            future.await
+        } else {
+            self.timed(operation, future).await
         }
     }
 
@@ -555,15 +578,23 @@ impl ManagerBuilder {
         let cleanup_interval = self
             .cleanup_interval
             .unwrap_or_else(|| (self.ttl.get() / 2).max(Duration::from_millis(1)));
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Backend::Local(LocalStorage::new()));
+        let keyed_self_bounded = match &backend {
+            Backend::Local(_) => true,
+            Backend::Dyn(storage) => storage
+                .keyed_operation_bound()
+                .is_some_and(|bound| bound <= self.operation_timeout),
+        };
         let inner = Arc::new(Inner {
-            backend: self
-                .backend
-                .unwrap_or_else(|| Backend::Local(LocalStorage::new())),
+            backend,
             expiry,
             factory: self
                 .factory
                 .unwrap_or_else(|| Arc::new(|id| Session::new(id, SessionType::default()))),
             operation_timeout: self.operation_timeout,
+            keyed_self_bounded,
             cleanup_timeout: self.cleanup_timeout,
             cleanup_interval,
             on_expired: self.on_expired,

@@ -201,8 +201,9 @@ async fn a_session_past_its_lifetime_cannot_be_written() {
 }
 
 /// A slow custom storage: every call must end at the operation timeout with a
-/// typed error instead of hanging.
-struct Stalled;
+/// typed error instead of hanging. `Stalled(Some(bound))` claims (falsely)
+/// to bound its keyed operations by itself.
+struct Stalled(Option<Duration>);
 
 impl session_core::Storage for Stalled {
     async fn create(&self, _: Arc<Session>, _: session_core::Expiry) -> session_core::Result<bool> {
@@ -236,12 +237,15 @@ impl session_core::Storage for Stalled {
     async fn close(&self) -> session_core::Result<()> {
         Ok(())
     }
+    fn keyed_operation_bound(&self) -> Option<Duration> {
+        self.0
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn operations_on_a_stalled_storage_time_out() {
     let manager = Manager::builder(ttl())
-        .storage(Stalled)
+        .storage(Stalled(None))
         .operation_timeout(Duration::from_secs(2))
         .cleanup_timeout(Duration::from_secs(7))
         .build()
@@ -271,4 +275,39 @@ async fn operations_on_a_stalled_storage_time_out() {
         other => panic!("expected a cleanup timeout, got {other:?}"),
     }
     manager.shutdown().await.unwrap();
+}
+
+/// A storage that bounds its keyed operations within the operation timeout
+/// is trusted to: the manager adds no timer to them (this one lies, so a
+/// load never ends), but still times `count`. A bound longer than the
+/// operation timeout is not enough to skip the manager's timer.
+#[tokio::test(start_paused = true)]
+async fn a_storage_bounded_within_the_operation_timeout_is_not_timed_again() {
+    let trusted = Manager::builder(ttl())
+        .storage(Stalled(Some(Duration::from_secs(1))))
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let load = tokio::time::timeout(Duration::from_secs(60), trusted.get(&SessionId::new()));
+    assert!(load.await.is_err(), "the manager added a timer");
+    assert!(matches!(
+        trusted.count().await,
+        Err(Error::Timeout {
+            operation: "count",
+            ..
+        })
+    ));
+
+    let too_slow = Manager::builder(ttl())
+        .storage(Stalled(Some(Duration::from_secs(3))))
+        .operation_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        too_slow.get(&SessionId::new()).await,
+        Err(Error::Timeout {
+            operation: "load",
+            ..
+        })
+    ));
 }

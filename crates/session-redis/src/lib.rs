@@ -47,10 +47,12 @@
 //! # Timeouts
 //!
 //! fred's default command timeout is zero, meaning none: a command sent on a
-//! dead connection would wait forever. Every command here runs under
-//! `RedisConfig::command_timeout`, connections that leave a command
-//! unanswered that long are replaced, and the manager adds its own operation
-//! timeout on top.
+//! dead connection would wait forever. Every operation here ends within
+//! `RedisConfig::command_timeout`: its first command under fred's timeout,
+//! any follow-up command within what is left of it. Connections that leave a
+//! command unanswered that long are replaced. Because of that bound the
+//! manager adds no timer of its own to keyed operations when its operation
+//! timeout is at least the command timeout (3 s and 5 s by default).
 
 #![deny(missing_docs)]
 
@@ -305,20 +307,89 @@ impl RedisStorage {
     /// it again is safe and nearly always reaches the right node. Without
     /// this, every operation on a moved slot in the first ~100 ms of a
     /// cluster failover failed.
+    ///
+    /// The second send gets what is left of the command timeout since
+    /// `started`, the start of the operation, so that an operation never
+    /// takes longer than one command timeout (see
+    /// [`Storage::keyed_operation_bound`]).
     async fn redirected<T, Fut>(
         &self,
+        started: Instant,
         send: impl Fn() -> Fut,
     ) -> std::result::Result<T, fred::error::Error>
     where
         Fut: Future<Output = std::result::Result<T, fred::error::Error>>,
     {
-        match send().await {
+        // The first reply is bound to a variable, not matched in place: a
+        // temporary in a `match` scrutinee lives until the end of the match,
+        // which would keep two command futures (several kilobytes each) in
+        // this future's state at once.
+        let first = send().await;
+        match first {
             Err(error) if self.inner.cluster && errors::is_redirect_refused(&error) => {
                 tracing::debug!("a cluster slot moved under a command; sending it again");
-                send().await
+                // Boxed: inline, this rare second command future would double
+                // the size of every operation's future.
+                Box::pin(self.within(started, send())).await
             }
             other => other,
         }
+    }
+
+    /// After a load with a maximum lifetime: GETEX slid the key's TTL by the
+    /// full TTL, so it is pulled back to the session's remaining lifetime,
+    /// or the session removed if none remains (returns whether it lives).
+    /// Boxed by its caller: a rare path that would otherwise make every load
+    /// future larger.
+    async fn cap_lifetime(
+        &self,
+        started: Instant,
+        key: Bytes,
+        session: &Session,
+        expiry: &Expiry,
+    ) -> Result<bool> {
+        let client = &self.inner.client;
+        match expiry.ttl_for(session, clock::now()) {
+            Some(ttl) if ttl < expiry.ttl() => {
+                let pexpire = self.redirected(started, || {
+                    client.pexpire::<Value, _>(key.clone(), millis(ttl), None)
+                });
+                self.within(started, pexpire)
+                    .await
+                    .map_err(self.map("load"))?;
+                Ok(true)
+            }
+            Some(_) => Ok(true),
+            None => {
+                let del = self.redirected(started, || client.del::<i64, _>(key.clone()));
+                self.within(started, del).await.map_err(self.map("load"))?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs a command that follows another in one operation within what is
+    /// left of the command timeout since `started`. The first command of an
+    /// operation needs no such wrapper: fred bounds it by the command
+    /// timeout itself, without a second timer.
+    async fn within<T>(
+        &self,
+        started: Instant,
+        command: impl Future<Output = std::result::Result<T, fred::error::Error>>,
+    ) -> std::result::Result<T, fred::error::Error> {
+        let left = self
+            .inner
+            .errors
+            .command_timeout
+            .saturating_sub(started.elapsed());
+        tokio::time::timeout(left, command)
+            .await
+            .unwrap_or_else(|_| {
+                Err(fred::error::Error::new(
+                    fred::error::ErrorKind::Timeout,
+                    "the operation ran out of its command timeout",
+                ))
+            })
     }
 
     fn map(&self, operation: &'static str) -> impl Fn(fred::error::Error) -> Error + '_ {
@@ -351,18 +422,21 @@ impl RedisStorage {
         condition: Option<SetOptions>,
     ) -> Result<bool> {
         self.check_open()?;
+        let started = Instant::now();
         let key = self.key_bytes(&session.id());
         let client = &self.inner.client;
         let Some(ttl) = expiry.ttl_for(session, clock::now()) else {
-            // Past its maximum lifetime: gone, as on every backend.
-            self.redirected(|| client.del::<i64, _>(key.clone()))
+            // Past its maximum lifetime: gone, as on every backend. Boxed,
+            // because this rare path would otherwise add its own command
+            // future to the state of every write (see `load`).
+            Box::pin(self.redirected(started, || client.del::<i64, _>(key.clone())))
                 .await
                 .map_err(self.map(operation))?;
             return Ok(false);
         };
         let value = self.encode(session)?;
         let reply: Value = self
-            .redirected(|| {
+            .redirected(started, || {
                 client.set(
                     key.clone(),
                     value.clone(),
@@ -381,6 +455,9 @@ impl RedisStorage {
         Ok(written)
     }
 }
+
+/// What [`Storage::keyed_operation_bound`] adds to the command timeout.
+const KEYED_BOUND_MARGIN: Duration = Duration::from_millis(100);
 
 /// How often the refresh bookkeeping drops the entries whose window passed.
 const REFRESH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -443,23 +520,30 @@ impl Storage for RedisStorage {
 
     async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
+        let started = Instant::now();
         let key = self.key_bytes(id);
         // The sliding TTL without a write per read: if this client set the
         // key's TTL within the refresh window, a plain GET suffices and the
         // session still lives at least `ttl - refresh_window` from now.
         let fresh = self.inner.refreshed.peek(id).is_some();
         let client = &self.inner.client;
+        // The common read, GET, is a typed command that fred pipelines with
+        // others; GETEX, once per refresh window, is a custom command, which
+        // fred flushes to the socket on its own (a write call per command).
+        // The GETEX future is boxed: a fred command future is several
+        // kilobytes, the manager boxes this whole future (moving all of it)
+        // on every call, and its size is CPU time per load.
         let reply: Value = if fresh {
-            self.redirected(|| client.get(key.clone())).await
+            self.redirected(started, || client.get(key.clone())).await
         } else {
-            self.redirected(|| {
+            Box::pin(self.redirected(started, || {
                 let args: Vec<Value> = vec![
                     Value::Bytes(key.clone()),
                     Value::from_static_str("PX"),
                     Value::from(millis(expiry.ttl())),
                 ];
                 client.custom(GETEX, args)
-            })
+            }))
             .await
         }
         .map_err(self.map("load"))?;
@@ -487,25 +571,10 @@ impl Storage for RedisStorage {
                 message: "stored session has another id than its key".into(),
             }));
         }
-        if expiry.max_lifetime().is_some() {
-            // GETEX slid the key's TTL by the full TTL; pull it back to the
-            // remaining lifetime, or remove the session if none remains.
-            match expiry.ttl_for(&session, clock::now()) {
-                Some(ttl) if ttl < expiry.ttl() => {
-                    let _: Value = self
-                        .redirected(|| client.pexpire(key.clone(), millis(ttl), None))
-                        .await
-                        .map_err(self.map("load"))?;
-                }
-                Some(_) => {}
-                None => {
-                    let _: i64 = self
-                        .redirected(|| client.del(key.clone()))
-                        .await
-                        .map_err(self.map("load"))?;
-                    return Ok(None);
-                }
-            }
+        if expiry.max_lifetime().is_some()
+            && !Box::pin(self.cap_lifetime(started, key, &session, &expiry)).await?
+        {
+            return Ok(None);
         }
         Ok(Some(Arc::new(session)))
     }
@@ -513,9 +582,10 @@ impl Storage for RedisStorage {
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check_open()?;
         self.inner.refreshed.remove(id);
+        let started = Instant::now();
         let key = self.key_bytes(id);
         let removed: i64 = self
-            .redirected(|| self.inner.client.del(key.clone()))
+            .redirected(started, || self.inner.client.del(key.clone()))
             .await
             .map_err(self.map("delete"))?;
         Ok(removed > 0)
@@ -548,6 +618,14 @@ impl Storage for RedisStorage {
         }
         .map_err(self.map("count"))?;
         Ok(keys.len())
+    }
+
+    /// Every keyed operation ends within one command timeout: its first
+    /// command under fred's own timeout, any command after it (a redirected
+    /// re-send, the maximum-lifetime correction) within what is left of it.
+    /// The margin covers timer granularity.
+    fn keyed_operation_bound(&self) -> Option<Duration> {
+        Some(self.inner.errors.command_timeout + KEYED_BOUND_MARGIN)
     }
 
     async fn close(&self) -> Result<()> {
