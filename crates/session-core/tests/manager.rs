@@ -288,7 +288,8 @@ async fn a_storage_bounded_within_the_operation_timeout_is_not_timed_again() {
         .operation_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let load = tokio::time::timeout(Duration::from_secs(60), trusted.get(&SessionId::new()));
+    let id = SessionId::new();
+    let load = tokio::time::timeout(Duration::from_secs(60), trusted.get(&id));
     assert!(load.await.is_err(), "the manager added a timer");
     assert!(matches!(
         trusted.count().await,
