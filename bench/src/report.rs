@@ -605,12 +605,12 @@ fn limits(out: &mut String, run: &Run) {
          client's CPU time per operation. At {at} tasks, client CPU per operation: load ours {} \
          against raw fred GET {} and tower-sessions {}; create ours {} against raw fred {} and \
          tower-sessions {}; update ours {} against raw fred {} and tower-sessions {}. The \
-         difference is the library's own work per call: the manager layer (a per-call timeout \
-         and a boxed future; in this run the manager's loads reached {direct} of the throughput \
-         of `RedisStorage` called directly), building the key, the refresh-window bookkeeping, \
-         encoding or decoding the whole `Session` and allocating it (tower-sessions decodes into \
-         a map too; raw fred does neither), and for create a UUID from the operating system's \
-         random source. At 1 task, where latency rather than CPU sets the pace, our load ran at \
+         difference is the library's own work per call: the manager layer (it boxes each call's \
+         future, about 7 KB, one fred command future; in this run the manager's loads reached \
+         {direct} of the throughput of `RedisStorage` called directly), building the key, the \
+         refresh-window bookkeeping, encoding or decoding the whole `Session` and allocating it \
+         (tower-sessions decodes into a map too; raw fred does neither), and for create building \
+         a new session (id, timestamps, metadata map) before encoding it. At 1 task, where latency rather than CPU sets the pace, our load ran at \
          {one} of raw fred GET. On this shared machine the Redis ratios above 1 task also move by 10-25% \
          from run to run, so a miss by a few percent is within the noise.\n",
         cpu("ours", "load"),
@@ -662,11 +662,13 @@ fn redis_section(out: &mut String, run: &Run) {
          is {} bytes (4-byte header + bincode); tower-sessions stores the same data in {} bytes \
          of MessagePack. The baselines use the same fred client and connection:\n\n\
          - **raw-fred**: the same commands (`GETEX key PX ttl`, `SET NX PX`, `SET XX PX`, `DEL`) \
-         with the same value bytes, no encoding, no decoding: the floor for any library.\n\
+         with the same value bytes, no encoding, no decoding: the floor for any library. fred \
+         has no typed `GETEX`; as a custom command it is flushed to the socket on its own (a \
+         write call per command), so it costs more client CPU than a pipelined `GET`.\n\
          - **raw-fred-get**: plain `GET`, for reference (no TTL refresh).\n\
          - **raw-fred-pool4**: a fred pool of 4 clients sending the raw `GETEX`.\n\
-         - **ours-storage-direct**: `RedisStorage::load` called without the manager (no \
-         per-call timeout, no boxed future), to show what the manager layer costs.\n\
+         - **ours-storage-direct**: `RedisStorage::load` called without the manager (no boxed \
+         future), to show what the manager layer costs.\n\
          - **tower-sessions-redis-store**: its `load` (plain `GET`, never refreshes the TTL), \
          `save` (`SET XX EXAT`), `create` (`SET NX EXAT`) and `delete`.\n\n\
          The mix is 90% load, 5% update, 4% create and 1% delete (of a session the task \
