@@ -45,7 +45,6 @@ use session_core::{Manager, SessionId};
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::prelude::{Server, Value};
-use session_redis::fred::types::{ClusterHash, CustomCommand};
 use session_redis::fred::util::redis_keyslot;
 
 use crate::load::{self, Anomaly, Load, LoadReport, LoadSpec, OpResult, ms};
@@ -98,28 +97,16 @@ fn storage(manager: &Manager) -> anyhow::Result<&RedisStorage> {
 /// WAIT too.
 async fn wait_replicated(manager: &Manager, port: u16, limit: Duration) -> anyhow::Result<i64> {
     let client = storage(manager)?.client();
-    let started = Instant::now();
-    loop {
-        let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-        // `with_cluster_node` takes precedence over the hash: the command
-        // goes over the existing connection to that node.
-        let reply: Result<Value, _> = client
-            .with_cluster_node(Server::new(HOST, port))
-            .custom(wait, vec![Value::from(1), Value::from(500)])
-            .await;
-        let replicas = match reply {
-            Ok(reply) => reply.as_i64().context("WAIT replied with a non-integer")?,
-            Err(error) if started.elapsed() < limit => {
-                let _ = error;
-                0
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if replicas >= 1 || started.elapsed() >= limit {
-            return Ok(replicas);
+    // `with_cluster_node` takes precedence over the hash: the command goes
+    // over the existing connection to that node.
+    scenarios::wait_replicated(limit, |args| {
+        let node = client.with_cluster_node(Server::new(HOST, port));
+        async move {
+            node.custom::<Value, _>(scenarios::wait_command(), args)
+                .await
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Polls `check` every 10 ms until it holds, and returns how long after

@@ -39,7 +39,6 @@ use session_core::{Manager, SessionId};
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::prelude::Value;
-use session_redis::fred::types::{ClusterHash, CustomCommand};
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
 use crate::rng::Rng;
@@ -71,34 +70,17 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
     }
 }
 
-/// `WAIT 1 500` on the manager's own connection, repeated until it reports
-/// a replica or `limit` passes: once it does, every earlier write of that
-/// connection is on the replica. Each WAIT stays under the client's command
-/// timeout (1 s), which applies to WAIT too.
+/// `WAIT 1 500` on the manager's own connection until it reports a replica
+/// or `limit` passes: see [`scenarios::wait_replicated`].
 async fn wait_replicated(manager: &Manager, limit: Duration) -> anyhow::Result<i64> {
     let storage = manager
         .storage::<RedisStorage>()
         .context("the manager is not on Redis")?;
-    let started = Instant::now();
-    loop {
-        let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-        let reply: Result<Value, _> = storage
-            .client()
-            .custom(wait, vec![Value::from(1), Value::from(500)])
-            .await;
-        let replicas = match reply {
-            Ok(reply) => reply.as_i64().context("WAIT replied with a non-integer")?,
-            Err(error) if started.elapsed() < limit => {
-                let _ = error;
-                0
-            }
-            Err(error) => return Err(error.into()),
-        };
-        if replicas >= 1 || started.elapsed() >= limit {
-            return Ok(replicas);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let client = storage.client();
+    scenarios::wait_replicated(limit, |args| {
+        client.custom::<Value, _>(scenarios::wait_command(), args)
+    })
+    .await
 }
 
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<Duration>

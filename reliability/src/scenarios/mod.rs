@@ -64,3 +64,42 @@ pub async fn manager(config: &RedisConfig) -> anyhow::Result<Manager> {
 pub fn unique_prefix(scenario: &str) -> String {
     format!("rel:{scenario}:{}:", session_core::SessionId::new())
 }
+
+/// Sends `WAIT 1 500` with `send` (over the connection whose writes are to
+/// be confirmed) until it reports a replica or `limit` passes, and returns
+/// the last count. Once it reports one, every earlier write of that
+/// connection is on a replica. Each WAIT stays under the fault scenarios'
+/// command timeout (1 s), which applies to WAIT too; errors before `limit`
+/// count as no replica yet.
+pub async fn wait_replicated<F, Fut>(limit: Duration, send: F) -> anyhow::Result<i64>
+where
+    F: Fn(Vec<session_redis::fred::prelude::Value>) -> Fut,
+    Fut: Future<
+        Output = Result<session_redis::fred::prelude::Value, session_redis::fred::error::Error>,
+    >,
+{
+    use session_redis::fred::prelude::Value;
+    let started = std::time::Instant::now();
+    loop {
+        let replicas = match send(vec![Value::from(1), Value::from(500)]).await {
+            Ok(reply) => reply
+                .as_i64()
+                .ok_or_else(|| anyhow::anyhow!("WAIT replied with a non-integer"))?,
+            Err(_) if started.elapsed() < limit => 0,
+            Err(error) => return Err(error.into()),
+        };
+        if replicas >= 1 || started.elapsed() >= limit {
+            return Ok(replicas);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `WAIT` as a custom command (fred has no typed one).
+pub fn wait_command() -> session_redis::fred::types::CustomCommand {
+    session_redis::fred::types::CustomCommand::new_static(
+        "WAIT",
+        session_redis::fred::types::ClusterHash::Random,
+        false,
+    )
+}
