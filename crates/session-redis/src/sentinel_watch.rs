@@ -118,10 +118,9 @@ impl SentinelWatch {
                     let Some(text) = message.value.as_string() else {
                         return Ok(());
                     };
-                    let mut fields = text.split_whitespace();
-                    if fields.next() != Some(master_name.as_str()) {
+                    let Some(new_master) = announced_master(&master_name, &text) else {
                         return Ok(());
-                    }
+                    };
                     {
                         let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
                         if *last == text {
@@ -132,10 +131,9 @@ impl SentinelWatch {
                     let Some(inner) = inner.upgrade() else {
                         return Ok(());
                     };
-                    let new_master: Vec<&str> = fields.skip(2).collect();
                     tracing::info!(
                         master = %master_name,
-                        new_master = %new_master.join(":"),
+                        %new_master,
                         "a sentinel announced a new master; reconnecting"
                     );
                     if let Err(error) = inner.client.force_reconnection().await {
@@ -175,6 +173,18 @@ impl SentinelWatch {
     }
 }
 
+/// The new master's `ip:port` if `text`, a `+switch-master` message
+/// (`<name> <old-ip> <old-port> <new-ip> <new-port>`), announces a switch of
+/// the master named `master_name`; `None` for another master or a message
+/// of another shape.
+fn announced_master(master_name: &str, text: &str) -> Option<String> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    match fields.as_slice() {
+        [name, _, _, ip, port] if *name == master_name => Some(format!("{ip}:{port}")),
+        _ => None,
+    }
+}
+
 /// Subscribes `client` to [`SWITCH_MASTER`] on every (re)connection, until
 /// the storage is closed or dropped.
 ///
@@ -207,4 +217,30 @@ async fn subscribe_while_open(
         }
     }
     let _ = client.quit().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::announced_master;
+
+    #[test]
+    fn only_a_well_formed_switch_of_our_master_counts() {
+        assert_eq!(
+            announced_master("mymaster", "mymaster 127.0.0.1 6379 127.0.0.1 6380"),
+            Some("127.0.0.1:6380".to_owned())
+        );
+        assert_eq!(
+            announced_master("mymaster", "other 127.0.0.1 6379 127.0.0.1 6380"),
+            None
+        );
+        assert_eq!(
+            announced_master("mymaster", "mymaster 127.0.0.1 6379"),
+            None
+        );
+        assert_eq!(
+            announced_master("mymaster", "mymaster 127.0.0.1 6379 127.0.0.1 6380 extra"),
+            None
+        );
+        assert_eq!(announced_master("mymaster", ""), None);
+    }
 }
