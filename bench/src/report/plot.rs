@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 use super::{RedisBenchmark, find, rate};
@@ -58,43 +59,39 @@ fn chart(
         .y_label_area_size(70);
     let x = (axes.x_range.0..axes.x_range.1).log_scale();
     if axes.log_y {
-        let mut chart = builder.build_cartesian_2d(x, (min / 1.5..max * 1.5).log_scale())?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_desc(axes.x_desc)
-            .y_desc(axes.y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(axes.y_format)
-            .draw()?;
-        for s in series {
-            let style = style(s);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), style).point_size(3))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-        legend(&mut chart)?;
+        let chart = builder.build_cartesian_2d(x, (min / 1.5..max * 1.5).log_scale())?;
+        lines(chart, axes, series)
     } else {
-        let mut chart = builder.build_cartesian_2d(x, 0.0..max * 1.15)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .x_desc(axes.x_desc)
-            .y_desc(axes.y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(axes.y_format)
-            .draw()?;
-        for s in series {
-            let style = style(s);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), style).point_size(3))?
-                .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        }
-        legend(&mut chart)?;
+        let chart = builder.build_cartesian_2d(x, 0.0..max * 1.15)?;
+        lines(chart, axes, series)
     }
-    Ok(())
+}
+
+/// The mesh, one line per series and the legend, on either kind of y axis.
+fn lines<'a, Y>(
+    mut chart: ChartContext<'a, SVGBackend<'a>, Cartesian2d<LogCoord<f64>, Y>>,
+    axes: &Axes<'_>,
+    series: &[Series],
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .x_desc(axes.x_desc)
+        .y_desc(axes.y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(axes.y_format)
+        .draw()?;
+    for s in series {
+        let style = style(s);
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), style).point_size(3))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    legend(&mut chart)
 }
 
 fn style(series: &Series) -> ShapeStyle {
