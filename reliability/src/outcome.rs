@@ -51,6 +51,12 @@ impl Outcome {
         outcome
     }
 
+    /// The outcome a scenario produced, or, when it could not run to the
+    /// end, a failed outcome named `name` that carries the error.
+    pub fn or_error(name: impl Into<String>, result: anyhow::Result<Self>) -> Self {
+        result.unwrap_or_else(|error| Self::error(name, &error))
+    }
+
     /// Appends `part` to the figure, separated by "; ".
     pub fn figure(&mut self, part: impl AsRef<str>) {
         if !self.figure.is_empty() {

@@ -42,10 +42,8 @@ fn case(label: &'static str, toml: String, names: Names) -> Case {
 /// Runs the table.
 pub async fn run() -> Outcome {
     let mut outcome = Outcome::new(NAME);
-    if let Err(error) = try_run(&mut outcome).await {
-        return Outcome::error(NAME, &error);
-    }
-    outcome
+    let result = try_run(&mut outcome).await;
+    Outcome::or_error(NAME, result.map(|()| outcome))
 }
 
 fn check_error(result: Result<(), Error>, names: Names) -> Result<String, String> {

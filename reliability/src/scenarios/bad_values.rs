@@ -44,10 +44,8 @@ enum Expect {
 /// byte strings are planted besides the fixed cases.
 pub async fn run(addr: &str, random_values: usize, seed: u64) -> Outcome {
     let mut outcome = Outcome::new(NAME);
-    if let Err(error) = try_run(addr, random_values, seed, &mut outcome).await {
-        return Outcome::error(NAME, &error);
-    }
-    outcome
+    let result = try_run(addr, random_values, seed, &mut outcome).await;
+    Outcome::or_error(NAME, result.map(|()| outcome))
 }
 
 fn sample(id: SessionId) -> Session {

@@ -76,10 +76,7 @@ const NODE_TIMEOUT_MS: u32 = 5000;
 
 /// Runs the scenario with its own servers in `scratch`.
 pub async fn run(scratch: &Path, seed: u64) -> Outcome {
-    match try_run(scratch, seed).await {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::error(NAME, &error),
-    }
+    Outcome::or_error(NAME, try_run(scratch, seed).await)
 }
 
 fn storage(manager: &Manager) -> anyhow::Result<&RedisStorage> {

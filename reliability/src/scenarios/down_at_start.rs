@@ -151,10 +151,8 @@ pub async fn lazy_while_down(
 /// The whole scenario, starting a server on the lazy manager's address.
 pub async fn run(scratch: &Path) -> Outcome {
     let mut outcome = Outcome::new(NAME);
-    if let Err(error) = try_run(scratch, &mut outcome).await {
-        return Outcome::error(NAME, &error);
-    }
-    outcome
+    let result = try_run(scratch, &mut outcome).await;
+    Outcome::or_error(NAME, result.map(|()| outcome))
 }
 
 async fn try_run(scratch: &Path, outcome: &mut Outcome) -> anyhow::Result<()> {

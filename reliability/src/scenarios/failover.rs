@@ -64,10 +64,7 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 
 /// Runs the scenario with its own servers in `scratch`.
 pub async fn run(scratch: &Path, seed: u64) -> Outcome {
-    match try_run(scratch, seed).await {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::error(NAME, &error),
-    }
+    Outcome::or_error(NAME, try_run(scratch, seed).await)
 }
 
 /// `WAIT 1 500` on the manager's own connection until it reports a replica

@@ -28,10 +28,8 @@ pub const NAME: &str = "secrets-redacted";
 /// Runs the scenario against the servers of `servers`.
 pub async fn run(servers: &SecureServers) -> Outcome {
     let mut outcome = Outcome::new(NAME);
-    if let Err(error) = try_run(servers, &mut outcome).await {
-        return Outcome::error(NAME, &error);
-    }
-    outcome
+    let result = try_run(servers, &mut outcome).await;
+    Outcome::or_error(NAME, result.map(|()| outcome))
 }
 
 /// Texts to search, with where they came from.

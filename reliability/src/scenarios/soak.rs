@@ -29,10 +29,7 @@ pub const RSS_GROWTH_BOUND_KIB: u64 = 64 * 1024;
 
 /// Runs the soak for `secs` seconds of faults with its own server.
 pub async fn run_library(scratch: &Path, secs: u64, seed: u64) -> Outcome {
-    match try_run(scratch, secs, seed).await {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::error(NAME, &error),
-    }
+    Outcome::or_error(NAME, try_run(scratch, secs, seed).await)
 }
 
 async fn try_run(scratch: &Path, secs: u64, seed: u64) -> anyhow::Result<Outcome> {

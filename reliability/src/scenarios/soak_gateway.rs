@@ -359,10 +359,7 @@ async fn worker(
 
 /// Runs the gateway soak for `secs` seconds of faults.
 pub async fn run(scratch: &Path, secs: u64, seed: u64, gateway: &Path) -> Outcome {
-    match try_run(scratch, secs, seed, gateway).await {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::error(NAME, &error),
-    }
+    Outcome::or_error(NAME, try_run(scratch, secs, seed, gateway).await)
 }
 
 async fn wait_healthy(http: &reqwest::Client, gateway: &mut Gateway) -> anyhow::Result<()> {

@@ -26,10 +26,7 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(5);
 
 /// Runs the scenario with its own server in `scratch`.
 pub async fn run(scratch: &Path, seed: u64) -> Outcome {
-    match try_run(scratch, seed).await {
-        Ok(outcome) => outcome,
-        Err(error) => Outcome::error(NAME, &error),
-    }
+    Outcome::or_error(NAME, try_run(scratch, seed).await)
 }
 
 async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
