@@ -608,6 +608,23 @@ pub struct Audit {
     pub first_error: Option<String>,
 }
 
+impl Audit {
+    /// Checks that every audited session was read back: none missing, no
+    /// read failed. `promise` states it in the outcome.
+    pub fn check_all_read(&self, outcome: &mut crate::Outcome, promise: &str) {
+        outcome.check(
+            self.missing.is_empty() && self.errors == 0,
+            format!(
+                "{promise}: {} missing (e.g. {:?}), {} read errors ({:?})",
+                self.missing.len(),
+                self.missing.iter().take(3).collect::<Vec<_>>(),
+                self.errors,
+                self.first_error
+            ),
+        );
+    }
+}
+
 /// Reads every session in `ids` through `manager`, 64 at a time.
 pub async fn audit(manager: &Manager, ids: &[SessionId]) -> Audit {
     let ids: Arc<Vec<SessionId>> = Arc::new(ids.to_vec());

@@ -390,14 +390,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         agreed.is_ok(),
         format!("every node agrees on the new master: {agreed:?}"),
     );
-    outcome.check(
-        confirmed_audit.missing.is_empty() && confirmed_audit.errors == 0,
-        format!(
-            "every session confirmed with WAIT before the failover is readable: {} missing, {} errors ({:?})",
-            confirmed_audit.missing.len(),
-            confirmed_audit.errors,
-            confirmed_audit.first_error
-        ),
+    confirmed_audit.check_all_read(
+        &mut outcome,
+        "every session confirmed with WAIT before the failover is readable",
     );
     outcome.check(
         confirmed_on_new == confirmed_moved.len(),
@@ -440,13 +435,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
             after_moved.len()
         ),
     );
-    outcome.check(
-        after_audit.missing.is_empty() && after_audit.errors == 0,
-        format!(
-            "every session created after the switch is readable: {} missing, {} errors",
-            after_audit.missing.len(),
-            after_audit.errors
-        ),
+    after_audit.check_all_read(
+        &mut outcome,
+        "every session created after the switch is readable",
     );
     outcome.check(
         followed.is_some() && !connected_before,

@@ -169,14 +169,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         !connected_after.trim().is_empty(),
         "the manager's client is connected again after the kills",
     );
-    outcome.check(
-        audit.missing.is_empty() && audit.errors == 0,
-        format!(
-            "every acknowledged, undeleted session is readable: {} missing, {} read errors ({:?})",
-            audit.missing.len(),
-            audit.errors,
-            audit.first_error
-        ),
+    audit.check_all_read(
+        &mut outcome,
+        "every acknowledged, undeleted session is readable",
     );
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));

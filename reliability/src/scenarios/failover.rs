@@ -245,14 +245,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         unconfirmed_lost,
         unconfirmed_total,
     ));
-    outcome.check(
-        confirmed_audit.missing.is_empty() && confirmed_audit.errors == 0,
-        format!(
-            "every session confirmed with WAIT before the failover is readable: {} missing, {} errors ({:?})",
-            confirmed_audit.missing.len(),
-            confirmed_audit.errors,
-            confirmed_audit.first_error
-        ),
+    confirmed_audit.check_all_read(
+        &mut outcome,
+        "every session confirmed with WAIT before the failover is readable",
     );
     outcome.check(
         failed_after == 0,
@@ -266,13 +261,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         on_new_master,
         "the manager writes to the promoted server after the switch",
     );
-    outcome.check(
-        after_audit.missing.is_empty() && after_audit.errors == 0,
-        format!(
-            "every session confirmed after the switch is readable: {} missing, {} errors",
-            after_audit.missing.len(),
-            after_audit.errors
-        ),
+    after_audit.check_all_read(
+        &mut outcome,
+        "every session confirmed after the switch is readable",
     );
     outcome.check(
         followed.is_some_and(|followed| followed <= switch + FOLLOW_BOUND),

@@ -79,16 +79,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         ms(back_at - killed_at),
         ms(recovery),
     ));
-    outcome.check(
-        audit.missing.is_empty() && audit.errors == 0,
-        format!(
-            "zero acknowledged sessions lost: {} missing ({:?}...), {} read errors ({:?})",
-            audit.missing.len(),
-            audit.missing.iter().take(3).collect::<Vec<_>>(),
-            audit.errors,
-            audit.first_error
-        ),
-    );
+    audit.check_all_read(&mut outcome, "zero acknowledged sessions lost");
     outcome.check(
         report.lost.is_empty(),
         format!(

@@ -135,13 +135,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         final_ops > 0 && final_bad == 0,
         format!("the last second is clean: {final_bad} bad of {final_ops} ops"),
     );
-    outcome.check(
-        audit.missing.is_empty() && audit.errors == 0,
-        format!(
-            "every acknowledged, undeleted session is readable: {} missing, {} errors",
-            audit.missing.len(),
-            audit.errors
-        ),
+    audit.check_all_read(
+        &mut outcome,
+        "every acknowledged, undeleted session is readable",
     );
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
