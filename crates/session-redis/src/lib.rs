@@ -248,15 +248,11 @@ impl RedisStorage {
         key
     }
 
-    /// The key as the bytes fred sends: one allocation, shared (by reference
-    /// count) by every command of an operation.
+    /// The key as the bytes fred sends: one allocation (the `String` of
+    /// [`RedisStorage::key`], taken over without a copy), shared by reference
+    /// count by every command of an operation.
     fn key_bytes(&self, id: &SessionId) -> Bytes {
-        let mut buf = [0u8; 36];
-        let prefix = self.inner.key_prefix.as_bytes();
-        let mut key = Vec::with_capacity(prefix.len() + 36);
-        key.extend_from_slice(prefix);
-        key.extend_from_slice(id.encode_into(&mut buf).as_bytes());
-        Bytes::from(key)
+        Bytes::from(self.key(id).into_bytes())
     }
 
     /// The key prefix.
