@@ -169,6 +169,27 @@ impl std::str::FromStr for Codec {
 
 /// Decodes a stored value, whichever codec wrote it.
 pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
+    let codec = header_codec(bytes)?;
+    codec.decode_value(&bytes[HEADER_LEN..])
+}
+
+/// Decodes the value stored under session `id`'s key, and checks that it is
+/// that session: a value copied or written under another session's key is
+/// corrupt for this one. The error names the codec that wrote the value.
+pub fn decode_session_for(bytes: &[u8], id: &crate::SessionId) -> Result<Session, CodecError> {
+    let codec = header_codec(bytes)?;
+    let session: Session = codec.decode_value(&bytes[HEADER_LEN..])?;
+    if session.id() != *id {
+        return Err(CodecError::Decode {
+            codec,
+            message: "the stored session has another id than its key".into(),
+        });
+    }
+    Ok(session)
+}
+
+/// Checks the header and returns the codec it names.
+fn header_codec(bytes: &[u8]) -> Result<Codec, CodecError> {
     let header = bytes
         .get(..HEADER_LEN)
         .ok_or(CodecError::Truncated { len: bytes.len() })?;
@@ -178,8 +199,7 @@ pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
     if header[2] != FORMAT_VERSION {
         return Err(CodecError::UnsupportedVersion(header[2]));
     }
-    let codec = Codec::from_id(header[3]).ok_or(CodecError::UnknownCodec(header[3]))?;
-    codec.decode_value(&bytes[HEADER_LEN..])
+    Codec::from_id(header[3]).ok_or(CodecError::UnknownCodec(header[3]))
 }
 
 /// Why a value could not be encoded or decoded.
@@ -242,6 +262,27 @@ mod tests {
             assert_eq!(bytes[2], FORMAT_VERSION);
             assert_eq!(bytes[3], codec.id());
             assert_eq!(decode_session(&bytes).unwrap(), session);
+        }
+    }
+
+    /// The error for a value under another session's key names the codec
+    /// that wrote the value, not the default one.
+    #[test]
+    fn a_value_of_another_session_is_a_decode_error_of_its_own_codec() {
+        let session = sample();
+        for codec in [Codec::Bincode, Codec::Json] {
+            let bytes = codec.encode_session(&session).unwrap();
+            assert_eq!(
+                decode_session_for(&bytes, &session.id()).unwrap(),
+                session
+            );
+            match decode_session_for(&bytes, &SessionId::new()) {
+                Err(CodecError::Decode { codec: named, message }) => {
+                    assert_eq!(named, codec);
+                    assert!(message.contains("another id"), "{message}");
+                }
+                other => panic!("expected a decode error, got {other:?}"),
+            }
         }
     }
 

@@ -19,7 +19,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Messages never contain passwords, key material or session data; see
 /// `ARCHITECTURE.md` ("Secrets never reach Debug, Display, logs or error
 /// messages").
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The caller passed something invalid: a malformed session id, a zero
@@ -45,7 +45,7 @@ pub enum Error {
     #[error("{operation} timed out after {after:?}")]
     Timeout {
         /// The operation that timed out.
-        operation: &'static str,
+        operation: Operation,
         /// The timeout that elapsed.
         after: Duration,
     },
@@ -55,13 +55,8 @@ pub enum Error {
     Codec(#[from] CodecError),
 
     /// A configuration value is invalid. Raised before any network access.
-    #[error("invalid configuration: `{field}`: {reason}")]
-    Config {
-        /// The configuration key at fault, e.g. `redis.key_prefix`.
-        field: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 
     /// The manager or storage was shut down; no operation runs after that.
     #[error("the session store is closed")]
@@ -71,9 +66,14 @@ pub enum Error {
 impl Error {
     /// A configuration error for `field`.
     pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Config {
-            field: field.into(),
-            reason: reason.into(),
+        Self::Config(ConfigError::new(field, reason))
+    }
+
+    /// The configuration error, if this is one.
+    pub fn as_config(&self) -> Option<&ConfigError> {
+        match self {
+            Self::Config(error) => Some(error),
+            _ => None,
         }
     }
 
@@ -101,6 +101,132 @@ impl Error {
             Self::Backend { kind, .. } => kind.is_transient(),
             _ => false,
         }
+    }
+}
+
+/// A configuration that cannot be used: which setting, where it came from,
+/// and what is wrong with it.
+///
+/// `field` is the setting's path as written in a configuration file
+/// (`redis.tls.client_key`), or `None` when the error concerns the file as a
+/// whole (it cannot be read, or it is not TOML). `origin` names the file when
+/// the setting came from one. The reason never quotes a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    origin: Option<String>,
+    field: Option<String>,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about the setting `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            origin: None,
+            field: Some(field.into()),
+            reason: reason.into(),
+        }
+    }
+
+    /// An error about a configuration file as a whole, not one setting in it.
+    pub fn whole(reason: impl Into<String>) -> Self {
+        Self {
+            origin: None,
+            field: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Records the file the setting came from. An origin given earlier (by
+    /// the code closest to the file) is kept.
+    pub fn in_origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin.get_or_insert_with(|| origin.into());
+        self
+    }
+
+    /// The setting at fault, e.g. `redis.key_prefix`; `None` for the file as
+    /// a whole.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
+    }
+
+    /// The file the setting came from, if any.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+
+    /// What is wrong.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration")?;
+        if let Some(origin) = &self.origin {
+            write!(f, " in {origin}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": `{field}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The operations of the storage contract, as named in errors, logs and
+/// (later) metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Establishing the connection to a backend.
+    Connect,
+    /// Inserting a session whose id is free.
+    Create,
+    /// Reading a session (and sliding its TTL).
+    Get,
+    /// Writing a session that exists.
+    Update,
+    /// Writing a session whether or not it exists.
+    Upsert,
+    /// Shortening a session's remaining life.
+    Expire,
+    /// Removing a session.
+    Delete,
+    /// Removing what expired.
+    DeleteExpired,
+    /// Counting live sessions.
+    Count,
+    /// Checking that the backend answers.
+    Ping,
+    /// Releasing the backend's resources.
+    Close,
+}
+
+impl Operation {
+    /// The lowercase name, as in messages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Create => "create",
+            Self::Get => "get",
+            Self::Update => "update",
+            Self::Upsert => "upsert",
+            Self::Expire => "expire",
+            Self::Delete => "delete",
+            Self::DeleteExpired => "delete_expired",
+            Self::Count => "count",
+            Self::Ping => "ping",
+            Self::Close => "close",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

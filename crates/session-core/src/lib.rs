@@ -1,31 +1,40 @@
-//! Session management for horizontally scaled services: the core.
+//! Session management for horizontally scaled services: the contract.
+//!
+//! This crate holds what every backend and every caller agree on, and
+//! nothing else: no storage implementation, no configuration format, no
+//! network client.
 //!
 //! # Layout
 //!
 //! - [`SessionId`], [`SessionType`] and [`Session`]: the data. A session is a
 //!   plain serializable record; storage never holds live objects.
+//! - [`Ttl`] and [`Expiry`]: the expiry policy (a sliding TTL, an optional
+//!   absolute lifetime).
 //! - [`Storage`]: the async contract every backend implements, with its
 //!   atomicity spelled out (create = insert-if-absent, update =
-//!   write-if-present, load refreshes the sliding TTL); [`DynStorage`] is its
-//!   object-safe form. [`LocalStorage`] is the in-memory implementation, on
-//!   the map of the `session-local` crate.
-//! - [`Manager`]: the Go package's manager with its flaws fixed: atomic
-//!   create, no resurrection by update, count on every backend, timeouts on
-//!   every call, a cleanup task that reports what expired.
+//!   write-if-present, get refreshes the sliding TTL); [`SyncStorage`] is the
+//!   capability of a storage that never waits. The in-memory backend is the
+//!   `session-local` crate, Redis is `session-redis`.
+//! - [`Manager`]: creates, reads, updates and expires sessions over any
+//!   storage, with atomic create, no resurrection by update, timestamps from
+//!   an injectable [`clock`], and a cleanup task that reports what expired.
 //! - [`codec`]: the versioned stored-value format (bincode or JSON bodies).
-//! - [`config`]: `RedisConfig` as plain data, validated without a network, so
-//!   that code without a Redis client can carry it.
 //! - [`Error`]: one typed error for every layer.
-//! - `testkit` (feature): the conformance suite every backend runs.
 //!
 //! # Example
 //!
+//! With the in-memory storage of the `session-local` crate (applications
+//! usually build their manager from configuration with `session-factory`):
+//!
 //! ```
 //! use session_core::{Manager, SessionType, Ttl};
+//! use session_local::LocalStorage;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), session_core::Error> {
-//! let manager = Manager::typed(Ttl::from_secs(30 * 60)?, SessionType::Streamable);
+//! let manager = Manager::builder(LocalStorage::new(), Ttl::from_secs(30 * 60)?)
+//!     .factory(SessionType::Streamable)
+//!     .build()?;
 //! let session = manager.create().await?;
 //!
 //! let mut edited = (*session).clone();
@@ -34,7 +43,7 @@
 //!
 //! let found = manager.get(&session.id()).await?.expect("it exists");
 //! assert_eq!(found.get_metadata("user"), Some("alice"));
-//! manager.shutdown().await?;
+//! manager.close().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -43,22 +52,17 @@
 
 pub mod clock;
 pub mod codec;
-pub mod config;
 mod error;
+mod expiry;
 mod id;
 mod manager;
 mod session;
 mod storage;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 pub use codec::{Codec, CodecError};
-pub use config::RedisConfig;
-pub use error::{BackendErrorKind, Error, Result};
+pub use error::{BackendErrorKind, ConfigError, Error, Operation, Result};
+pub use expiry::{Expiry, Ttl};
 pub use id::SessionId;
-pub use manager::{
-    DEFAULT_CLEANUP_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, ExpiredCallback, Factory, Manager,
-    ManagerBuilder,
-};
+pub use manager::{ExpiredCallback, Factory, IntoFactory, Manager, ManagerBuilder};
 pub use session::{Session, SessionType};
-pub use storage::{BoxFuture, DynStorage, Expiry, LocalStorage, Storage, Ttl};
+pub use storage::{Description, Storage, SyncStorage, Topology};

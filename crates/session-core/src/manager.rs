@@ -1,8 +1,7 @@
-//! The session manager: lifecycle, timeouts and TTL cleanup over any storage.
+//! The session manager: lifecycle, expiry policy and TTL cleanup over any
+//! storage.
 
-use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -10,60 +9,75 @@ use std::time::Duration;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::storage::{DynStorage, Expiry, LocalStorage, Storage, Ttl};
-use crate::{Error, Result, Session, SessionId, SessionType, clock};
+use crate::clock::{Clock, SystemClock};
+use crate::storage::DynStorage;
+use crate::{
+    BackendErrorKind, Description, Error, Expiry, Result, Session, SessionId, SessionType, Storage,
+    Ttl,
+};
 
-/// Makes the session for a new id (the Go package's `Factory`).
+/// Makes the session for a new id.
 pub type Factory = Arc<dyn Fn(SessionId) -> Session + Send + Sync>;
+
+/// What can make new sessions: a closure from id to [`Session`], or a
+/// [`SessionType`] (every new session is `Session::new(id, that_type)`).
+pub trait IntoFactory {
+    /// The factory.
+    fn into_factory(self) -> Factory;
+}
+
+impl IntoFactory for SessionType {
+    fn into_factory(self) -> Factory {
+        Arc::new(move |id| Session::new(id, self))
+    }
+}
+
+impl<F> IntoFactory for F
+where
+    F: Fn(SessionId) -> Session + Send + Sync + 'static,
+{
+    fn into_factory(self) -> Factory {
+        Arc::new(self)
+    }
+}
 
 /// Told which sessions the cleanup task removed, so their owner can close
 /// whatever connections it keeps for them.
 pub type ExpiredCallback = Arc<dyn Fn(&[SessionId]) + Send + Sync>;
 
-/// The default timeout of one storage operation.
-pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
-/// The default timeout of one cleanup sweep.
-pub const DEFAULT_CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Creates, finds, updates and expires sessions on top of a [`Storage`].
+/// Creates, reads, updates and expires sessions on top of a [`Storage`].
 ///
-/// This is the Go package's `Manager`, with its flaws fixed:
-///
-/// - [`add_with_id`](Manager::add_with_id) is one atomic create, so two
-///   replicas adding the same id cannot both succeed; the loser gets
+/// - [`create_with_id`](Manager::create_with_id) is one atomic create, so two
+///   replicas creating the same id cannot both succeed; the loser gets
 ///   [`Error::AlreadyExists`], never a silent overwrite.
 /// - [`update`](Manager::update) writes only if the session still exists, so
 ///   it cannot resurrect a session that another replica deleted.
-/// - [`count`](Manager::count) works on every backend.
-/// - Every storage call runs under a timeout (5 s by default), and every
-///   error is typed.
+/// - The manager owns the expiry policy ([`Expiry`]): it hands each storage
+///   call the TTL to apply, capped by the maximum lifetime, and stamps
+///   `created_at` and `updated_at` from its [`Clock`].
+/// - Every error is typed; timeouts are the storage's (see [`Storage`]).
 ///
 /// A cleanup task sweeps expired sessions every `ttl / 2` (configurable) and
 /// reports what it removed to the callback given to
 /// [`ManagerBuilder::on_expired`]. It starts with the manager (or, when the
 /// manager is built outside a Tokio runtime, with its first operation), and
-/// stops on [`shutdown`](Manager::shutdown) or when the last clone of the
-/// manager is dropped.
+/// stops on [`close`](Manager::close) or when the last clone of the manager
+/// is dropped.
 ///
 /// `Manager` is cheap to clone; clones share the storage and the cleanup task.
-/// It has no generic parameter: local storage is held directly and called
-/// without boxing or timers (its operations never wait), any other storage is
-/// held as a [`DynStorage`] trait object.
+/// It has no generic parameter: a storage that never waits (see
+/// [`Storage::as_sync`]) is called directly, any other through a boxed
+/// future.
 #[derive(Clone)]
 pub struct Manager {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    backend: Backend,
+    storage: Arc<dyn DynStorage>,
     expiry: Expiry,
     factory: Factory,
-    operation_timeout: Duration,
-    /// Whether the storage bounds its keyed operations within
-    /// `operation_timeout` by itself, so the manager adds no timer to them
-    /// (see `Storage::keyed_operation_bound`).
-    keyed_self_bounded: bool,
-    cleanup_timeout: Duration,
+    clock: Arc<dyn Clock>,
     cleanup_interval: Duration,
     on_expired: Option<ExpiredCallback>,
     closed: AtomicBool,
@@ -80,61 +94,23 @@ enum Cleanup {
     Stopped,
 }
 
-enum Backend {
-    Local(LocalStorage),
-    Dyn(Box<dyn DynStorage>),
-}
-
-impl Backend {
-    fn from_storage<S: Storage>(storage: S) -> Self {
-        let boxed: Box<dyn Any> = Box::new(storage);
-        match boxed.downcast::<LocalStorage>() {
-            Ok(local) => Self::Local(*local),
-            Err(other) => match other.downcast::<S>() {
-                Ok(storage) => Self::Dyn(storage),
-                // The box was made from an `S` two lines above.
-                Err(_) => unreachable!("a Box<S> downcasts to S"),
-            },
+/// Calls one operation of the storage: directly when it never waits,
+/// through its boxed future otherwise.
+macro_rules! call {
+    ($inner:expr, $method:ident($($arg:expr),*)) => {
+        match $inner.storage.as_sync() {
+            Some(storage) => storage.$method($($arg),*),
+            None => $inner.storage.$method($($arg),*).await,
         }
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        match self {
-            Self::Local(local) => local,
-            Self::Dyn(storage) => storage.as_any(),
-        }
-    }
+    };
 }
 
 impl Manager {
-    /// A manager over local storage whose factory makes each new session
-    /// (the Go `NewManager`).
-    pub fn new(ttl: Ttl, factory: impl Fn(SessionId) -> Session + Send + Sync + 'static) -> Self {
-        Self::with_storage(ttl, factory, LocalStorage::new())
-    }
-
-    /// A manager over local storage that makes sessions of one type (the Go
-    /// `NewTypedManager`).
-    pub fn typed(ttl: Ttl, session_type: SessionType) -> Self {
-        Self::new(ttl, move |id| Session::new(id, session_type))
-    }
-
-    /// A manager over any storage (the Go `NewManagerWithStorage`).
-    pub fn with_storage(
-        ttl: Ttl,
-        factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
-        storage: impl Storage,
-    ) -> Self {
-        ManagerBuilder::new(ttl)
-            .factory(factory)
-            .storage(storage)
-            .build_infallible()
-    }
-
-    /// A builder for every other setting: timeouts, cleanup interval, maximum
-    /// lifetime, expiry callback.
-    pub fn builder(ttl: Ttl) -> ManagerBuilder {
-        ManagerBuilder::new(ttl)
+    /// A builder over `storage` with the sliding TTL `ttl`; see
+    /// [`ManagerBuilder`] for the other settings.
+    #[doc(alias = "NewManagerWithStorage")]
+    pub fn builder(storage: impl Storage, ttl: Ttl) -> ManagerBuilder {
+        ManagerBuilder::new(storage, ttl)
     }
 
     /// The expiry policy this manager applies.
@@ -144,61 +120,52 @@ impl Manager {
 
     /// The sliding TTL.
     pub fn ttl(&self) -> Duration {
-        self.inner.expiry.ttl()
+        self.inner.expiry.ttl().get()
     }
 
-    /// Whether the manager keeps sessions in local (in-process) storage.
-    pub fn is_local(&self) -> bool {
-        matches!(self.inner.backend, Backend::Local(_))
+    /// What the storage is (backend, topology).
+    pub fn describe(&self) -> Description {
+        self.inner.storage.describe()
     }
 
-    /// The storage, if it is of type `S`.
-    pub fn storage<S: 'static>(&self) -> Option<&S> {
-        self.inner.backend.as_any().downcast_ref()
-    }
-
-    /// Whether [`shutdown`](Manager::shutdown) was called.
+    /// Whether [`close`](Manager::close) was called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Creates a session with a new random id from the factory.
+    pub async fn create(&self) -> Result<Arc<Session>> {
+        self.create_with_id(SessionId::new()).await
     }
 
     /// Creates a session with the given id from the factory, atomically.
     ///
     /// Fails with [`Error::AlreadyExists`] if a live session has the id, on
     /// this replica or any other sharing the storage.
-    pub async fn add_with_id(&self, id: SessionId) -> Result<Arc<Session>> {
+    #[doc(alias = "AddWithID")]
+    pub async fn create_with_id(&self, id: SessionId) -> Result<Arc<Session>> {
         self.inner.check()?;
-        let session = (self.inner.factory)(id);
+        let mut session = (self.inner.factory)(id);
         if session.id() != id {
             return Err(Error::InvalidInput(format!(
                 "the session factory returned a session with id {} for id {id}",
                 session.id()
             )));
         }
-        self.add_session(session).await
+        session.stamp_new(self.inner.clock.now());
+        self.create_from(session).await
     }
 
-    /// Creates a session with a new random id from the factory.
-    pub async fn create(&self) -> Result<Arc<Session>> {
-        self.add_with_id(SessionId::new()).await
-    }
-
-    /// Stores a prepared session, atomically, if its id is free.
-    pub async fn add_session(&self, session: Session) -> Result<Arc<Session>> {
+    /// Stores a prepared session, atomically, if its id is free. Its
+    /// timestamps are kept as they are.
+    #[doc(alias = "AddSession")]
+    pub async fn create_from(&self, session: Session) -> Result<Arc<Session>> {
         let inner = &self.inner;
         inner.check()?;
-        inner.check_lifetime(&session)?;
+        let ttl = inner.ttl_for_new(&session)?;
         let id = session.id();
         let session = Arc::new(session);
-        let created = match &inner.backend {
-            Backend::Local(local) => local.create_now(Arc::clone(&session), inner.expiry)?,
-            Backend::Dyn(storage) => {
-                inner
-                    .timed_keyed("create", storage.create(Arc::clone(&session), inner.expiry))
-                    .await?
-            }
-        };
-        if created {
+        if call!(inner, create(Arc::clone(&session), ttl))? {
             Ok(session)
         } else {
             Err(Error::AlreadyExists(id))
@@ -210,78 +177,85 @@ impl Manager {
     pub async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>> {
         let inner = &self.inner;
         inner.check()?;
-        match &inner.backend {
-            Backend::Local(local) => local.load_now(id, inner.expiry),
-            Backend::Dyn(storage) => {
-                inner
-                    .timed_keyed("load", storage.load(id, inner.expiry))
-                    .await
+        let ttl = inner.expiry.ttl();
+        let Some(session) = call!(inner, get(id, ttl))? else {
+            return Ok(None);
+        };
+        if inner.expiry.max_lifetime().is_none() {
+            return Ok(Some(session));
+        }
+        // The read slid the TTL by the full sliding TTL; pull it back to
+        // what remains of the session's lifetime, or end the session if
+        // nothing remains.
+        match inner.expiry.ttl_for(&session, inner.clock.now()) {
+            Some(left) if left < ttl => Ok(call!(inner, expire(id, left))?.then_some(session)),
+            Some(_) => Ok(Some(session)),
+            None => {
+                call!(inner, delete(id))?;
+                Ok(None)
             }
         }
     }
 
-    /// Writes a session whether or not it exists (the Go `UpsertSession`),
-    /// setting its update time to now.
+    /// Writes a session whether or not it exists, setting its update time to
+    /// now.
+    #[doc(alias = "UpsertSession")]
     pub async fn upsert(&self, mut session: Session) -> Result<Arc<Session>> {
         let inner = &self.inner;
         inner.check()?;
-        inner.check_lifetime(&session)?;
-        session.touch();
+        session.touch(inner.clock.now());
+        let ttl = inner.ttl_for_new(&session)?;
         let session = Arc::new(session);
-        match &inner.backend {
-            Backend::Local(local) => local.store_now(Arc::clone(&session), inner.expiry)?,
-            Backend::Dyn(storage) => {
-                inner
-                    .timed_keyed("store", storage.store(Arc::clone(&session), inner.expiry))
-                    .await?
-            }
-        }
+        call!(inner, upsert(Arc::clone(&session), ttl))?;
         Ok(session)
     }
 
     /// Writes a session only if it still exists, setting its update time to
-    /// now; returns whether it did. A session deleted (or expired) meanwhile
-    /// stays deleted.
+    /// now; returns whether it did. A session deleted (or expired, or past
+    /// its maximum lifetime) meanwhile stays deleted.
     pub async fn update(&self, mut session: Session) -> Result<bool> {
         let inner = &self.inner;
         inner.check()?;
-        session.touch();
-        let session = Arc::new(session);
-        match &inner.backend {
-            Backend::Local(local) => local.update_now(session, inner.expiry),
-            Backend::Dyn(storage) => {
-                inner
-                    .timed_keyed("update", storage.update(session, inner.expiry))
-                    .await
+        let now = inner.clock.now();
+        session.touch(now);
+        match inner.expiry.ttl_for(&session, now) {
+            Some(ttl) => call!(inner, update(Arc::new(session), ttl)),
+            None => {
+                // Past its lifetime: gone, as if it had expired.
+                call!(inner, delete(&session.id()))?;
+                Ok(false)
             }
         }
     }
 
     /// Removes a session; returns whether it existed. Removing a missing
     /// session is not an error.
+    #[doc(alias = "DeleteSession")]
     pub async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &self.inner;
         inner.check()?;
-        match &inner.backend {
-            Backend::Local(local) => local.delete_now(id),
-            Backend::Dyn(storage) => inner.timed_keyed("delete", storage.delete(id)).await,
-        }
+        call!(inner, delete(id))
     }
 
     /// The number of live sessions, on every backend (Redis scans its key
-    /// space: O(keys)).
+    /// space: O(keys); see [`Description::count_is_cheap`]).
     pub async fn count(&self) -> Result<usize> {
         let inner = &self.inner;
         inner.check()?;
-        match &inner.backend {
-            Backend::Local(local) => local.count_now(),
-            Backend::Dyn(storage) => inner.timed("count", storage.count()).await,
-        }
+        call!(inner, count())
+    }
+
+    /// Checks that the storage answers, without touching any session.
+    pub async fn ping(&self) -> Result<()> {
+        let inner = &self.inner;
+        inner.check()?;
+        inner.storage.ping().await
     }
 
     /// Runs one cleanup sweep now and returns how many sessions it removed;
     /// the cleanup task calls the same code every interval.
-    pub async fn cleanup_expired(&self) -> Result<usize> {
+    #[doc(alias = "cleanup_expired")]
+    pub async fn delete_expired(&self) -> Result<usize> {
         self.inner.check()?;
         self.inner.sweep().await
     }
@@ -289,16 +263,14 @@ impl Manager {
     /// Stops the cleanup task and closes the storage. Idempotent: a second
     /// call returns `Ok(())`. Every other operation fails with
     /// [`Error::Closed`] afterwards.
-    pub async fn shutdown(&self) -> Result<()> {
+    #[doc(alias = "shutdown", alias = "Stop")]
+    pub async fn close(&self) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         inner.stop_cleanup();
-        match &inner.backend {
-            Backend::Local(local) => local.close_now(),
-            Backend::Dyn(storage) => inner.timed("close", storage.close()).await,
-        }
+        call!(inner, close())
     }
 }
 
@@ -306,9 +278,8 @@ impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("Manager")
-            .field("storage", &if self.is_local() { "local" } else { "custom" })
+            .field("storage", &self.describe())
             .field("expiry", &inner.expiry)
-            .field("operation_timeout", &inner.operation_timeout)
             .field("cleanup_interval", &inner.cleanup_interval)
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
@@ -328,42 +299,18 @@ impl Inner {
         Ok(())
     }
 
-    fn check_lifetime(&self, session: &Session) -> Result<()> {
-        match self.expiry.ttl_for(session, clock::now()) {
-            Some(_) => Ok(()),
-            None => Err(Error::InvalidInput(format!(
-                "session {} is older than the maximum lifetime",
-                session.id()
-            ))),
-        }
-    }
-
-    /// [`Inner::timed`] for `create`, `update`, `store`, `load` and
-    /// `delete`, unless the storage bounds those within the operation
-    /// timeout by itself.
-    async fn timed_keyed<T>(
-        &self,
-        operation: &'static str,
-        future: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        if self.keyed_self_bounded {
-            future.await
-        } else {
-            self.timed(operation, future).await
-        }
-    }
-
-    async fn timed<T>(
-        &self,
-        operation: &'static str,
-        future: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        tokio::time::timeout(self.operation_timeout, future)
-            .await
-            .unwrap_or(Err(Error::Timeout {
-                operation,
-                after: self.operation_timeout,
-            }))
+    /// The TTL of a session written as new (create, upsert): refused when
+    /// the session has already outlived its maximum lifetime, since writing
+    /// it would store something that is gone.
+    fn ttl_for_new(&self, session: &Session) -> Result<Ttl> {
+        self.expiry
+            .ttl_for(session, self.clock.now())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "session {} is older than the maximum lifetime",
+                    session.id()
+                ))
+            })
     }
 
     fn start_cleanup(self: &Arc<Self>) {
@@ -396,30 +343,21 @@ impl Inner {
 
     async fn sweep(&self) -> Result<usize> {
         let before = Instant::now();
-        let expired = match &self.backend {
-            Backend::Local(local) => {
-                // A sweep of a large store takes milliseconds of CPU; on the
-                // blocking pool it does not stall the runtime's workers, which
-                // keep serving loads (the map's shard locks keep them correct).
-                let local = local.clone();
-                match tokio::task::spawn_blocking(move || local.delete_expired_now(before)).await {
-                    Ok(result) => result?,
-                    Err(join) => {
-                        return Err(Error::backend(
-                            crate::BackendErrorKind::Other,
-                            join.to_string(),
-                        ));
-                    }
-                }
-            }
-            Backend::Dyn(storage) => {
-                tokio::time::timeout(self.cleanup_timeout, storage.delete_expired(before))
-                    .await
-                    .unwrap_or(Err(Error::Timeout {
-                        operation: "cleanup",
-                        after: self.cleanup_timeout,
-                    }))?
-            }
+        let expired = if self.storage.as_sync().is_some() {
+            // A sweep of a large in-process store takes milliseconds of CPU;
+            // on the blocking pool it does not stall the runtime's workers,
+            // which keep serving reads (the storage stays correct under
+            // concurrent use).
+            let storage = Arc::clone(&self.storage);
+            let sweep = move || match storage.as_sync() {
+                Some(storage) => storage.delete_expired(before),
+                None => Ok(Vec::new()),
+            };
+            tokio::task::spawn_blocking(sweep)
+                .await
+                .map_err(|join| Error::backend(BackendErrorKind::Other, join.to_string()))??
+        } else {
+            self.storage.delete_expired(before).await?
         };
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "removed expired sessions");
@@ -458,64 +396,48 @@ async fn cleanup_loop(inner: Weak<Inner>, interval: Duration) {
     }
 }
 
-/// Builds a [`Manager`] with settings beyond the TTL and factory.
+/// Builds a [`Manager`]: the storage and TTL, and optional settings.
 pub struct ManagerBuilder {
+    storage: Arc<dyn DynStorage>,
     ttl: Ttl,
     factory: Option<Factory>,
-    backend: Option<Backend>,
     max_lifetime: Option<Duration>,
-    operation_timeout: Duration,
-    cleanup_timeout: Duration,
     cleanup_interval: Option<Duration>,
     on_expired: Option<ExpiredCallback>,
+    clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for ManagerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManagerBuilder")
+            .field("storage", &self.storage.describe())
             .field("ttl", &self.ttl)
             .field("max_lifetime", &self.max_lifetime)
-            .field("operation_timeout", &self.operation_timeout)
-            .field("cleanup_timeout", &self.cleanup_timeout)
             .field("cleanup_interval", &self.cleanup_interval)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
 
 impl ManagerBuilder {
-    /// A builder with the defaults: local storage, sessions of type
-    /// [`SessionType::Mcp`], 5 s operation timeout, 30 s cleanup timeout,
-    /// cleanup every `ttl / 2`, no maximum lifetime.
-    pub fn new(ttl: Ttl) -> Self {
+    /// A builder with the defaults: sessions of type [`SessionType::Mcp`],
+    /// cleanup every `ttl / 2`, no maximum lifetime, the system clock.
+    pub fn new(storage: impl Storage, ttl: Ttl) -> Self {
         Self {
+            storage: Arc::new(storage),
             ttl,
             factory: None,
-            backend: None,
             max_lifetime: None,
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-            cleanup_timeout: DEFAULT_CLEANUP_TIMEOUT,
             cleanup_interval: None,
             on_expired: None,
+            clock: Arc::new(SystemClock),
         }
     }
 
-    /// The factory that makes each new session.
-    pub fn factory(
-        mut self,
-        factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
-    ) -> Self {
-        self.factory = Some(Arc::new(factory));
-        self
-    }
-
-    /// Makes new sessions of one type.
-    pub fn session_type(self, session_type: SessionType) -> Self {
-        self.factory(move |id| Session::new(id, session_type))
-    }
-
-    /// The storage; local storage when not set.
-    pub fn storage(mut self, storage: impl Storage) -> Self {
-        self.backend = Some(Backend::from_storage(storage));
+    /// What makes each new session: a closure from id to [`Session`], or a
+    /// [`SessionType`].
+    pub fn factory(mut self, factory: impl IntoFactory) -> Self {
+        self.factory = Some(factory.into_factory());
         self
     }
 
@@ -526,21 +448,9 @@ impl ManagerBuilder {
         self
     }
 
-    /// The timeout of each storage operation (default 5 s).
-    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.operation_timeout = timeout;
-        self
-    }
-
-    /// The timeout of each cleanup sweep (default 30 s).
-    pub fn cleanup_timeout(mut self, timeout: Duration) -> Self {
-        self.cleanup_timeout = timeout;
-        self
-    }
-
     /// How often the cleanup task sweeps (default `ttl / 2`).
-    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
-        self.cleanup_interval = Some(interval);
+    pub fn cleanup_interval(mut self, interval: Option<Duration>) -> Self {
+        self.cleanup_interval = interval;
         self
     }
 
@@ -552,50 +462,30 @@ impl ManagerBuilder {
         self
     }
 
-    /// Builds the manager, validating the settings.
-    pub fn build(self) -> Result<Manager> {
-        for (field, value) in [
-            ("operation_timeout", Some(self.operation_timeout)),
-            ("cleanup_timeout", Some(self.cleanup_timeout)),
-            ("cleanup_interval", self.cleanup_interval),
-        ] {
-            if value.is_some_and(|value| value.is_zero()) {
-                return Err(Error::config(field, "must be greater than zero"));
-            }
-        }
-        Expiry::new(self.ttl)
-            .with_max_lifetime(self.max_lifetime)
-            .map_err(|err| Error::config("max_lifetime", err.to_string()))?;
-        Ok(self.build_infallible())
+    /// The clock that session timestamps come from (default: the system
+    /// clock). Tests inject a [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
     }
 
-    /// Builds without validation; only for settings that cannot be invalid
-    /// (the defaults plus a TTL, factory and storage).
-    fn build_infallible(self) -> Manager {
-        let expiry = Expiry::new(self.ttl)
-            .with_max_lifetime(self.max_lifetime)
-            .unwrap_or(Expiry::new(self.ttl));
+    /// Builds the manager; a setting out of range is an [`Error::Config`]
+    /// naming it.
+    pub fn build(self) -> Result<Manager> {
+        if self.cleanup_interval.is_some_and(|interval| interval.is_zero()) {
+            return Err(Error::config("cleanup_interval", "must be greater than zero"));
+        }
+        let expiry = Expiry::new(self.ttl).with_max_lifetime(self.max_lifetime)?;
         let cleanup_interval = self
             .cleanup_interval
             .unwrap_or_else(|| (self.ttl.get() / 2).max(Duration::from_millis(1)));
-        let backend = self
-            .backend
-            .unwrap_or_else(|| Backend::Local(LocalStorage::new()));
-        let keyed_self_bounded = match &backend {
-            Backend::Local(_) => true,
-            Backend::Dyn(storage) => storage
-                .keyed_operation_bound()
-                .is_some_and(|bound| bound <= self.operation_timeout),
-        };
         let inner = Arc::new(Inner {
-            backend,
+            storage: self.storage,
             expiry,
             factory: self
                 .factory
-                .unwrap_or_else(|| Arc::new(|id| Session::new(id, SessionType::default()))),
-            operation_timeout: self.operation_timeout,
-            keyed_self_bounded,
-            cleanup_timeout: self.cleanup_timeout,
+                .unwrap_or_else(|| SessionType::default().into_factory()),
+            clock: self.clock,
             cleanup_interval,
             on_expired: self.on_expired,
             closed: AtomicBool::new(false),
@@ -603,6 +493,6 @@ impl ManagerBuilder {
             cleanup: Mutex::new(Cleanup::NotStarted),
         });
         inner.start_cleanup();
-        Manager { inner }
+        Ok(Manager { inner })
     }
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::codec::{Codec, CodecError};
-use crate::{SessionId, clock};
+use crate::SessionId;
 
 /// The kind of transport a session belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -63,9 +63,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// A new session of the given type, created and updated now.
+    /// A new session of the given type, created and updated now (by the
+    /// system clock; a manager stamps the sessions it creates from its own
+    /// clock).
     pub fn new(id: SessionId, session_type: SessionType) -> Self {
-        let now = clock::now();
+        let now = SystemTime::now();
         Self {
             id,
             session_type,
@@ -96,10 +98,20 @@ impl Session {
         self.updated_at
     }
 
-    /// Sets the last-written time to now. The manager does this on every
-    /// write, so callers rarely need to.
-    pub fn touch(&mut self) {
-        self.updated_at = clock::now();
+    /// Sets the last-written time; the manager does this on every write.
+    pub(crate) fn touch(&mut self, now: SystemTime) {
+        self.updated_at = now;
+    }
+
+    /// Sets both timestamps of a session the manager is about to create.
+    pub(crate) fn stamp_new(&mut self, now: SystemTime) {
+        self.created_at = now;
+        self.updated_at = now;
+    }
+
+    /// Replaces the last-written time; for restoring sessions from elsewhere.
+    pub fn set_updated_at(&mut self, at: SystemTime) {
+        self.updated_at = at;
     }
 
     /// Replaces the creation time; for restoring sessions from elsewhere.

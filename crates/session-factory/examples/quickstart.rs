@@ -4,11 +4,9 @@
 //!
 //! Run it with `cargo run -p session-factory --example quickstart`.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use session_factory::{Error, Session, SessionId, SessionType, new_manager};
+use session_factory::{Error, SessionConfig, SessionId, SessionType, Ttl, new_manager};
 
 /// What an application might keep per session.
 #[derive(Debug, Serialize, Deserialize)]
@@ -18,13 +16,11 @@ struct Cart {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    // `None` selects local storage; `Some(RedisConfig)` would select Redis.
-    let manager = new_manager(
-        Duration::from_secs(30 * 60),
-        |id| Session::new(id, SessionType::Streamable),
-        None,
-    )
-    .await?;
+    // No Redis settings select local storage; `.with_redis(RedisConfig)`,
+    // or a `[redis]` table in a file read by `SessionConfig::load`, would
+    // select Redis.
+    let config = SessionConfig::new(Ttl::from_secs(30 * 60)?);
+    let manager = new_manager(&config, SessionType::Streamable).await?;
     println!("manager ready: {manager:?}");
 
     let session = manager.create().await?;
@@ -54,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         found.get_metadata("user")
     );
 
-    match manager.add_with_id(session.id()).await {
+    match manager.create_with_id(session.id()).await {
         Err(Error::AlreadyExists(id)) => println!("re-adding {id} is refused: it already exists"),
         other => anyhow::bail!("a duplicate add must be refused, got {other:?}"),
     }
@@ -73,9 +69,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("sessions: {}", manager.count().await?);
 
-    manager.shutdown().await?;
+    manager.close().await?;
     match manager.get(&session.id()).await {
-        Err(error) => println!("after shutdown: {error}"),
+        Err(error) => println!("after close: {error}"),
         Ok(found) => anyhow::bail!("a closed manager answered {found:?}"),
     }
     Ok(())

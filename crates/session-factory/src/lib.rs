@@ -1,10 +1,12 @@
-//! Picks the session storage from configuration.
+//! Builds a session manager from configuration: on Redis when the
+//! configuration has Redis settings, on local (in-process) storage when it
+//! has none.
 //!
-//! This is the crate applications depend on. It re-exports the whole of
-//! `session-core` and adds [`new_manager`], which builds a [`Manager`] on
-//! Redis when given `Some(RedisConfig)` and on local (in-process) storage when
-//! given `None`. Swapping backends is therefore a change of configuration,
-//! not of code.
+//! This is the crate applications depend on. It re-exports the contract
+//! (`session-core`), the configuration (`session-config`) and the local
+//! storage (`session-local`), and adds [`new_manager`], the one way from
+//! configuration to a [`Manager`]. Swapping backends is therefore a change
+//! of configuration, not of code.
 //!
 //! The Redis client is compiled only with this crate's `redis` cargo feature,
 //! so applications that never use Redis never build it, nor any TLS library.
@@ -13,65 +15,49 @@
 //! silently, which would split a multi-replica deployment into islands.
 //!
 //! ```
-//! use std::time::Duration;
-//! use session_factory::{new_manager, Session, SessionType};
+//! use session_factory::{SessionConfig, SessionType, Ttl, new_manager};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), session_factory::Error> {
-//! let redis = None; // or Some(RedisConfig::standalone("127.0.0.1:6379", "mcp:sessions:"))
-//! let manager = new_manager(Duration::from_secs(1800), |id| Session::new(id, SessionType::Mcp), redis).await?;
-//! assert!(manager.is_local());
+//! // From code; `SessionConfig::load("sessions.toml")?` reads a file, and
+//! // `.with_redis(RedisConfig::standalone("127.0.0.1:6379", "mcp:sessions:")?)`
+//! // would keep the sessions in Redis (with the `redis` feature).
+//! let config = SessionConfig::new(Ttl::from_secs(1800)?);
+//! let manager = new_manager(&config, SessionType::Mcp).await?;
+//! assert_eq!(manager.describe().backend, "local");
 //! # Ok(())
 //! # }
 //! ```
 
 #![deny(missing_docs)]
 
-mod file;
-
-use std::time::Duration;
-
-pub use file::SessionConfig;
+pub use session_config::{self, RedisConfig, SessionConfig};
 pub use session_core::*;
+pub use session_local::LocalStorage;
 
-/// Builds a manager with `ttl` as the sliding session TTL: on Redis when
-/// `redis` is `Some` (the TTL is then the Redis key TTL), on local storage
-/// when it is `None`.
+/// Builds the manager `config` describes, whose factory makes each new
+/// session (a closure, or a [`SessionType`]): on Redis when `config` has
+/// Redis settings (the TTL is then the Redis key TTL), on local storage
+/// otherwise.
 ///
-/// The configuration is validated before anything else, without a network.
-/// Without the `redis` feature, `Some(config)` is an [`Error::Config`] that
-/// says how to enable it.
-pub async fn new_manager(
-    ttl: Duration,
-    factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
-    redis: Option<RedisConfig>,
-) -> Result<Manager> {
-    let ttl = Ttl::new(ttl)?;
-    match redis {
-        None => Ok(Manager::new(ttl, factory)),
-        Some(config) => new_manager_with_redis(ttl, factory, config).await,
+/// Fails when Redis cannot be reached with eager connect (the default),
+/// within its connect timeout, or when rustls refuses a certificate. Without
+/// the `redis` feature, a configuration with Redis settings is an
+/// [`Error::Config`] that says how to enable the feature.
+pub async fn new_manager(config: &SessionConfig, factory: impl IntoFactory) -> Result<Manager> {
+    match config.redis() {
+        None => build(config, factory, LocalStorage::new()),
+        Some(redis) => build(config, factory, redis_storage(redis).await?),
     }
 }
 
-/// Builds a manager on Redis (the Go `NewManagerWithRedis`), with `ttl` as
-/// the sliding session TTL and the Redis key TTL.
-///
-/// Fails with a typed error when the configuration is invalid (before any
-/// network access), when a PEM file cannot be read or parsed, and, with eager
-/// connect (the default), when Redis cannot be reached within the connect
-/// timeout. With lazy connect it succeeds while Redis is down. Without the
-/// `redis` feature it validates `config` and then fails with an
-/// [`Error::Config`] naming the missing feature.
-pub async fn new_manager_with_redis(
-    ttl: Ttl,
-    factory: impl Fn(SessionId) -> Session + Send + Sync + 'static,
-    config: RedisConfig,
-) -> Result<Manager> {
-    Ok(Manager::with_storage(
-        ttl,
-        factory,
-        redis_storage(&config).await?,
-    ))
+/// The manager of `config` on `storage`.
+fn build(config: &SessionConfig, factory: impl IntoFactory, storage: impl Storage) -> Result<Manager> {
+    Manager::builder(storage, config.ttl())
+        .factory(factory)
+        .max_lifetime(config.expiry().max_lifetime())
+        .cleanup_interval(config.cleanup_interval())
+        .build()
 }
 
 /// Connects the Redis storage `config` describes.
@@ -80,11 +66,11 @@ async fn redis_storage(config: &RedisConfig) -> Result<session_redis::RedisStora
     session_redis::RedisStorage::connect(config).await
 }
 
-/// Without the `redis` feature: validates, then refuses with an error that
-/// says how to enable the feature. It never falls back to local storage.
+/// Without the `redis` feature: refuses, with an error that says how to
+/// enable the feature. It never falls back to local storage (the return type
+/// only makes both bodies fit `new_manager`).
 #[cfg(not(feature = "redis"))]
-async fn redis_storage(config: &RedisConfig) -> Result<LocalStorage> {
-    config.validate()?;
+async fn redis_storage(_config: &RedisConfig) -> Result<LocalStorage> {
     Err(Error::config(
         "redis",
         "Redis storage was requested but this build of session-factory has no Redis support: \

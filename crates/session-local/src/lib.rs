@@ -1,396 +1,189 @@
-//! A concurrent in-memory map whose entries expire: the storage behind the
-//! embedded (single-process) session backend.
+//! In-memory session storage: the embedded default backend.
+//!
+//! [`LocalStorage`] keeps sessions in the memory of one process, for
+//! single-replica deployments and tests. It implements the storage contract
+//! of `session-core` ([`Storage`]) and exposes its synchronous form
+//! ([`SyncStorage`]): every operation completes without waiting, so the
+//! manager calls it directly, with no boxed future and no timer.
 //!
 //! # Layout
 //!
-//! This crate knows nothing about sessions. It holds values under keys, each
-//! with an expiry deadline, and answers the questions a session store asks:
-//! insert if absent, replace if present, read and push the deadline forward,
-//! remove, sweep everything that expired, and count what is alive. The
-//! `session-core` crate wraps it as `LocalStorage`; keeping the map generic is
-//! what lets `session-core` construct local storage (for `Manager::new`)
-//! without a dependency cycle, and it keeps this crate free of every codec,
-//! network and TLS dependency.
+//! - [`LocalStorage`]: the storage, on
+//! - [`map::ExpiringMap`]: a concurrent map whose entries carry a sliding
+//!   expiry deadline. Its module documentation is the concurrency argument
+//!   (reads take only a shard read lock; a sweep never evicts an entry read
+//!   within its TTL).
 //!
-//! # Concurrency
+//! ```
+//! use session_core::{Manager, SessionType, Ttl};
+//! use session_local::LocalStorage;
 //!
-//! The map is a [`DashMap`]: a fixed number of shards, each a hash map behind
-//! its own reader-writer lock. Reads take a shard's read lock, so loads on
-//! different cores never contend on a single lock. The deadline of an entry
-//! lives in an [`AtomicU64`] inside the entry, so a read can push it forward
-//! while holding only the read lock.
-//!
-//! The sweep finds expired entries under read locks, then removes each one
-//! under its shard's write lock, checking its deadline again there. A read
-//! that pushed a deadline forward either finished before the sweep took the
-//! lock (and the sweep sees the new deadline) or starts after the sweep
-//! released it (and finds the entry only if it was still alive). So the sweep
-//! can never evict an entry that was read or written within its TTL, even when
-//! both run at the same time; `tests/concurrent_sweep.rs` hammers exactly
-//! that. Each write-lock hold covers one entry and frees nothing (removed
-//! values are dropped after the lock is released), so a sweep of a million
-//! entries never stalls readers for more than a moment.
-//!
-//! # Time
-//!
-//! Deadlines are [`tokio::time::Instant`]s, so tests that pause Tokio's clock
-//! (`tokio::time::pause`) drive expiry deterministically.
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), session_core::Error> {
+//! let manager = Manager::builder(LocalStorage::new(), Ttl::from_secs(60)?)
+//!     .factory(SessionType::Mcp)
+//!     .build()?;
+//! let id = manager.create().await?.id();
+//! assert!(manager.get(&id).await?.is_some());
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 
-use std::borrow::Borrow;
-use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+pub mod map;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use session_core::{
+    Description, Error, Result, Session, SessionId, Storage, SyncStorage, Topology, Ttl,
+};
 use tokio::time::Instant;
 
-/// The number of shards. A power of two well above the core count keeps
-/// write-lock contention low, and keeps short the read-lock walk of one shard
-/// in the sweep's first phase, during which writers of that shard wait (a
-/// million entries over 256 shards is about four thousand per shard).
-const SHARDS: usize = 256;
+use crate::map::ExpiringMap;
 
-/// A concurrent map whose entries carry an expiry deadline.
+/// In-memory storage for a single process: the embedded default.
 ///
-/// Every operation that writes or reads an entry takes a `ttl` and moves the
-/// entry's deadline to `now + ttl`: this is the sliding expiry of a session.
-/// An entry whose deadline has passed is treated as absent by every operation
-/// at once, even before [`ExpiringMap::sweep`] physically removes it.
-pub struct ExpiringMap<K, V> {
-    entries: DashMap<K, Slot<V>>,
-    /// The instant that deadlines are measured from, in nanoseconds, so that a
-    /// deadline fits in an `AtomicU64`.
-    epoch: Instant,
+/// Sessions are kept as `Arc<Session>` in a sharded concurrent map
+/// ([`ExpiringMap`]), so a read costs a shard read lock and a reference
+/// count, and returns an immutable snapshot. The storage owns each session's
+/// expiry deadline (on Tokio's monotonic clock) and pushes it forward on
+/// every read and write; an expired session is invisible at once, and
+/// [`Storage::delete_expired`] frees its memory. Clones share the same
+/// sessions.
+#[derive(Clone, Default)]
+pub struct LocalStorage {
+    inner: Arc<Inner>,
 }
 
-struct Slot<V> {
-    value: V,
-    /// Nanoseconds after `epoch` at which the entry expires.
-    deadline: AtomicU64,
+#[derive(Default)]
+struct Inner {
+    map: ExpiringMap<SessionId, Arc<Session>>,
+    closed: AtomicBool,
 }
 
-impl<K: Eq + Hash, V> std::fmt::Debug for ExpiringMap<K, V> {
+impl std::fmt::Debug for LocalStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Keys are session ids, which act as bearer credentials for a
-        // session: they are deliberately not printed.
-        f.debug_struct("ExpiringMap")
-            .field("entries", &self.entries.len())
-            .finish_non_exhaustive()
+        f.debug_struct("LocalStorage")
+            .field("entries", &self.inner.map.len())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
-impl<K, V> Default for ExpiringMap<K, V>
-where
-    K: Eq + Hash + Clone,
-    V: Clone,
-{
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<K, V> ExpiringMap<K, V>
-where
-    K: Eq + Hash + Clone,
-    V: Clone,
-{
-    /// Creates an empty map.
+impl LocalStorage {
+    /// An empty store.
     pub fn new() -> Self {
-        Self {
-            entries: DashMap::with_shard_amount(SHARDS),
-            epoch: Instant::now(),
+        Self::default()
+    }
+
+    /// The number of entries held, including expired ones the sweep has not
+    /// freed yet: constant time, for diagnostics (the live count is
+    /// [`Storage::count`]).
+    pub fn entries(&self) -> usize {
+        self.inner.map.len()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
         }
-    }
-
-    /// Converts an instant to nanoseconds after the epoch. Instants before the
-    /// epoch clamp to zero, which only ever makes an entry look older.
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    fn deadline_after(&self, now: Instant, ttl: Duration) -> u64 {
-        self.nanos(now)
-            .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    fn slot(&self, value: V, now: Instant, ttl: Duration) -> Slot<V> {
-        Slot {
-            value,
-            deadline: AtomicU64::new(self.deadline_after(now, ttl)),
-        }
-    }
-
-    /// Inserts `value` unless a live entry already holds `key`; returns whether
-    /// it inserted. An expired entry that the sweep has not removed yet counts
-    /// as absent and is replaced.
-    pub fn insert_if_absent(&self, key: K, value: V, ttl: Duration) -> bool {
-        // The entry API holds the shard's write lock from the check to the
-        // insert, which is what makes this an atomic insert-if-absent.
-        match self.entries.entry(key) {
-            Entry::Occupied(mut occupied) => {
-                let now = Instant::now();
-                if occupied.get().deadline.load(Ordering::Acquire) > self.nanos(now) {
-                    return false;
-                }
-                occupied.insert(self.slot(value, now, ttl));
-                true
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert(self.slot(value, Instant::now(), ttl));
-                true
-            }
-        }
-    }
-
-    /// Replaces the value of a live entry; returns whether it did. An absent or
-    /// expired key is left absent, so a write can never bring back an entry
-    /// that was removed or that expired.
-    pub fn replace_if_present<Q>(&self, key: &Q, value: V, ttl: Duration) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let Some(mut slot) = self.entries.get_mut(key) else {
-            return false;
-        };
-        let now = Instant::now();
-        if slot.deadline.load(Ordering::Acquire) <= self.nanos(now) {
-            // Removing it here would need the key by value; the sweep will.
-            return false;
-        }
-        *slot = self.slot(value, now, ttl);
-        true
-    }
-
-    /// Inserts or replaces the value under `key` unconditionally.
-    pub fn upsert(&self, key: K, value: V, ttl: Duration) {
-        let slot = self.slot(value, Instant::now(), ttl);
-        self.entries.insert(key, slot);
-    }
-
-    /// Returns a clone of the live value under `key` and moves its deadline to
-    /// `now + ttl`; `None` when the key is absent or expired.
-    pub fn get_and_refresh<Q>(&self, key: &Q, ttl: Duration) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let slot = self.entries.get(key)?;
-        // The clock is read while the shard's read lock is held, so a sweep
-        // (which needs the write lock) is either entirely before or entirely
-        // after this read: see the crate documentation.
-        let now = Instant::now();
-        if slot.deadline.load(Ordering::Acquire) <= self.nanos(now) {
-            return None;
-        }
-        slot.deadline
-            .store(self.deadline_after(now, ttl), Ordering::Release);
-        Some(slot.value.clone())
-    }
-
-    /// Returns a clone of the live value under `key` without touching its
-    /// deadline.
-    pub fn peek<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let slot = self.entries.get(key)?;
-        let alive = slot.deadline.load(Ordering::Acquire) > self.nanos(Instant::now());
-        alive.then(|| slot.value.clone())
-    }
-
-    /// Caps the deadline of a live entry at `now + ttl` if that is earlier than
-    /// its current deadline; returns whether the entry is still alive.
-    pub fn cap_deadline<Q>(&self, key: &Q, ttl: Duration) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let Some(slot) = self.entries.get(key) else {
-            return false;
-        };
-        let now = Instant::now();
-        if slot.deadline.load(Ordering::Acquire) <= self.nanos(now) {
-            return false;
-        }
-        slot.deadline
-            .fetch_min(self.deadline_after(now, ttl), Ordering::AcqRel);
-        !ttl.is_zero()
-    }
-
-    /// Removes `key`; returns whether a live entry was removed. Removing an
-    /// absent key is not an error.
-    pub fn remove<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        match self.entries.remove(key) {
-            Some((_, slot)) => slot.deadline.load(Ordering::Acquire) > self.nanos(Instant::now()),
-            None => false,
-        }
-    }
-
-    /// Removes every entry whose deadline is at or before `before` and returns
-    /// their keys.
-    ///
-    /// The sweep runs in two phases so that no lock is held for long, however
-    /// many entries expired. First it walks the shards under their read locks
-    /// (readers are never blocked) and notes the keys that look expired. Then
-    /// it removes each of them with its own short write-lock hold, checking the
-    /// deadline again under that lock: a read that refreshed the entry in
-    /// between is seen, so a live entry is never removed. The removed values
-    /// are dropped after the lock is released, because freeing a session's
-    /// allocations under the lock is what used to stall readers of the shard.
-    pub fn sweep(&self, before: Instant) -> Vec<K> {
-        let cutoff = self.nanos(before);
-        let expired = |slot: &Slot<V>| slot.deadline.load(Ordering::Acquire) <= cutoff;
-        let candidates: Vec<K> = self
-            .entries
-            .iter()
-            .filter(|entry| expired(entry.value()))
-            .map(|entry| entry.key().clone())
-            .collect();
-        let mut removed = Vec::with_capacity(candidates.len());
-        for key in candidates {
-            // `remove_if` holds the shard's write lock only for this entry;
-            // the value it hands back is dropped outside the lock.
-            if let Some((key, slot)) = self.entries.remove_if(&key, |_, slot| expired(slot)) {
-                drop(slot);
-                removed.push(key);
-            }
-        }
-        removed
-    }
-
-    /// Counts the live entries. Entries that expired but were not swept yet are
-    /// not counted, so the figure is exact at the moment each shard is read.
-    pub fn count_live(&self) -> usize {
-        let now = self.nanos(Instant::now());
-        self.entries
-            .iter()
-            .filter(|slot| slot.deadline.load(Ordering::Acquire) > now)
-            .count()
-    }
-
-    /// The number of entries held, including expired ones not yet swept. This
-    /// is constant time; [`ExpiringMap::count_live`] is the exact figure.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the map holds no entries at all.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Removes every entry.
-    pub fn clear(&self) {
-        self.entries.clear();
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TTL: Duration = Duration::from_secs(10);
-
-    #[tokio::test(start_paused = true)]
-    async fn insert_if_absent_inserts_once() {
-        let map = ExpiringMap::new();
-        assert!(map.insert_if_absent("a", 1, TTL));
-        assert!(!map.insert_if_absent("a", 2, TTL));
-        assert_eq!(map.peek("a"), Some(1));
+impl SyncStorage for LocalStorage {
+    fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.check_open()?;
+        Ok(self
+            .inner
+            .map
+            .insert_if_absent(session.id(), session, ttl.get()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn expired_entry_is_absent_before_the_sweep() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        tokio::time::advance(TTL).await;
-        assert_eq!(map.get_and_refresh("a", TTL), None);
-        assert_eq!(map.count_live(), 0);
-        assert_eq!(map.len(), 1, "the expired entry waits for the sweep");
-        // A create may take the place of an expired entry...
-        assert!(map.insert_if_absent("a", 2, TTL));
-        assert_eq!(map.peek("a"), Some(2));
+    fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.check_open()?;
+        let id = session.id();
+        Ok(self.inner.map.replace_if_present(&id, session, ttl.get()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn replace_never_revives_an_expired_entry() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        tokio::time::advance(TTL + Duration::from_millis(1)).await;
-        assert!(!map.replace_if_present("a", 2, TTL));
-        assert_eq!(map.peek("a"), None);
+    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+        self.check_open()?;
+        self.inner.map.upsert(session.id(), session, ttl.get());
+        Ok(())
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn reads_slide_the_deadline() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        for _ in 0..5 {
-            tokio::time::advance(TTL / 2).await;
-            assert_eq!(map.get_and_refresh("a", TTL), Some(1));
-        }
-        tokio::time::advance(TTL / 2).await;
-        assert!(map.sweep(Instant::now()).is_empty());
-        tokio::time::advance(TTL / 2).await;
-        assert_eq!(map.sweep(Instant::now()), vec!["a"]);
-        assert!(map.is_empty());
+    fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        self.check_open()?;
+        Ok(self.inner.map.get_and_refresh(id, ttl.get()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn peek_does_not_slide_the_deadline() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        tokio::time::advance(TTL / 2).await;
-        assert_eq!(map.peek("a"), Some(1));
-        tokio::time::advance(TTL / 2).await;
-        assert_eq!(map.peek("a"), None);
+    fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.inner.map.cap_deadline(id, ttl.get()))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cap_deadline_only_shortens() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        assert!(map.cap_deadline("a", TTL * 2));
-        tokio::time::advance(TTL).await;
-        assert_eq!(
-            map.peek("a"),
-            None,
-            "a longer cap must not extend the deadline"
-        );
-        map.upsert("b", 1, TTL);
-        assert!(map.cap_deadline("b", Duration::from_secs(1)));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(map.peek("b"), None);
+    fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.inner.map.remove(id))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn remove_reports_liveness_and_is_idempotent() {
-        let map = ExpiringMap::new();
-        map.upsert("a", 1, TTL);
-        assert!(map.remove("a"));
-        assert!(!map.remove("a"));
-        assert!(!map.remove("never"));
+    fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
+        self.check_open()?;
+        Ok(self.inner.map.sweep(before))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn count_live_is_exact() {
-        let map = ExpiringMap::new();
-        for i in 0..100 {
-            map.upsert(i, i, if i % 2 == 0 { TTL } else { TTL * 2 });
-        }
-        assert_eq!(map.count_live(), 100);
-        tokio::time::advance(TTL).await;
-        assert_eq!(map.count_live(), 50);
-        map.clear();
-        assert_eq!(map.count_live(), 0);
+    /// Exact, O(sessions).
+    fn count(&self) -> Result<usize> {
+        self.check_open()?;
+        Ok(self.inner.map.count_live())
+    }
+
+    /// Empties the store; every clone is closed. Idempotent.
+    fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.map.clear();
+        Ok(())
+    }
+}
+
+impl Storage for LocalStorage {
+    async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        SyncStorage::create(self, session, ttl)
+    }
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        SyncStorage::update(self, session, ttl)
+    }
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+        SyncStorage::upsert(self, session, ttl)
+    }
+    async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        SyncStorage::get(self, id, ttl)
+    }
+    async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        SyncStorage::expire(self, id, ttl)
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        SyncStorage::delete(self, id)
+    }
+    async fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
+        SyncStorage::delete_expired(self, before)
+    }
+    async fn count(&self) -> Result<usize> {
+        SyncStorage::count(self)
+    }
+    async fn ping(&self) -> Result<()> {
+        self.check_open()
+    }
+    fn describe(&self) -> Description {
+        Description::new("local", Topology::InProcess, true)
+    }
+    async fn close(&self) -> Result<()> {
+        SyncStorage::close(self)
+    }
+    fn as_sync(&self) -> Option<&dyn SyncStorage> {
+        Some(self)
     }
 }

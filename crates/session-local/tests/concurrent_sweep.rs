@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use session_local::ExpiringMap;
+use session_local::map::ExpiringMap;
 use tokio::time::Instant;
 
 const TTL: Duration = Duration::from_millis(5);

@@ -1,6 +1,14 @@
-//! Turning a [`RedisConfig`] into a fred client, TLS included.
+//! Turning a [`RedisConfig`] into fred clients, TLS included.
+//!
+//! The settings arrive resolved (addresses parsed, PEM files read, every
+//! rule checked: see `session-config`), so nothing here checks them again;
+//! what can still fail is what only rustls can judge, a PEM that does not
+//! parse or a certificate it refuses. The TLS setup is built once per
+//! storage and shared by the data client and the sentinel watchers, and
+//! every fred builder gets its timeouts from [`tune`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fred::prelude::{Builder, Config, ReconnectPolicy, Server, ServerConfig};
 use fred::types::config::{ClusterDiscoveryPolicy, TlsConfig as FredTls, TlsConnector};
@@ -8,63 +16,148 @@ use rustls::RootCertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use session_core::config::{PemSource, RedisConfig, TlsConfig};
-use session_core::{Error, Result};
+use session_config::{Addr, ConnectMode, Pem, RedisConfig, RedisTopology, Roots, TlsConfig};
+use session_core::{ConfigError, Error, Result};
 
-/// Builds the fred client for `config` without touching the network.
-pub(crate) fn build_client(config: &RedisConfig) -> Result<fred::clients::Client> {
-    let mut fred_config = Config {
-        username: config.username.clone(),
-        password: config.password.as_ref().map(|p| p.expose().to_owned()),
-        database: (config.db != 0).then_some(config.db),
-        server: server_config(config)?,
-        tls: tls_config(config)?,
-        // Eager connect reports the first connection error; lazy connect must
-        // instead keep retrying until Redis comes up.
-        fail_fast: matches!(config.connect, session_core::config::ConnectMode::Eager),
-        ..Config::default()
-    };
-    if config.password.is_some() && config.username.is_none() {
-        // fred sends AUTH with the password alone, which Redis applies to the
-        // `default` user; nothing to do, but keep the intent explicit.
-        fred_config.username = None;
-    }
+/// What a client built by [`tune`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The data client: the configured reconnect policy, and one attempt per
+    /// command.
+    Data,
+    /// A sentinel watcher: it reconnects forever (it has no caller to report
+    /// to, and a sentinel that comes back must be heard again).
+    Watcher,
+}
 
-    let policy = &config.reconnect;
-    let millis = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-    let command_timeout = config.command_timeout;
-    let connect_timeout = config.connect_timeout;
-
-    let mut builder = Builder::from_config(fred_config);
+/// Sets the timeouts, the reconnect policy and the command attempts of every
+/// client the storage builds.
+pub(crate) fn tune(builder: &mut Builder, config: &RedisConfig, role: Role) {
+    let command_timeout = config.command_timeout();
+    let connect_timeout = config.connect_timeout();
     builder
         .with_connection_config(|connection| {
             connection.connection_timeout = connect_timeout;
             connection.internal_command_timeout = command_timeout;
             // A connection that sits on an unanswered command for longer than
-            // the command timeout is considered dead and replaced, so a stalled
-            // server cannot wedge the client after it recovers.
+            // the command timeout is considered dead and replaced, so a
+            // stalled server cannot wedge the client after it recovers.
             connection.unresponsive.max_timeout = Some(command_timeout);
             connection.unresponsive.interval =
-                (command_timeout / 4).max(std::time::Duration::from_millis(50));
-            // fred re-sends a command whose reply was lost to a dropped
-            // connection. For `SET NX` that turns a create that succeeded into
-            // `AlreadyExists` (the retry finds the key the first attempt
-            // wrote), and for `DEL` into "was not there". One attempt makes
-            // such a command fail with a retryable error instead: its outcome
-            // is unknown, and the caller is told so.
-            connection.max_command_attempts = 1;
+                (command_timeout / 4).max(Duration::from_millis(50));
+            if role == Role::Data {
+                // fred re-sends a command whose reply was lost to a dropped
+                // connection. For `SET NX` that turns a create that succeeded
+                // into `AlreadyExists` (the retry finds the key the first
+                // attempt wrote), and for `DEL` into "was not there". One
+                // attempt makes such a command fail with a retryable error
+                // instead: its outcome is unknown, and the caller is told so.
+                connection.max_command_attempts = 1;
+            }
         })
         .with_performance_config(|performance| {
-            // fred's default is 0: no timeout at all, which hangs forever on a
-            // dead connection. Every command gets the configured bound.
+            // fred's default is 0: no timeout at all, which hangs forever on
+            // a dead connection. Every command gets the configured bound.
             performance.default_command_timeout = command_timeout;
-        })
-        .set_policy(ReconnectPolicy::new_exponential(
-            policy.max_attempts,
-            millis(policy.min_delay),
-            millis(policy.max_delay),
-            2,
-        ));
+        });
+    let policy = config.reconnect();
+    let max_attempts = match role {
+        Role::Data => policy.max_attempts(),
+        Role::Watcher => 0,
+    };
+    builder.set_policy(ReconnectPolicy::new_exponential(
+        max_attempts,
+        millis(policy.min_delay()),
+        millis(policy.max_delay()),
+        2,
+    ));
+}
+
+fn millis(duration: Duration) -> u32 {
+    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// A fred server for `addr`, checked against `tls_name` under TLS.
+pub(crate) fn server(addr: &Addr, tls_name: Option<&str>) -> Server {
+    let mut server = Server::new(addr.host(), addr.port());
+    if let Some(name) = tls_name {
+        server.tls_server_name = Some(name.into());
+    }
+    server
+}
+
+/// The TLS server name to check the sentinels' certificates against: the
+/// sentinel's own setting, else the data nodes'.
+pub(crate) fn sentinel_tls_name(config: &RedisConfig) -> Option<&str> {
+    let data = config.tls().and_then(|tls| tls.server_name.as_deref());
+    config
+        .sentinel_config()
+        .and_then(|sentinel| sentinel.tls())
+        .and_then(|tls| tls.server_name.as_deref())
+        .or(data)
+}
+
+/// Builds the data client for `config` without touching the network.
+pub(crate) fn data_client(
+    config: &RedisConfig,
+    tls: Option<FredTls>,
+) -> Result<fred::clients::Client> {
+    let tls_name = config.tls().and_then(|tls| tls.server_name.as_deref());
+    let (server, database) = match config.topology() {
+        RedisTopology::Standalone { addr, db } => (
+            ServerConfig::Centralized {
+                server: server(addr, tls_name),
+            },
+            *db,
+        ),
+        RedisTopology::Cluster { seed } => (
+            ServerConfig::Clustered {
+                hosts: vec![server(seed, tls_name)],
+                policy: ClusterDiscoveryPolicy::default(),
+            },
+            0,
+        ),
+        RedisTopology::Sentinel { sentinel, db } => {
+            let sentinel_name = sentinel_tls_name(config);
+            (
+                ServerConfig::Sentinel {
+                    hosts: sentinel
+                        .addrs()
+                        .iter()
+                        .map(|addr| server(addr, sentinel_name))
+                        .collect(),
+                    service_name: sentinel.master_name().to_owned(),
+                    username: sentinel.auth().and_then(|auth| auth.username.clone()),
+                    password: sentinel
+                        .auth()
+                        .map(|auth| auth.password.expose().to_owned()),
+                },
+                *db,
+            )
+        }
+        // The topology enum is non-exhaustive for the config crate's users;
+        // a topology this crate does not know cannot be connected.
+        #[allow(unreachable_patterns)]
+        _ => {
+            return Err(Error::config("redis", "this topology is not supported"));
+        }
+    };
+    // fred sends AUTH with the password alone when there is no user name,
+    // which Redis applies to the `default` user.
+    let auth = config.auth();
+    let fred_config = Config {
+        username: auth.and_then(|auth| auth.username.clone()),
+        password: auth.map(|auth| auth.password.expose().to_owned()),
+        database: (database != 0).then_some(database),
+        server,
+        tls,
+        // Eager connect reports the first connection error; lazy connect must
+        // instead keep retrying until Redis comes up.
+        fail_fast: config.connect_mode() == ConnectMode::Eager,
+        ..Config::default()
+    };
+    let mut builder = Builder::from_config(fred_config);
+    tune(&mut builder, config, Role::Data);
     builder.build().map_err(|error| {
         Error::config(
             "redis",
@@ -73,122 +166,25 @@ pub(crate) fn build_client(config: &RedisConfig) -> Result<fred::clients::Client
     })
 }
 
-pub(crate) fn parse_server(field: &str, addr: &str, tls_name: Option<&str>) -> Result<Server> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| Error::config(field, format!("{addr:?} is not `host:port`")))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| Error::config(field, format!("{addr:?} has no valid port")))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let mut server = Server::new(host, port);
-    if let Some(name) = tls_name {
-        server.tls_server_name = Some(name.into());
-    }
-    Ok(server)
-}
-
-/// The TLS server name to check the sentinels' certificates against: the
-/// sentinel's own setting, else the data nodes'.
-pub(crate) fn sentinel_tls_name(config: &RedisConfig) -> Option<&str> {
-    let data = config
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.server_name.as_deref());
-    config
-        .sentinel
-        .as_ref()
-        .and_then(|sentinel| sentinel.tls.as_ref())
-        .and_then(|tls| tls.server_name.as_deref())
-        .or(data)
-}
-
-fn server_config(config: &RedisConfig) -> Result<ServerConfig> {
-    let tls_name = config
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.server_name.as_deref());
-    if let Some(sentinel) = &config.sentinel {
-        let sentinel_tls_name = sentinel_tls_name(config);
-        let hosts = sentinel
-            .addrs
-            .iter()
-            .map(|addr| parse_server("redis.sentinel.addrs", addr, sentinel_tls_name))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok(ServerConfig::Sentinel {
-            hosts,
-            service_name: sentinel.master_name.clone(),
-            username: sentinel.username.clone(),
-            password: sentinel.password.as_ref().map(|p| p.expose().to_owned()),
-        });
-    }
-    let addr = config
-        .addr
-        .as_deref()
-        .ok_or_else(|| Error::config("redis.addr", "give `addr` or `sentinel`"))?;
-    let server = parse_server("redis.addr", addr, tls_name)?;
-    Ok(if config.cluster {
-        ServerConfig::Clustered {
-            hosts: vec![server],
-            policy: ClusterDiscoveryPolicy::default(),
-        }
-    } else {
-        ServerConfig::Centralized { server }
-    })
-}
-
+/// The one TLS setup of a storage, for its data client and its sentinel
+/// watchers.
+///
 /// fred 10 opens sentinel and data connections with one TLS configuration.
-/// The separate `sentinel.tls` setting is honoured as far as that allows: its
-/// CA certificates are trusted beside the data nodes' CA certificates, and a
-/// client identity given in either is used for both. Mixing TLS and plain
-/// text between sentinels and data nodes, or two different client
-/// identities, cannot be expressed and is a configuration error rather than a
-/// silent downgrade.
-pub(crate) fn tls_config(config: &RedisConfig) -> Result<Option<FredTls>> {
-    let data = config.tls.as_ref();
-    let sentinel = config.sentinel.as_ref().and_then(|s| s.tls.as_ref());
-    let (primary, primary_field, extra) = match (data, sentinel) {
-        (None, None) => return Ok(None),
-        (Some(data), None) if config.sentinel.is_some() => (data, "redis.tls", None),
-        (Some(data), None) => (data, "redis.tls", None),
-        (None, Some(_)) => {
-            return Err(Error::config(
-                "redis.sentinel.tls",
-                "sentinel TLS without data-node TLS is not supported: the client uses one transport for both; \
-                 set `redis.tls` too",
-            ));
-        }
-        (Some(data), Some(sentinel)) => (data, "redis.tls", Some(sentinel)),
+/// The separate sentinel TLS settings are honoured as far as that allows: its
+/// CA certificates are trusted beside the data nodes' ones, and a client
+/// identity given in either is used for both (the configuration refuses two
+/// different ones, and sentinel TLS without data TLS).
+pub(crate) fn tls(config: &RedisConfig) -> Result<Option<FredTls>> {
+    let Some(data) = config.tls() else {
+        return Ok(None);
     };
-    if let Some(extra) = extra {
-        let data_identity = (&primary.client_cert, &primary.client_key);
-        let sentinel_identity = (&extra.client_cert, &extra.client_key);
-        if data_identity.0.is_some()
-            && sentinel_identity.0.is_some()
-            && data_identity != sentinel_identity
-        {
-            return Err(Error::config(
-                "redis.sentinel.tls.client_cert",
-                "the client presents one certificate to sentinels and data nodes; give the same one or only one",
-            ));
-        }
-    }
-    let client_config = rustls_config(primary, primary_field, extra)?;
+    let sentinel = config.sentinel_config().and_then(|s| s.tls());
+    let client_config = rustls_config(data, sentinel)?;
     Ok(Some(FredTls::from(TlsConnector::from(client_config))))
 }
 
-fn read_pem(source: &PemSource, field: &str) -> Result<Vec<u8>> {
-    match source {
-        PemSource::Pem(pem) => Ok(pem.expose().as_bytes().to_vec()),
-        PemSource::File(path) => {
-            session_core::config::read_file(field, path, session_core::config::FILE_LIMIT)
-        }
-    }
-}
-
-fn read_certs(source: &PemSource, field: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let pem = read_pem(source, field)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+fn read_certs(pem: &Pem, field: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|error| Error::config(field, format!("invalid PEM: {error}")))?;
     if certs.is_empty() {
@@ -197,23 +193,22 @@ fn read_certs(source: &PemSource, field: &str) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-fn read_key(source: &PemSource, field: &str) -> Result<PrivateKeyDer<'static>> {
-    let pem = read_pem(source, field)?;
+fn read_key(pem: &Pem, field: &str) -> Result<PrivateKeyDer<'static>> {
     // The parser's error is not echoed: it could quote key material.
-    rustls_pemfile::private_key(&mut pem.as_slice())
+    rustls_pemfile::private_key(&mut pem.as_bytes())
         .map_err(|_| Error::config(field, "invalid PEM"))?
         .ok_or_else(|| Error::config(field, "no private key found in the PEM data"))
 }
 
-fn rustls_config(tls: &TlsConfig, field: &str, extra: Option<&TlsConfig>) -> Result<ClientConfig> {
+fn rustls_config(data: &TlsConfig, sentinel: Option<&TlsConfig>) -> Result<ClientConfig> {
     // One explicit provider: fred is built with ring, and relying on a
     // process-wide default provider panics when another crate enables aws-lc.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|error| Error::config(field, format!("TLS setup failed: {error}")))?;
+        .map_err(|error| Error::config("redis.tls", format!("TLS setup failed: {error}")))?;
 
-    let insecure = tls.insecure_skip_verify || extra.is_some_and(|e| e.insecure_skip_verify);
+    let insecure = data.insecure_skip_verify || sentinel.is_some_and(|s| s.insecure_skip_verify);
     let builder = if insecure {
         tracing::warn!(
             "redis TLS certificate verification is DISABLED (insecure_skip_verify): \
@@ -225,14 +220,14 @@ fn rustls_config(tls: &TlsConfig, field: &str, extra: Option<&TlsConfig>) -> Res
     } else {
         let mut roots = RootCertStore::empty();
         let mut any_ca = false;
-        for (config, field) in [
-            (Some(tls), format!("{field}.ca_cert")),
-            (extra, "redis.sentinel.tls.ca_cert".to_owned()),
+        for (tls, field) in [
+            (Some(data), "redis.tls.ca_cert"),
+            (sentinel, "redis.sentinel.tls.ca_cert"),
         ] {
-            if let Some(ca) = config.and_then(|c| c.ca_cert.as_ref()) {
-                for cert in read_certs(ca, &field)? {
+            if let Some(Roots::Pem(ca)) = tls.map(|tls| &tls.roots) {
+                for cert in read_certs(ca, field)? {
                     roots.add(cert).map_err(|error| {
-                        Error::config(field.as_str(), format!("unusable CA certificate: {error}"))
+                        Error::config(field, format!("unusable CA certificate: {error}"))
                     })?;
                 }
                 any_ca = true;
@@ -243,7 +238,7 @@ fn rustls_config(tls: &TlsConfig, field: &str, extra: Option<&TlsConfig>) -> Res
             let (added, _) = roots.add_parsable_certificates(native.certs);
             if added == 0 {
                 return Err(Error::config(
-                    format!("{field}.ca_cert"),
+                    "redis.tls.ca_cert",
                     "no CA certificate given and none found in the system store",
                 ));
             }
@@ -251,25 +246,48 @@ fn rustls_config(tls: &TlsConfig, field: &str, extra: Option<&TlsConfig>) -> Res
         builder.with_root_certificates(roots)
     };
 
-    let identity = match (&tls.client_cert, &tls.client_key) {
-        (Some(cert), Some(key)) => Some((cert, key, field.to_owned())),
-        _ => extra.and_then(|e| match (&e.client_cert, &e.client_key) {
-            (Some(cert), Some(key)) => Some((cert, key, "redis.sentinel.tls".to_owned())),
-            _ => None,
-        }),
+    let identity = match (&data.identity, sentinel.and_then(|s| s.identity.as_ref())) {
+        (Some(identity), _) => Some((identity, "redis.tls")),
+        (None, Some(identity)) => Some((identity, "redis.sentinel.tls")),
+        (None, None) => None,
     };
-    match identity {
-        Some((cert, key, field)) => {
-            let chain = read_certs(cert, &format!("{field}.client_cert"))?;
-            let key = read_key(key, &format!("{field}.client_key"))?;
-            builder.with_client_auth_cert(chain, key).map_err(|error| {
-                Error::config(
-                    format!("{field}.client_key"),
-                    format!("unusable client key: {error}"),
-                )
-            })
+    let Some((identity, table)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let cert_field = format!("{table}.client_cert");
+    let chain = read_certs(&identity.cert_chain, &cert_field)?;
+    let key = read_key(&identity.key, &format!("{table}.client_key"))?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|error| identity_error(table, &error).into())
+}
+
+/// The error for a client certificate or key that rustls refuses.
+///
+/// rustls checks our own certificate with the same code that checks a
+/// server's, so its message reads "invalid peer certificate" about a
+/// certificate that is ours, and it comes out of the call that adds the key.
+/// The error names the certificate when the certificate is at fault, says
+/// that it is the client's own, and says how to fix the usual cause.
+fn identity_error(table: &str, error: &rustls::Error) -> ConfigError {
+    match error {
+        rustls::Error::InvalidCertificate(reason) => {
+            let reason = format!("{reason:?}");
+            let hint = if reason.contains("UnsupportedCertVersion") {
+                "; it is not an X.509 v3 certificate: reissue it as X.509 v3 (for example \
+                 `openssl x509 -req ... -extfile` with at least one extension)"
+            } else {
+                ""
+            };
+            ConfigError::new(
+                format!("{table}.client_cert"),
+                format!("our client certificate is unusable: {reason}{hint}"),
+            )
         }
-        None => Ok(builder.with_no_client_auth()),
+        other => ConfigError::new(
+            format!("{table}.client_key"),
+            format!("the client key does not fit the client certificate or is unusable: {other}"),
+        ),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use fred::error::{Error as RedisError, ErrorKind};
-use session_core::{BackendErrorKind, Error};
+use session_core::{BackendErrorKind, Error, Operation};
 
 /// What the mapping needs to know besides the error itself.
 #[derive(Clone, Debug)]
@@ -16,9 +16,19 @@ pub(crate) struct ErrorContext {
 }
 
 impl ErrorContext {
+    /// The context of the storage `config` describes.
+    pub(crate) fn new(config: &session_config::RedisConfig) -> Self {
+        Self {
+            command_timeout: config.command_timeout(),
+            secrets: config.secrets().into_iter().map(str::to_owned).collect(),
+        }
+    }
+}
+
+impl ErrorContext {
     /// Maps a fred error from `operation` into a core error, with secrets
     /// removed from its message.
-    pub(crate) fn map(&self, operation: &'static str, error: &RedisError) -> Error {
+    pub(crate) fn map(&self, operation: Operation, error: &RedisError) -> Error {
         let details = self.redact(error.details());
         let kind = match error.kind() {
             ErrorKind::Timeout => {
@@ -158,13 +168,13 @@ mod tests {
             (ErrorKind::Timeout, "Request timed out.", None),
         ];
         for (kind, details, expected) in cases {
-            let mapped = context().map("load", &RedisError::new(kind, details));
+            let mapped = context().map(Operation::Get, &RedisError::new(kind, details));
             assert_eq!(mapped.backend_kind(), expected, "{details}: {mapped:?}");
         }
         assert!(matches!(
-            context().map("load", &RedisError::new(ErrorKind::Timeout, "")),
+            context().map(Operation::Get, &RedisError::new(ErrorKind::Timeout, "")),
             Error::Timeout {
-                operation: "load",
+                operation: Operation::Get,
                 ..
             }
         ));
@@ -173,7 +183,7 @@ mod tests {
     #[test]
     fn messages_are_redacted() {
         let mapped = context().map(
-            "connect",
+            Operation::Connect,
             &RedisError::new(ErrorKind::Auth, "bad password hunter2"),
         );
         let message = mapped.to_string();

@@ -10,28 +10,29 @@
 //!   |------------------|-----------------------------|
 //!   | `create`         | `SET key value NX PX ttl`   |
 //!   | `update`         | `SET key value XX PX ttl`   |
-//!   | `store`          | `SET key value PX ttl`      |
-//!   | `load`           | `GETEX key PX ttl`, or `GET key` within the refresh window |
+//!   | `upsert`         | `SET key value PX ttl`      |
+//!   | `get`            | `GETEX key PX ttl`, or `GET key` within the refresh window |
+//!   | `expire`         | `PEXPIRE key ttl LT` (and `EXISTS key` when it set nothing) |
 //!   | `delete`         | `DEL key`                   |
 //!   | `delete_expired` | nothing: Redis expires keys |
 //!   | `count`          | `SCAN MATCH prefix*` on every node (every master of a cluster): O(keyspace) |
+//!   | `ping`           | `PING`                      |
 //!   | `close`          | `QUIT`                      |
 //!
-//!   A load must slide the session's TTL, but `GETEX` is a write for Redis
+//!   A read must slide the session's TTL, but `GETEX` is a write for Redis
 //!   and costs a fifth to a third more than `GET`. So each client remembers
 //!   which keys it set the TTL of recently (by a write or a `GETEX`), and
-//!   within `RedisConfig::refresh_window` (default: 1/64 of the TTL) loads
-//!   them with a plain `GET`. A load therefore guarantees the session at
-//!   least `ttl - refresh_window` more life instead of exactly `ttl`; with
-//!   the default that is 98.4% of the TTL, for a busy session one `GETEX`
-//!   per window instead of one per request.
+//!   within the refresh window (`RedisConfig::refresh_window`, default 1/64
+//!   of the TTL) reads them with a plain `GET`. A read therefore guarantees
+//!   the session at least `ttl - refresh_window` more life instead of
+//!   exactly `ttl`; with the default that is 98.4% of the TTL, for a busy
+//!   session one `GETEX` per window instead of one per request.
 //!
 //!   Keys are `{key_prefix}{session_id}`; values are in the versioned format
-//!   of `session_core::codec`. The TTL the manager passes is the key's TTL,
-//!   capped by the session's remaining maximum lifetime when one is set.
-//! - `connect` turns a `RedisConfig` into a fred client: topology, ACL, TLS
-//!   (PEM read with rustls-pemfile, one explicit ring crypto provider),
-//!   timeouts and reconnect policy.
+//!   of `session_core::codec`. The TTL each call passes is the key's TTL.
+//! - `connect` turns a resolved `session_config::RedisConfig` into fred
+//!   clients: topology, ACL, one TLS setup for the data client and the
+//!   sentinel watchers, and one function that sets every client's timeouts.
 //! - `errors` maps fred's errors into the core's kinds, with secrets removed
 //!   from messages.
 //! - `sentinel_watch`, in sentinel mode: subscribers on the sentinels that
@@ -46,13 +47,22 @@
 //!
 //! # Timeouts
 //!
-//! fred's default command timeout is zero, meaning none: a command sent on a
-//! dead connection would wait forever. Every operation here ends within
-//! `RedisConfig::command_timeout`: its first command under fred's timeout,
-//! any follow-up command within what is left of it. Connections that leave a
-//! command unanswered that long are replaced. Because of that bound the
-//! manager adds no timer of its own to keyed operations when its operation
-//! timeout is at least the command timeout (3 s and 5 s by default).
+//! The storage owns its deadlines (the manager adds no timer; see
+//! `session_core::Storage`). fred's default command timeout is zero, meaning
+//! none: a command sent on a dead connection would wait forever. Every
+//! operation here ends within `RedisConfig::command_timeout`: its first
+//! command under fred's timeout, any follow-up command within what is left
+//! of it. Connections that leave a command unanswered that long are
+//! replaced.
+//!
+//! # Connection errors
+//!
+//! With lazy connect, or while reconnecting, a command waits for a
+//! connection and fails with a timeout when none comes. When the last
+//! attempt to connect was refused for a reason that will not pass by itself
+//! (the server rejected the credentials), the storage reports that refusal
+//! instead of the timeout: a service must not answer 503 forever for a bad
+//! password.
 
 #![deny(missing_docs)]
 
@@ -62,19 +72,22 @@ mod sentinel_watch;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fred::bytes::Bytes;
-use fred::interfaces::{ClientLike, KeysInterface};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
 use fred::prelude::{Expiration, SetOptions, Value};
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClientState, ClusterHash, CustomCommand, ExpireOptions};
 use futures_util::TryStreamExt;
+use session_config::{ConnectMode, RedisConfig};
 use session_core::codec::{self, Codec};
-use session_core::config::{ConnectMode, RedisConfig};
-use session_core::{Error, Expiry, Result, Session, SessionId, Storage, clock};
-use session_local::ExpiringMap;
+use session_core::{
+    BackendErrorKind, Description, Error, Operation, Result, Session, SessionId, Storage,
+    Topology, Ttl,
+};
+use session_local::map::ExpiringMap;
 use tokio::time::Instant;
 
 use crate::errors::ErrorContext;
@@ -92,17 +105,20 @@ pub struct RedisStorage {
 struct Inner {
     client: fred::clients::Client,
     key_prefix: String,
-    cluster: bool,
+    topology: Topology,
     errors: ErrorContext,
     closed: AtomicBool,
-    topology: &'static str,
     /// `RedisConfig::refresh_window`; `None` means 1/64 of each call's TTL.
     refresh_window: Option<Duration>,
     /// The sessions whose key TTL this client set within the refresh
-    /// window, by GETEX or a write: their loads use a plain GET. Entries
+    /// window, by GETEX or a write: their reads use a plain GET. Entries
     /// expire by themselves after the window; a task of the storage's own
     /// frees them every second.
     refreshed: ExpiringMap<SessionId, ()>,
+    /// The last refusal of a connection attempt that will not pass by
+    /// itself (bad credentials), cleared when a connection succeeds: see
+    /// "Connection errors" in the crate documentation.
+    refused: Mutex<Option<Error>>,
     /// In sentinel mode, the subscribers that hear a failover announced.
     sentinel_watch: Option<SentinelWatch>,
 }
@@ -148,48 +164,34 @@ const GETEX: CustomCommand = CustomCommand {
 };
 
 impl RedisStorage {
-    /// Validates `config`, builds the client and, with eager connect (the
-    /// default), connects and sends `PING`, failing within the connect timeout
-    /// with a typed error if Redis cannot be reached (the client is closed
-    /// again). With lazy connect it returns at once while the client connects
-    /// in the background, retrying under the reconnect policy; commands
-    /// issued before it succeeds fail with typed errors within the command
-    /// timeout.
+    /// Builds the client for `config` and, with eager connect (the default),
+    /// connects and sends `PING`, failing within the connect timeout with a
+    /// typed error if Redis cannot be reached (the client is closed again).
+    /// With lazy connect it returns at once while the client connects in the
+    /// background, retrying under the reconnect policy; commands issued
+    /// before it succeeds fail with typed errors within the command timeout.
+    ///
+    /// `config` is resolved already (see `session-config`): nothing is
+    /// checked again here, but rustls may still refuse a certificate.
     pub async fn connect(config: &RedisConfig) -> Result<Self> {
-        config.validate()?;
-        let client = connect::build_client(config)?;
-        let sentinel_watch = SentinelWatch::build(config)?;
-        let mut secrets: Vec<String> = Vec::new();
-        if let Some(password) = &config.password {
-            secrets.push(password.expose().to_owned());
-        }
-        if let Some(password) = config.sentinel.as_ref().and_then(|s| s.password.as_ref()) {
-            secrets.push(password.expose().to_owned());
-        }
-        let errors = ErrorContext {
-            command_timeout: config.command_timeout,
-            secrets,
-        };
-        let topology = if config.sentinel.is_some() {
-            "sentinel"
-        } else if config.cluster {
-            "cluster"
-        } else {
-            "standalone"
-        };
-        match config.connect {
+        // One TLS setup for the data client and the sentinel watchers.
+        let tls = connect::tls(config)?;
+        let sentinel_watch = SentinelWatch::build(config, tls.as_ref())?;
+        let client = connect::data_client(config, tls)?;
+        let errors = ErrorContext::new(config);
+        match config.connect_mode() {
             ConnectMode::Eager => {
                 let connected = async {
                     client.init().await?;
                     client.ping::<Value>(None).await
                 };
-                let result = tokio::time::timeout(config.connect_timeout, connected).await;
+                let result = tokio::time::timeout(config.connect_timeout(), connected).await;
                 let failure = match result {
                     Ok(Ok(_)) => None,
-                    Ok(Err(error)) => Some(errors.map("connect", &error)),
+                    Ok(Err(error)) => Some(errors.map(Operation::Connect, &error)),
                     Err(_) => Some(Error::Timeout {
-                        operation: "connect",
-                        after: config.connect_timeout,
+                        operation: Operation::Connect,
+                        after: config.connect_timeout(),
                     }),
                 };
                 if let Some(failure) = failure {
@@ -197,38 +199,112 @@ impl RedisStorage {
                     // nothing running. QUIT on a connection that never came up
                     // can wait for its own timeout, so it runs in the
                     // background and the error is returned at once.
-                    let command_timeout = config.command_timeout;
+                    let command_timeout = config.command_timeout();
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(command_timeout, client.quit()).await;
                     });
                     return Err(failure);
                 }
             }
-            ConnectMode::Lazy => {
-                // Spawns the connection task, which keeps retrying under the
-                // reconnect policy; commands wait for it (up to their timeout).
-                drop(client.connect());
-            }
+            ConnectMode::Lazy => {}
         }
+        let mut storage = Self::from_parts(
+            client,
+            config.key_prefix().to_owned(),
+            config.topology().kind(),
+            errors,
+            config.refresh_window(),
+            sentinel_watch,
+        );
+        storage.codec = config.codec();
+        if config.connect_mode() == ConnectMode::Lazy {
+            // Spawns the connection task, which keeps retrying under the
+            // reconnect policy; commands wait for it (up to their timeout).
+            drop(storage.inner.client.connect());
+        }
+        if let (Some(watch), Some(sentinel)) =
+            (&storage.inner.sentinel_watch, config.sentinel_config())
+        {
+            watch.start(
+                Arc::downgrade(&storage.inner),
+                sentinel.master_name().to_owned(),
+            );
+        }
+        Ok(storage)
+    }
+
+    /// Storage on a fred client the application already owns (connected or
+    /// not), with keys under `key_prefix` (which must end with `':'`).
+    ///
+    /// The client must bound every command (fred's `default_command_timeout`
+    /// is zero, meaning no bound, unless set): the storage's operations end
+    /// within that bound, and the manager adds no timer of its own. It
+    /// should allow one attempt per command (`max_command_attempts = 1`):
+    /// with more, a command whose reply was lost with its connection is sent
+    /// again, and a create that succeeded can come back as "already exists".
+    pub fn with_client(client: fred::clients::Client, key_prefix: &str) -> Result<Self> {
+        let key_prefix = session_config::KeyPrefix::parse("redis.key_prefix", key_prefix)?;
+        let command_timeout = client.perf_config().default_command_timeout;
+        if command_timeout.is_zero() {
+            return Err(Error::config(
+                "redis.command_timeout",
+                "the client has no command timeout (fred's default_command_timeout is zero): \
+                 set one, so that no operation can wait forever",
+            ));
+        }
+        if client.connection_config().max_command_attempts != 1 {
+            tracing::warn!(
+                "the Redis client re-sends commands whose reply was lost \
+                 (max_command_attempts != 1): a create that succeeded may be reported as \
+                 AlreadyExists after a dropped connection"
+            );
+        }
+        let topology = if client.is_clustered() {
+            Topology::Cluster
+        } else if client.client_config().server.is_sentinel() {
+            Topology::Sentinel
+        } else {
+            Topology::Standalone
+        };
+        let errors = ErrorContext {
+            command_timeout,
+            secrets: client.client_config().password.into_iter().collect(),
+        };
+        Ok(Self::from_parts(
+            client,
+            key_prefix.as_str().to_owned(),
+            topology,
+            errors,
+            None,
+            None,
+        ))
+    }
+
+    fn from_parts(
+        client: fred::clients::Client,
+        key_prefix: String,
+        topology: Topology,
+        errors: ErrorContext,
+        refresh_window: Option<Duration>,
+        sentinel_watch: Option<SentinelWatch>,
+    ) -> Self {
         let inner = Arc::new(Inner {
             client,
-            key_prefix: config.key_prefix.clone(),
-            cluster: config.cluster,
+            key_prefix,
+            topology,
             errors,
             closed: AtomicBool::new(false),
-            topology,
-            refresh_window: config.refresh_window,
+            refresh_window,
             refreshed: ExpiringMap::new(),
+            refused: Mutex::new(None),
             sentinel_watch,
         });
         spawn_refresh_sweeper(Arc::downgrade(&inner));
-        if let (Some(watch), Some(sentinel)) = (&inner.sentinel_watch, &config.sentinel) {
-            watch.start(Arc::downgrade(&inner), sentinel.master_name.clone());
-        }
-        Ok(Self {
+        spawn_refusal_watch(&inner);
+        Self {
             inner,
-            codec: config.codec,
-        })
+            codec: Codec::default(),
+        }
     }
 
     /// Writes new values with `codec` (`RedisConfig::codec`, bincode by
@@ -268,21 +344,10 @@ impl RedisStorage {
     }
 
     /// How many sessions this client currently treats as refreshed (their
-    /// loads send `GET`, not `GETEX`), counting entries whose window passed
+    /// reads send `GET`, not `GETEX`), counting entries whose window passed
     /// but that the once-a-second sweep has not dropped yet. For diagnostics.
     pub fn refresh_tracked(&self) -> usize {
         self.inner.refreshed.len()
-    }
-
-    /// Sends `PING`: a health check that does not touch sessions.
-    pub async fn ping(&self) -> Result<()> {
-        self.check_open()?;
-        self.inner
-            .client
-            .ping::<Value>(None)
-            .await
-            .map(drop)
-            .map_err(|error| self.inner.errors.map("ping", &error))
     }
 
     fn check_open(&self) -> Result<()> {
@@ -306,8 +371,7 @@ impl RedisStorage {
     ///
     /// The second send gets what is left of the command timeout since
     /// `started`, the start of the operation, so that an operation never
-    /// takes longer than one command timeout (see
-    /// [`Storage::keyed_operation_bound`]).
+    /// takes longer than one command timeout.
     async fn redirected<T, Fut>(
         &self,
         started: Instant,
@@ -322,45 +386,15 @@ impl RedisStorage {
         // this future's state at once.
         let first = send().await;
         match first {
-            Err(error) if self.inner.cluster && errors::is_redirect_refused(&error) => {
+            Err(error) if self.inner.topology == Topology::Cluster
+                && errors::is_redirect_refused(&error) =>
+            {
                 tracing::debug!("a cluster slot moved under a command; sending it again");
                 // Boxed: inline, this rare second command future would double
                 // the size of every operation's future.
                 Box::pin(self.within(started, send())).await
             }
             other => other,
-        }
-    }
-
-    /// After a load with a maximum lifetime: GETEX slid the key's TTL by the
-    /// full TTL, so it is pulled back to the session's remaining lifetime,
-    /// or the session removed if none remains (returns whether it lives).
-    /// Boxed by its caller: a rare path that would otherwise make every load
-    /// future larger.
-    async fn cap_lifetime(
-        &self,
-        started: Instant,
-        key: Bytes,
-        session: &Session,
-        expiry: &Expiry,
-    ) -> Result<bool> {
-        let client = &self.inner.client;
-        match expiry.ttl_for(session, clock::now()) {
-            Some(ttl) if ttl < expiry.ttl() => {
-                let pexpire = self.redirected(started, || {
-                    client.pexpire::<Value, _>(key.clone(), millis(ttl), None)
-                });
-                self.within(started, pexpire)
-                    .await
-                    .map_err(self.map("load"))?;
-                Ok(true)
-            }
-            Some(_) => Ok(true),
-            None => {
-                let del = self.redirected(started, || client.del::<i64, _>(key.clone()));
-                self.within(started, del).await.map_err(self.map("load"))?;
-                Ok(false)
-            }
         }
     }
 
@@ -388,18 +422,39 @@ impl RedisStorage {
             })
     }
 
-    fn map(&self, operation: &'static str) -> impl Fn(fred::error::Error) -> Error + '_ {
-        move |error| self.inner.errors.map(operation, &error)
+    fn map(&self, operation: Operation) -> impl Fn(fred::error::Error) -> Error + '_ {
+        move |error| {
+            let mapped = self.inner.errors.map(operation, &error);
+            self.explain(mapped)
+        }
     }
 
-    /// How long after setting a key's TTL a load may skip refreshing it.
-    fn refresh_window(&self, expiry: &Expiry) -> Duration {
-        self.inner.refresh_window.unwrap_or(expiry.ttl() / 64)
+    /// A timeout while the client is not connected, after the server refused
+    /// the last attempt to connect, is that refusal: see "Connection errors"
+    /// in the crate documentation.
+    fn explain(&self, error: Error) -> Error {
+        if !matches!(error, Error::Timeout { .. })
+            || self.inner.client.state() == ClientState::Connected
+        {
+            return error;
+        }
+        let refused = self
+            .inner
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        refused.unwrap_or(error)
+    }
+
+    /// How long after setting a key's TTL a read may skip refreshing it.
+    fn refresh_window(&self, ttl: Ttl) -> Duration {
+        self.inner.refresh_window.unwrap_or(ttl.get() / 64)
     }
 
     /// Records that this client just set the TTL of session `id`.
-    fn note_refresh(&self, id: SessionId, expiry: &Expiry) {
-        let window = self.refresh_window(expiry);
+    fn note_refresh(&self, id: SessionId, ttl: Ttl) {
+        let window = self.refresh_window(ttl);
         if !window.is_zero() {
             self.inner.refreshed.upsert(id, (), window);
         }
@@ -412,24 +467,15 @@ impl RedisStorage {
     /// One `SET` with the given condition; returns whether Redis wrote.
     async fn set(
         &self,
-        operation: &'static str,
+        operation: Operation,
         session: &Session,
-        expiry: Expiry,
+        ttl: Ttl,
         condition: Option<SetOptions>,
     ) -> Result<bool> {
         self.check_open()?;
         let started = Instant::now();
         let key = self.key_bytes(&session.id());
         let client = &self.inner.client;
-        let Some(ttl) = expiry.ttl_for(session, clock::now()) else {
-            // Past its maximum lifetime: gone, as on every backend. Boxed,
-            // because this rare path would otherwise add its own command
-            // future to the state of every write (see `load`).
-            Box::pin(self.redirected(started, || client.del::<i64, _>(key.clone())))
-                .await
-                .map_err(self.map(operation))?;
-            return Ok(false);
-        };
         let value = self.encode(session)?;
         let reply: Value = self
             .redirected(started, || {
@@ -446,14 +492,11 @@ impl RedisStorage {
         // `SET` answers OK when it wrote and nil when NX/XX prevented it.
         let written = !reply.is_null();
         if written {
-            self.note_refresh(session.id(), &expiry);
+            self.note_refresh(session.id(), ttl);
         }
         Ok(written)
     }
 }
-
-/// What [`Storage::keyed_operation_bound`] adds to the command timeout.
-const KEYED_BOUND_MARGIN: Duration = Duration::from_millis(100);
 
 /// How often the refresh bookkeeping drops the entries whose window passed.
 const REFRESH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -466,6 +509,9 @@ const REFRESH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// the map at about one window's worth of sessions. The task holds the
 /// storage weakly and ends with it, or when it is closed.
 fn spawn_refresh_sweeper(inner: std::sync::Weak<Inner>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(REFRESH_SWEEP_INTERVAL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -482,9 +528,62 @@ fn spawn_refresh_sweeper(inner: std::sync::Weak<Inner>) {
     });
 }
 
+/// Remembers why the last connection attempt was refused, when the reason
+/// will not pass by itself, and forgets it once a connection succeeds.
+///
+/// fred reports every failed attempt to connect on its error channel and
+/// every successful one on its reconnect channel. Only an authentication
+/// refusal is kept: a refused or reset connection is what a restarting
+/// server looks like, and the timeout (retryable) is the right answer then.
+fn spawn_refusal_watch(inner: &Arc<Inner>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    let mut failures = inner.client.error_rx();
+    let mut connects = inner.client.reconnect_rx();
+    /// What the two channels said.
+    enum Event {
+        Refused(fred::error::Error),
+        Connected,
+    }
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let event = tokio::select! {
+                failure = failures.recv() => match failure {
+                    Ok((error, _server)) => Event::Refused(error),
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                },
+                connected = connects.recv() => match connected {
+                    Ok(_) | Err(RecvError::Lagged(_)) => Event::Connected,
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let mut refused = inner.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            match event {
+                Event::Connected => *refused = None,
+                Event::Refused(error) => {
+                    let error = inner.errors.map(Operation::Connect, &error);
+                    // Another kind of failure leaves what was known: a
+                    // refused password stays refused until a success.
+                    if error.backend_kind() == Some(BackendErrorKind::Auth) {
+                        *refused = Some(error);
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// A TTL in whole milliseconds, at least 1 (Redis rejects `PX 0`).
-fn millis(ttl: Duration) -> i64 {
-    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+fn millis(ttl: Ttl) -> i64 {
+    i64::try_from(ttl.get().as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 /// Escapes the glob characters of a key prefix for `SCAN MATCH`.
@@ -500,21 +599,21 @@ fn glob_escape(prefix: &str) -> String {
 }
 
 impl Storage for RedisStorage {
-    async fn create(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
-        self.set("create", &session, expiry, Some(SetOptions::NX))
+    async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.set(Operation::Create, &session, ttl, Some(SetOptions::NX))
             .await
     }
 
-    async fn update(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
-        self.set("update", &session, expiry, Some(SetOptions::XX))
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.set(Operation::Update, &session, ttl, Some(SetOptions::XX))
             .await
     }
 
-    async fn store(&self, session: Arc<Session>, expiry: Expiry) -> Result<()> {
-        self.set("store", &session, expiry, None).await.map(drop)
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+        self.set(Operation::Upsert, &session, ttl, None).await.map(drop)
     }
 
-    async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
+    async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
         let started = Instant::now();
         let key = self.key_bytes(id);
@@ -528,7 +627,7 @@ impl Storage for RedisStorage {
         // fred flushes to the socket on its own (a write call per command).
         // The GETEX future is boxed: a fred command future is several
         // kilobytes, the manager boxes this whole future (moving all of it)
-        // on every call, and its size is CPU time per load.
+        // on every call, and its size is CPU time per read.
         let reply: Value = if fresh {
             self.redirected(started, || client.get(key.clone())).await
         } else {
@@ -536,43 +635,57 @@ impl Storage for RedisStorage {
                 let args: Vec<Value> = vec![
                     Value::Bytes(key.clone()),
                     Value::from_static_str("PX"),
-                    Value::from(millis(expiry.ttl())),
+                    Value::from(millis(ttl)),
                 ];
                 client.custom(GETEX, args)
             }))
             .await
         }
-        .map_err(self.map("load"))?;
+        .map_err(self.map(Operation::Get))?;
         if reply.is_null() {
             self.inner.refreshed.remove(id);
             return Ok(None);
         }
         if !fresh {
-            self.note_refresh(*id, &expiry);
+            self.note_refresh(*id, ttl);
         }
         let bytes = match reply {
             Value::Bytes(bytes) => bytes,
             Value::String(text) => text.into_inner(),
             other => {
                 return Err(Error::backend(
-                    session_core::BackendErrorKind::Protocol,
-                    format!("load: unexpected GETEX reply of type {:?}", other.kind()),
+                    BackendErrorKind::Protocol,
+                    format!("get: unexpected GETEX reply of type {:?}", other.kind()),
                 ));
             }
         };
-        let session = codec::decode_session(&bytes)?;
-        if session.id() != *id {
-            return Err(Error::Codec(session_core::CodecError::Decode {
-                codec: Codec::default(),
-                message: "stored session has another id than its key".into(),
-            }));
+        Ok(Some(Arc::new(codec::decode_session_for(&bytes, id)?)))
+    }
+
+    async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.check_open()?;
+        let started = Instant::now();
+        let key = self.key_bytes(id);
+        let client = &self.inner.client;
+        // `LT` sets the new TTL only if it is shorter than the current one,
+        // so this never lengthens a session's life.
+        let set: i64 = self
+            .redirected(started, || {
+                client.pexpire(key.clone(), millis(ttl), Some(ExpireOptions::LT))
+            })
+            .await
+            .map_err(self.map(Operation::Expire))?;
+        if set == 1 {
+            return Ok(true);
         }
-        if expiry.max_lifetime().is_some()
-            && !Box::pin(self.cap_lifetime(started, key, &session, &expiry)).await?
-        {
-            return Ok(None);
-        }
-        Ok(Some(Arc::new(session)))
+        // Nothing set: the key is gone, or its TTL was shorter already.
+        // Boxed: a rare path that would otherwise enlarge every call's future.
+        let exists: i64 = Box::pin(self.redirected(started, || {
+            self.within(started, client.exists(key.clone()))
+        }))
+        .await
+        .map_err(self.map(Operation::Expire))?;
+        Ok(exists > 0)
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
@@ -583,7 +696,7 @@ impl Storage for RedisStorage {
         let removed: i64 = self
             .redirected(started, || self.inner.client.del(key.clone()))
             .await
-            .map_err(self.map("delete"))?;
+            .map_err(self.map(Operation::Delete))?;
         Ok(removed > 0)
     }
 
@@ -601,7 +714,7 @@ impl Storage for RedisStorage {
         let client = &self.inner.client;
         // SCAN may return a key more than once (while the server rehashes),
         // so keys are deduplicated; a cluster is scanned on every master.
-        let keys: HashSet<fred::types::Key> = if self.inner.cluster {
+        let keys: HashSet<fred::types::Key> = if self.inner.topology == Topology::Cluster {
             client
                 .scan_cluster_buffered(pattern, Some(1000), None)
                 .try_collect()
@@ -612,16 +725,23 @@ impl Storage for RedisStorage {
                 .try_collect()
                 .await
         }
-        .map_err(self.map("count"))?;
+        .map_err(self.map(Operation::Count))?;
         Ok(keys.len())
     }
 
-    /// Every keyed operation ends within one command timeout: its first
-    /// command under fred's own timeout, any command after it (a redirected
-    /// re-send, the maximum-lifetime correction) within what is left of it.
-    /// The margin covers timer granularity.
-    fn keyed_operation_bound(&self) -> Option<Duration> {
-        Some(self.inner.errors.command_timeout + KEYED_BOUND_MARGIN)
+    /// Sends `PING`: a health check that does not touch sessions.
+    async fn ping(&self) -> Result<()> {
+        self.check_open()?;
+        self.inner
+            .client
+            .ping::<Value>(None)
+            .await
+            .map(drop)
+            .map_err(self.map(Operation::Ping))
+    }
+
+    fn describe(&self) -> Description {
+        Description::new("redis", self.inner.topology, false)
     }
 
     async fn close(&self) -> Result<()> {
@@ -639,7 +759,7 @@ impl Storage for RedisStorage {
         match tokio::time::timeout(self.inner.errors.command_timeout, quit).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
-                let error = self.inner.errors.map("close", &error);
+                let error = self.inner.errors.map(Operation::Close, &error);
                 tracing::debug!(%error, "QUIT failed; the storage is closed anyway");
             }
             Err(_) => tracing::debug!("QUIT timed out; the storage is closed anyway"),

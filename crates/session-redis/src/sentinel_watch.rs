@@ -18,13 +18,14 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::prelude::{Builder, Config, ReconnectPolicy, ServerConfig};
-use session_core::config::RedisConfig;
-use session_core::{Error, Result};
+use fred::prelude::{Builder, Config, ServerConfig};
+use fred::types::config::TlsConfig as FredTls;
+use session_config::RedisConfig;
+use session_core::{Error, Operation, Result};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::Inner;
-use crate::connect::{parse_server, sentinel_tls_name, tls_config};
+use crate::connect::{Role, sentinel_tls_name, server, tune};
 
 /// The channel sentinels announce a promoted master on.
 const SWITCH_MASTER: &str = "+switch-master";
@@ -38,50 +39,30 @@ pub(crate) struct SentinelWatch {
 
 impl SentinelWatch {
     /// Builds (without connecting) one subscriber per sentinel address, or
-    /// nothing when `config` is not in sentinel mode.
-    pub(crate) fn build(config: &RedisConfig) -> Result<Option<Self>> {
-        let Some(sentinel) = &config.sentinel else {
+    /// nothing when `config` is not in sentinel mode. `tls` is the storage's
+    /// one TLS setup, shared with its data client.
+    pub(crate) fn build(config: &RedisConfig, tls: Option<&FredTls>) -> Result<Option<Self>> {
+        let Some(sentinel) = config.sentinel_config() else {
             return Ok(None);
         };
         let tls_name = sentinel_tls_name(config);
-        let tls = tls_config(config)?;
-        let policy = &config.reconnect;
-        let millis = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-        let mut clients = Vec::with_capacity(sentinel.addrs.len());
-        for addr in &sentinel.addrs {
-            let server = parse_server("redis.sentinel.addrs", addr, tls_name)?;
+        let auth = sentinel.auth();
+        let mut clients = Vec::with_capacity(sentinel.addrs().len());
+        for addr in sentinel.addrs() {
             let fred_config = Config {
-                username: sentinel.username.clone(),
-                password: sentinel.password.as_ref().map(|p| p.expose().to_owned()),
-                server: ServerConfig::Centralized { server },
-                tls: tls.clone(),
+                username: auth.and_then(|auth| auth.username.clone()),
+                password: auth.map(|auth| auth.password.expose().to_owned()),
+                server: ServerConfig::Centralized {
+                    server: server(addr, tls_name),
+                },
+                tls: tls.cloned(),
                 // A sentinel that is down must not fail the storage: the
                 // others announce too, and this one is retried.
                 fail_fast: false,
                 ..Config::default()
             };
             let mut builder = Builder::from_config(fred_config);
-            let command_timeout = config.command_timeout;
-            builder
-                .with_connection_config(|connection| {
-                    connection.connection_timeout = config.connect_timeout;
-                    connection.internal_command_timeout = command_timeout;
-                    connection.unresponsive.max_timeout = Some(command_timeout);
-                    connection.unresponsive.interval =
-                        (command_timeout / 4).max(std::time::Duration::from_millis(50));
-                })
-                .with_performance_config(|performance| {
-                    performance.default_command_timeout = command_timeout;
-                })
-                // Unlike the data client, the watcher never gives up: it has
-                // no caller to report to, and a sentinel that comes back must
-                // be heard again.
-                .set_policy(ReconnectPolicy::new_exponential(
-                    0,
-                    millis(policy.min_delay),
-                    millis(policy.max_delay),
-                    2,
-                ));
+            tune(&mut builder, config, Role::Watcher);
             let client = builder.build_subscriber_client().map_err(|error| {
                 Error::config(
                     "redis.sentinel",
@@ -92,7 +73,10 @@ impl SentinelWatch {
         }
         Ok(Some(Self {
             clients,
-            retry: policy.min_delay.max(std::time::Duration::from_millis(10)),
+            retry: config
+                .reconnect()
+                .min_delay()
+                .max(std::time::Duration::from_millis(10)),
         }))
     }
 
@@ -137,7 +121,7 @@ impl SentinelWatch {
                         "a sentinel announced a new master; reconnecting"
                     );
                     if let Err(error) = inner.client.force_reconnection().await {
-                        let error = inner.errors.map("reconnect", &error);
+                        let error = inner.errors.map(Operation::Connect, &error);
                         tracing::warn!(%error, "cannot reconnect after a failover");
                     }
                     Ok(())

@@ -16,7 +16,7 @@ macro_rules! topology {
                 RedisHarness::new($topology).await
             }
 
-            session_core::conformance_suite!(harness, real_time);
+            session_testkit::conformance_suite!(harness, real_time);
         }
     };
 }

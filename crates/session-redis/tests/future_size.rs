@@ -9,25 +9,26 @@
 
 use std::sync::Arc;
 
-use session_core::config::{ConnectMode, RedisConfig};
-use session_core::{Expiry, Session, SessionId, SessionType, Storage, Ttl};
+use session_config::{ConnectMode, RedisConfig};
+use session_core::{Session, SessionId, SessionType, Storage, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::KeysInterface;
 use session_redis::fred::prelude::Value;
 
 #[tokio::test]
 async fn operation_futures_hold_one_command_future() {
-    let mut config = RedisConfig::standalone("127.0.0.1:1", "size:");
-    config.connect = ConnectMode::Lazy;
+    let config = RedisConfig::standalone("127.0.0.1:1", "size:")
+        .unwrap()
+        .with_connect(ConnectMode::Lazy);
     let storage = RedisStorage::connect(&config).await.unwrap();
     let id = SessionId::new();
-    let expiry = Expiry::new(Ttl::from_secs(60).unwrap());
+    let expiry = Ttl::from_secs(60).unwrap();
     let command = std::mem::size_of_val(&storage.client().get::<Value, _>("k"));
     let session = Arc::new(Session::new(id, SessionType::Mcp));
     let sizes = [
         (
-            "load",
-            std::mem::size_of_val(&Storage::load(&storage, &id, expiry)),
+            "get",
+            std::mem::size_of_val(&Storage::get(&storage, &id, expiry)),
         ),
         (
             "create",
@@ -36,6 +37,10 @@ async fn operation_futures_hold_one_command_future() {
         (
             "update",
             std::mem::size_of_val(&Storage::update(&storage, Arc::clone(&session), expiry)),
+        ),
+        (
+            "expire",
+            std::mem::size_of_val(&Storage::expire(&storage, &id, expiry)),
         ),
         (
             "delete",

@@ -8,16 +8,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code, unreachable_pub)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use session_core::config::{PemSource, RedisConfig, SentinelConfig, TlsConfig};
-use session_core::testkit::Harness;
+use session_config::{Auth, ClientIdentity, Pem, RedisConfig, SentinelConfig, TlsConfig};
 use session_core::{SessionId, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred::bytes::Bytes;
 use session_redis::fred::interfaces::KeysInterface;
+use session_testkit::Harness;
 
-pub use session_core::testkit::test_env as env;
+pub use session_testkit::env::var as env;
 
 /// The deployments the backend supports.
 #[derive(Clone, Copy, Debug)]
@@ -38,40 +38,43 @@ pub fn unique_prefix() -> String {
 /// A configuration for `topology` with a fresh key prefix.
 pub fn config(topology: Topology) -> Option<RedisConfig> {
     let prefix = unique_prefix();
+    let standalone = |var: &str| -> Option<RedisConfig> {
+        Some(RedisConfig::standalone(&env(var)?, &prefix).expect("a valid test address"))
+    };
     Some(match topology {
-        Topology::Standalone => RedisConfig::standalone(env("SESSION_TEST_REDIS")?, prefix),
-        Topology::Acl => {
-            let mut config = RedisConfig::standalone(env("SESSION_TEST_REDIS_ACL")?, prefix);
-            config.username = Some(env("SESSION_TEST_REDIS_ACL_USER")?);
-            config.password = Some(env("SESSION_TEST_REDIS_ACL_PASSWORD")?.into());
-            config
-        }
-        Topology::Tls => {
-            let mut config = RedisConfig::standalone(env("SESSION_TEST_REDIS_TLS")?, prefix);
-            config.tls = Some(TlsConfig::with_ca(PemSource::File(ca()?)));
-            config
-        }
-        Topology::Mtls => {
-            let mut config = RedisConfig::standalone(env("SESSION_TEST_REDIS_MTLS")?, prefix);
-            config.tls = Some(TlsConfig::with_ca(PemSource::File(ca()?)).with_client_auth(
-                PemSource::File(env("SESSION_TEST_REDIS_MTLS_CERT")?.into()),
-                PemSource::File(env("SESSION_TEST_REDIS_MTLS_KEY")?.into()),
-            ));
-            config
-        }
+        Topology::Standalone => standalone("SESSION_TEST_REDIS")?,
+        Topology::Acl => standalone("SESSION_TEST_REDIS_ACL")?.with_auth(Auth::user(
+            env("SESSION_TEST_REDIS_ACL_USER")?,
+            env("SESSION_TEST_REDIS_ACL_PASSWORD")?,
+        )),
+        Topology::Tls => standalone("SESSION_TEST_REDIS_TLS")?
+            .with_tls(TlsConfig::with_ca(pem(&ca()?)))
+            .expect("valid TLS settings"),
+        Topology::Mtls => standalone("SESSION_TEST_REDIS_MTLS")?
+            .with_tls(TlsConfig::with_ca(pem(&ca()?)).with_identity(ClientIdentity {
+                cert_chain: pem(Path::new(&env("SESSION_TEST_REDIS_MTLS_CERT")?)),
+                key: pem(Path::new(&env("SESSION_TEST_REDIS_MTLS_KEY")?)),
+            }))
+            .expect("valid TLS settings"),
         Topology::Cluster => {
             let nodes = env("SESSION_TEST_REDIS_CLUSTER")?;
             let seed = nodes.split(',').next().unwrap_or_default().to_owned();
-            RedisConfig::cluster(seed, prefix)
+            RedisConfig::cluster(&seed, &prefix).expect("a valid test address")
         }
         Topology::Sentinel => {
             let sentinel = SentinelConfig::new(
                 env("SESSION_TEST_REDIS_SENTINEL_MASTER")?,
                 [env("SESSION_TEST_REDIS_SENTINEL")?],
-            );
-            RedisConfig::sentinel(sentinel, prefix)
+            )
+            .expect("valid sentinel settings");
+            RedisConfig::sentinel(sentinel, &prefix).expect("a valid prefix")
         }
     })
+}
+
+/// Reads a PEM file of the test servers.
+pub fn pem(path: &Path) -> Pem {
+    Pem::read("test", path).expect("the test certificates are readable")
 }
 
 /// The CA that signed the test servers' certificates.

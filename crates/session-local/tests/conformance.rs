@@ -2,8 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use session_core::testkit::Harness;
-use session_core::{LocalStorage, SessionId, Ttl};
+use session_core::{SessionId, Ttl};
+use session_local::LocalStorage;
+use session_testkit::Harness;
 
 struct Local {
     storage: LocalStorage,
@@ -33,4 +34,4 @@ async fn harness() -> Option<Local> {
     })
 }
 
-session_core::conformance_suite!(harness, virtual_time);
+session_testkit::conformance_suite!(harness, virtual_time);
