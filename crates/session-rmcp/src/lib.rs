@@ -12,9 +12,12 @@
 //! # async fn example() -> Result<(), session_core::Error> {
 //! use std::sync::Arc;
 //! use session_core::{Manager, SessionType, Ttl};
+//! use session_local::LocalStorage;
 //! use session_rmcp::ManagerSessionStore;
 //!
-//! let manager = Manager::typed(Ttl::from_secs(1800)?, SessionType::Streamable);
+//! let manager = Manager::builder(LocalStorage::new(), Ttl::from_secs(1800)?)
+//!     .factory(SessionType::Streamable)
+//!     .build()?;
 //! let store = Arc::new(ManagerSessionStore::new(manager));
 //! // let mut config = StreamableHttpServerConfig::default();
 //! // config.session_store = Some(store);
@@ -72,7 +75,7 @@ impl ManagerSessionStore {
             }
             let mut session = Session::new(id, SessionType::Streamable);
             session.set_data(state)?;
-            match self.manager.add_session(session).await {
+            match self.manager.create_from(session).await {
                 Ok(_) => return Ok(()),
                 Err(Error::AlreadyExists(_)) => continue,
                 Err(other) => return Err(other),

@@ -7,15 +7,17 @@ use std::time::Duration;
 use rmcp::model::{ClientCapabilities, Implementation, InitializeRequestParams};
 use rmcp::transport::streamable_http_server::session::store::{SessionState, SessionStore};
 use session_core::{Error, Manager, SessionId, SessionType, Ttl};
+use session_local::LocalStorage;
 use session_rmcp::ManagerSessionStore;
 
 const TTL: Duration = Duration::from_secs(60);
 
 fn store() -> ManagerSessionStore {
-    ManagerSessionStore::new(Manager::typed(
-        Ttl::new(TTL).unwrap(),
-        SessionType::Streamable,
-    ))
+    let manager = Manager::builder(LocalStorage::new(), Ttl::new(TTL).unwrap())
+        .factory(SessionType::Streamable)
+        .build()
+        .unwrap();
+    ManagerSessionStore::new(manager)
 }
 
 fn state(client: &str) -> SessionState {
@@ -102,7 +104,7 @@ async fn a_session_without_rmcp_state_is_unknown_to_rmcp() {
 #[tokio::test(start_paused = true)]
 async fn errors_of_a_closed_manager_reach_rmcp_typed() {
     let store = store();
-    store.manager().shutdown().await.unwrap();
+    store.manager().close().await.unwrap();
     let error = store.load(&SessionId::new().to_string()).await.unwrap_err();
     assert!(matches!(error.downcast_ref::<Error>(), Some(Error::Closed)));
 }
