@@ -567,6 +567,14 @@ fn sweep(run: &Run) -> Option<Evidence> {
 
 /// Evaluates one target on `run`: `Ok(None)` when the run did not measure
 /// what it needs, as when a section was skipped.
+///
+/// A row's templates see `ratio` (as shown), `threshold`, `decision`
+/// (`above`, `below` or `within` `threshold` of 1) and the figures the
+/// evaluator found: `ours` and `base` (a row's `rate`, `p99`, `cpu`,
+/// `getex_pct`, `get_pct`), `getex`, `get`, `mix_rate`, `vs_getex`,
+/// `vs_get` and `command` for the Redis loads, `each` and `worst_at` at
+/// every concurrency, `sessions` for memory, and `expired`, `sweep_ms`,
+/// `during` and `loads` for the sweep.
 pub(crate) fn evaluate(
     target: &Target,
     run: &Run,
