@@ -7,7 +7,8 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
-use super::{RedisBenchmark, find, rate};
+use super::format::{find, rate};
+use super::results::RedisBenchmark;
 use crate::harness::Row;
 
 /// One line of a chart.
