@@ -13,6 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use axum::Router;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::json;
 use session_factory::{
@@ -107,18 +108,23 @@ impl Storage for Counting {
     }
 }
 
-/// A replica named `name` on the shared `storage`, and its counter.
-fn replica(storage: &LocalStorage, name: &str) -> (Gateway, Counting) {
-    let counting = Counting {
-        inner: storage.clone(),
-        ops: Arc::default(),
-    };
-    let manager = Manager::with_storage(
-        Ttl::from_secs(60).unwrap(),
-        |id| Session::new(id, SessionType::Streamable),
-        counting.clone(),
-    );
-    (Gateway::new(manager, name).unwrap(), counting)
+/// Replicas `a` and `b` on one storage, each with its router and counter.
+fn two_replicas() -> [(Gateway, Router, Counting); 2] {
+    let storage = LocalStorage::new();
+    ["a", "b"].map(|name| {
+        let counting = Counting {
+            inner: storage.clone(),
+            ops: Arc::default(),
+        };
+        let manager = Manager::with_storage(
+            Ttl::from_secs(60).unwrap(),
+            |id| Session::new(id, SessionType::Streamable),
+            counting.clone(),
+        );
+        let gateway = Gateway::new(manager, name).unwrap();
+        let router = gateway.router();
+        (gateway, router, counting)
+    })
 }
 
 /// Whether rmcp on `gateway` holds an in-memory copy of `session`.
@@ -133,10 +139,7 @@ async fn holds(gateway: &Gateway, session: &str) -> bool {
 /// restores it from the store for this very request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guards_session_reaches_the_tools_live_and_restored() {
-    let storage = LocalStorage::new();
-    let (a, _) = replica(&storage, "a");
-    let (b, _) = replica(&storage, "b");
-    let (a_router, b_router) = (a.router(), b.router());
+    let [(_, a_router, _), (b, b_router, _)] = two_replicas();
     let id = open_session(&a_router).await;
 
     assert_eq!(
@@ -167,10 +170,7 @@ async fn the_guards_session_reaches_the_tools_live_and_restored() {
 /// rmcp's restore adds one read of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_call_costs_one_read_and_one_write() {
-    let storage = LocalStorage::new();
-    let (a, a_ops) = replica(&storage, "a");
-    let (b, b_ops) = replica(&storage, "b");
-    let (a_router, b_router) = (a.router(), b.router());
+    let [(_, a_router, a_ops), (b, b_router, b_ops)] = two_replicas();
 
     let id = open_session(&a_router).await;
     // The handshake, for the record: rmcp saves the new session through

@@ -1,8 +1,11 @@
-//! Requests to a gateway's router in process, shared by the test files that
-//! drive rmcp through it.
+//! Helpers shared by the test files: requests to a gateway's router in
+//! process, and a port and an HTTP client for the ones that run the binary.
 // Each test file is its own crate and uses a part of these helpers only.
 #![allow(dead_code, unreachable_pub)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -101,4 +104,24 @@ pub async fn call_tool(router: &Router, session: &str, name: &str, request_id: u
         .as_str()
         .unwrap_or_else(|| panic!("not a text result: {answer}"));
     serde_json::from_str(text).unwrap()
+}
+
+/// A port that was free a moment ago, for a process to listen on.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP client for servers on 127.0.0.1: no proxy (a proxy variable of
+/// the environment must not reroute local requests), and a timeout so that
+/// a hung server fails the test instead of stalling it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
