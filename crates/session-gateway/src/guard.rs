@@ -1,5 +1,6 @@
-//! The session check in front of rmcp, and the JSON-RPC error bodies of its
-//! answers.
+//! The session check in front of rmcp: it reads the session of every
+//! request once, refuses a session that is gone, and hands the session it
+//! read to the tools.
 //!
 //! # Why rmcp needs it
 //!
@@ -7,7 +8,7 @@
 //! its `SessionStore` only for a session it does *not* hold: on such a
 //! request it loads the saved `initialize` parameters and replays the
 //! handshake (a cross-replica restore). For a session it does hold, it never
-//! looks at the store again. Two things follow in a deployment of several
+//! looks at the store again. Three things follow in a deployment of several
 //! replicas:
 //!
 //! - A session that another replica deleted (the client's `DELETE` went
@@ -29,100 +30,146 @@
 //! store that cannot answer is reported as such instead of as a missing
 //! session.
 //!
+//! # What one request costs
+//!
+//! The guard parses `Mcp-Session-Id` once and reads the session once; it
+//! hands the session it read to the tools as a [`LoadedSession`] in the
+//! request's extensions. rmcp copies the request's [`http::request::Parts`],
+//! extensions included, into every message it passes to the handler (the
+//! tools take them with rmcp's `Extension<Parts>`), for a session it holds
+//! and for one it restores alike. So a tool needs no read of its own: a
+//! `tools/call counter` costs one store read (the guard's) and one write
+//! (the tool's `Manager::update`) on a replica that holds the session.
+//!
+//! On a replica that does not hold the session (a cold replica: another one
+//! served the session so far, or this one dropped its idle copy), rmcp's
+//! restore reads the session once more: it asks its `SessionStore` for the
+//! saved `initialize` parameters, and that store
+//! ([`session_rmcp::ManagerSessionStore`]) reads them through the manager.
+//! rmcp's `SessionStore::load` sees a session id only, not the request, so
+//! the guard's read cannot be handed to it. That second read is once per
+//! session and replica, not per request: the restored copy then serves every
+//! request that follows. `tests/store_operations.rs` counts both cases.
+//!
 //! # What clients see
 //!
-//! | situation | status | JSON-RPC error |
-//! |---|---|---|
-//! | `Mcp-Session-Id` not a UUID | 404 | `-32001` session not found or expired |
-//! | session deleted, expired or never existed | 404 | `-32001` |
-//! | store unreachable or timed out ([`Error::is_retryable`]) | 503, `Retry-After: 1` | `-32002` session store unavailable, retry |
-//! | any other store error | 500 | `-32603` |
+//! The answers are [`Refusal`]s, whose HTTP status, JSON-RPC code and
+//! message the [`answer`](crate::answer) module defines for the guard and
+//! the tools alike.
 //!
-//! | `initialize` whose new session did not reach the store | 503, `Retry-After: 1` | `-32002` |
-//! | `DELETE` the store could not carry out | 503, `Retry-After: 1` | `-32002` |
-//! | rmcp could not restore the session from the store | 503, `Retry-After: 1` | `-32002` |
+//! | situation | answer |
+//! |---|---|
+//! | `Mcp-Session-Id` not a UUID | [`SessionNotFound`](Refusal::SessionNotFound): 404, `-32001` |
+//! | session deleted, expired or never existed | [`SessionNotFound`](Refusal::SessionNotFound) |
+//! | store unreachable or timed out ([`Error::is_retryable`](session_factory::Error::is_retryable)) | [`StoreUnavailable`](Refusal::StoreUnavailable): 503, `Retry-After: 1`, `-32002` |
+//! | any other store error | 500, `-32603` ([`Refusal::store_error`] names the kind) |
+//! | `initialize` whose new session did not reach the store | [`StoreUnavailable`](Refusal::StoreUnavailable) |
+//! | `DELETE` the store could not carry out | [`StoreUnavailable`](Refusal::StoreUnavailable) |
+//! | rmcp could not restore the session from the store | [`StoreUnavailable`](Refusal::StoreUnavailable) |
 //!
 //! rmcp's own plain-text 404 (`Not Found: Session not found`) gets the same
 //! JSON-RPC body as the first two rows. The `id` of these errors is `null`:
 //! the request body is not read here.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::{
     SessionId as RmcpSessionId, SessionManager,
 };
-use session_factory::{Error, SessionId};
+use session_factory::{Session, SessionId};
 
 use crate::Gateway;
+use crate::answer::Refusal;
 
 /// The header that names the MCP session (case-insensitive on the wire).
 pub const SESSION_HEADER: &str = "mcp-session-id";
 
-/// JSON-RPC error code for an unknown, expired or deleted session.
-pub const SESSION_NOT_FOUND: i32 = -32001;
-/// JSON-RPC error code for a session store that is unreachable: retry.
-pub const STORE_UNAVAILABLE: i32 = -32002;
-/// JSON-RPC error code for any other failure (JSON-RPC's internal error).
-pub const INTERNAL_ERROR: i32 = -32603;
+/// The session the guard read for a request, put in the request's
+/// extensions for the tools; see the [module documentation](self).
+///
+/// Only the guard makes one, after reading the session from the store, so a
+/// tool that finds one knows the session existed when its request arrived.
+/// It is `Clone` (one reference count) because rmcp clones the request's
+/// [`http::request::Parts`] into the messages of a restore.
+#[derive(Clone, Debug)]
+pub struct LoadedSession {
+    session: Arc<Session>,
+}
+
+impl LoadedSession {
+    /// The session's id, as parsed from `Mcp-Session-Id`.
+    pub fn id(&self) -> SessionId {
+        self.session.id()
+    }
+
+    /// The session as the guard read it (its sliding TTL refreshed by that
+    /// read).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
 
 /// The middleware around `/mcp`; see the [module documentation](self).
 pub async fn check_session(
     State(gateway): State<Gateway>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(raw) = request.headers().get(SESSION_HEADER).cloned() else {
+    let Some(raw) = request.headers().get(SESSION_HEADER) else {
         // No session yet (an `initialize`): nothing to check before, but
         // rmcp's answer must be checked after.
         let response = next.run(request).await;
         return confirm_persisted(&gateway, response).await;
     };
+    // The header is parsed here and nowhere else: the tools take the id
+    // from the `LoadedSession`. The raw text is kept because rmcp names its
+    // in-memory copy by it.
     let Some((raw, id)) = raw
         .to_str()
         .ok()
         .and_then(|raw| Some((raw.to_owned(), SessionId::parse(raw).ok()?)))
     else {
-        return session_not_found();
+        return Refusal::SessionNotFound.into_response();
     };
     // A DELETE is carried out here, before rmcp: rmcp only logs a failure
     // to delete from its store and answers 202 anyway, which would tell the
     // client its session is gone while every replica still serves it.
     //
-    // Otherwise the session is read, and whether it holds rmcp's state (so
-    // that rmcp can restore it) is remembered for the answer.
+    // Otherwise the session is read, once for the whole request.
     let found = if request.method() == Method::DELETE {
         gateway
             .manager()
             .delete(&id)
             .await
-            .map(|deleted| deleted.then_some(false))
+            .map(|deleted| deleted.then_some(None))
     } else {
         gateway
             .manager()
             .get(&id)
             .await
-            .map(|session| session.map(|session| session.has_data()))
+            .map(|found| found.map(Some))
     };
     match found {
-        Ok(Some(restorable)) => {
+        Ok(Some(session)) => {
+            // Whether the session holds rmcp's state (so that rmcp can
+            // restore it) decides how rmcp's plain errors are read.
+            let restorable = session.as_ref().is_some_and(|session| session.has_data());
+            if let Some(session) = session {
+                request.extensions_mut().insert(LoadedSession { session });
+            }
             let response = next.run(request).await;
             rewrite_plain_errors(response, restorable).await
         }
         Ok(None) => {
             close_local_copy(&gateway, raw).await;
-            session_not_found()
+            Refusal::SessionNotFound.into_response()
         }
-        Err(error) if error.is_retryable() => {
-            tracing::warn!(session = %id, %error, "session store unavailable");
-            store_unavailable()
-        }
-        Err(error) => {
-            tracing::error!(session = %id, %error, "session store failed");
-            internal_error(&error)
-        }
+        Err(error) => Refusal::store_error(&id, &error).into_response(),
     }
 }
 
@@ -151,19 +198,21 @@ async fn confirm_persisted(gateway: &Gateway, response: Response) -> Response {
         // stored, and no replica could serve it.
         tracing::error!("rmcp created a session whose id is not a UUID");
         close_local_copy(gateway, raw).await;
-        return internal_error(&Error::InvalidInput("session id".into()));
+        return Refusal::Internal.into_response();
     };
     match gateway.manager().get(&id).await {
         Ok(Some(_)) => response,
         Ok(None) => {
             tracing::warn!(session = %id, "new session did not reach the store; refused");
             close_local_copy(gateway, raw).await;
-            store_unavailable()
+            Refusal::StoreUnavailable.into_response()
         }
+        // Even an error a retry would not cure is a 503 here: the client's
+        // cure is a new `initialize`, and a 500 would not tell it so.
         Err(error) => {
             tracing::warn!(session = %id, %error, "cannot confirm a new session; refused");
             close_local_copy(gateway, raw).await;
-            store_unavailable()
+            Refusal::StoreUnavailable.into_response()
         }
     }
 }
@@ -212,91 +261,25 @@ async fn rewrite_plain_errors(response: Response, restorable: bool) -> Response 
     match response.status() {
         StatusCode::NOT_FOUND if restorable => {
             tracing::warn!("rmcp did not restore a session that is in the store; retry");
-            store_unavailable()
+            Refusal::StoreUnavailable.into_response()
         }
-        StatusCode::NOT_FOUND => session_not_found(),
+        StatusCode::NOT_FOUND => Refusal::SessionNotFound.into_response(),
         StatusCode::INTERNAL_SERVER_ERROR => {
             let (parts, body) = response.into_parts();
             // rmcp's error texts are short; anything longer is not one.
             let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-                return internal_error(&Error::InvalidInput("response".into()));
+                return Refusal::Internal.into_response();
             };
             if restorable || bytes.starts_with(b"Encounter an error when restore session") {
                 tracing::warn!(
                     error = %String::from_utf8_lossy(&bytes),
                     "rmcp failed on a session that is in the store; retry"
                 );
-                store_unavailable()
+                Refusal::StoreUnavailable.into_response()
             } else {
                 Response::from_parts(parts, Body::from(bytes))
             }
         }
         _ => response,
     }
-}
-
-/// A JSON-RPC error response with a `null` id.
-pub fn jsonrpc_error(status: StatusCode, code: i32, message: &str) -> Response {
-    // A struct rather than `json!`, to keep the conventional field order.
-    #[derive(serde::Serialize)]
-    struct ErrorBody<'a> {
-        jsonrpc: &'static str,
-        id: Option<()>,
-        error: ErrorObject<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct ErrorObject<'a> {
-        code: i32,
-        message: &'a str,
-    }
-    let body = ErrorBody {
-        jsonrpc: "2.0",
-        id: None,
-        error: ErrorObject { code, message },
-    };
-    let body = serde_json::to_vec(&body).unwrap_or_default();
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from(body),
-    )
-        .into_response()
-}
-
-/// 404 with JSON-RPC error `-32001`.
-pub fn session_not_found() -> Response {
-    jsonrpc_error(
-        StatusCode::NOT_FOUND,
-        SESSION_NOT_FOUND,
-        "session not found or expired",
-    )
-}
-
-/// 503 with `Retry-After: 1` and JSON-RPC error `-32002`.
-pub fn store_unavailable() -> Response {
-    let mut response = jsonrpc_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        STORE_UNAVAILABLE,
-        "session store unavailable, retry",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// 500 with JSON-RPC error `-32603`. The message names the kind of failure
-/// only: store errors carry no secrets, but they are not the client's
-/// business either.
-fn internal_error(error: &Error) -> Response {
-    let kind = match error {
-        Error::Closed => "session store closed",
-        Error::Codec(_) => "stored session unreadable",
-        _ => "session store error",
-    };
-    jsonrpc_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        INTERNAL_ERROR,
-        &format!("internal error: {kind}"),
-    )
 }

@@ -14,9 +14,12 @@
 //!   header naming the replica.
 //! - [`tools`]: the MCP tools `echo`, `counter` (a per-session counter kept in
 //!   the session's metadata) and `whoami`.
-//! - [`guard`]: the middleware that checks the session store on every
-//!   request naming a session, and the JSON-RPC error bodies of its answers.
-//!   Its documentation explains why rmcp needs it.
+//! - [`guard`]: the middleware that reads the session of every request
+//!   naming one, once, and hands it to the tools as a
+//!   [`guard::LoadedSession`]. Its documentation explains why rmcp needs it
+//!   and what a request costs in store operations.
+//! - [`answer`]: what a client is told when its session cannot be served,
+//!   as an HTTP answer for the guard and a JSON-RPC error for the tools.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -41,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+pub mod answer;
 pub mod guard;
 mod health;
 pub mod tools;
@@ -83,9 +87,8 @@ struct Inner {
     /// Cancelled on shutdown: ends every rmcp session and SSE stream, so that
     /// a graceful shutdown does not wait for long-lived streams.
     cancel: CancellationToken,
-    /// Allowed `Host` header values (rmcp's DNS-rebinding protection); `None`
-    /// keeps rmcp's default, loopback names only; empty allows any host.
-    allowed_hosts: Option<Vec<String>>,
+    /// The `Host` header values rmcp accepts.
+    allowed_hosts: AllowedHosts,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -115,15 +118,27 @@ pub struct InvalidReplicaName(String);
 /// 400 MB). A minute keeps the cache for active sessions and bounds that.
 pub const DEFAULT_LOCAL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The `Host` header values a gateway accepts: rmcp's protection against DNS
+/// rebinding, which refuses other hosts with a 403.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Loopback names only (`localhost`, `127.0.0.1`, `::1`, any port):
+    /// rmcp's default, for a gateway that only local clients reach.
+    #[default]
+    Loopback,
+    /// Any host: behind a balancer that checks the `Host` header itself.
+    Any,
+    /// These names only, each `host` (any port) or `host:port`: the public
+    /// names of the service. An empty list accepts no host.
+    Only(Vec<String>),
+}
+
 /// Settings of a [`Gateway`] beyond its manager and name.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct GatewayOptions {
-    /// Allowed `Host` header values (rmcp's DNS-rebinding protection):
-    /// `None` for rmcp's default (loopback names only), an empty list for any
-    /// host (behind a balancer that checks it), or the public names of the
-    /// service (`host` or `host:port`).
-    pub allowed_hosts: Option<Vec<String>>,
+    /// The `Host` header values to accept.
+    pub allowed_hosts: AllowedHosts,
     /// How long rmcp's in-memory copy of an idle session lives on this
     /// replica; see [`DEFAULT_LOCAL_IDLE_TIMEOUT`].
     pub local_idle_timeout: Duration,
@@ -132,7 +147,7 @@ pub struct GatewayOptions {
 impl Default for GatewayOptions {
     fn default() -> Self {
         Self {
-            allowed_hosts: None,
+            allowed_hosts: AllowedHosts::Loopback,
             local_idle_timeout: DEFAULT_LOCAL_IDLE_TIMEOUT,
         }
     }
@@ -143,22 +158,6 @@ impl Gateway {
     /// accepting only loopback `Host` headers (rmcp's default).
     pub fn new(manager: Manager, replica: impl Into<String>) -> Result<Self, InvalidReplicaName> {
         Self::with_options(manager, replica, GatewayOptions::default())
-    }
-
-    /// Like [`Gateway::new`], with the `Host` header values rmcp accepts:
-    /// `None` for rmcp's default (loopback names only), an empty list for
-    /// any host (behind a balancer that checks it), or the public names of
-    /// the service (`host` or `host:port`).
-    pub fn with_allowed_hosts(
-        manager: Manager,
-        replica: impl Into<String>,
-        allowed_hosts: Option<Vec<String>>,
-    ) -> Result<Self, InvalidReplicaName> {
-        let options = GatewayOptions {
-            allowed_hosts,
-            ..GatewayOptions::default()
-        };
-        Self::with_options(manager, replica, options)
     }
 
     /// A gateway with every setting of [`GatewayOptions`].
@@ -218,9 +217,15 @@ impl Gateway {
         config.session_store = Some(Arc::new(ManagerSessionStore::new(
             self.inner.manager.clone(),
         )));
-        if let Some(hosts) = &self.inner.allowed_hosts {
-            config = config.with_allowed_hosts(hosts.iter().cloned());
-        }
+        config = match &self.inner.allowed_hosts {
+            AllowedHosts::Loopback => config,
+            AllowedHosts::Any => config.disable_allowed_hosts(),
+            // rmcp reads an empty list as "any host"; a single blank entry,
+            // which rmcp skips when matching, makes the list refuse every
+            // host instead, as an empty `Only` says.
+            AllowedHosts::Only(hosts) if hosts.is_empty() => config.with_allowed_hosts([""]),
+            AllowedHosts::Only(hosts) => config.with_allowed_hosts(hosts.iter().cloned()),
+        };
         let tools = GatewayTools::new(self.inner.manager.clone(), self.inner.replica.clone());
         let mcp = StreamableHttpService::new(
             move || Ok(tools.clone()),

@@ -6,9 +6,11 @@
 //!                 [--allowed-host <host>]... [--local-idle <time>]
 //! ```
 //!
-//! Without `--config` sessions are local (in-process) with a 30-minute TTL;
-//! with a configuration file they are where the file says: a `[redis]` table
-//! means Redis, no such table local storage. See `docs/deployment.md`.
+//! Every option falls back on an environment variable (`--help` names
+//! them), for container platforms that configure by environment. Without
+//! `--config` sessions are local (in-process) with a 30-minute TTL; with a
+//! configuration file they are where the file says: a `[redis]` table means
+//! Redis, no such table local storage. See `docs/deployment.md`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -16,125 +18,132 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
+use clap::{CommandFactory, Parser};
 use session_factory::{Session, SessionConfig, SessionType};
-use session_gateway::{Gateway, GatewayOptions};
+use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tracing_subscriber::EnvFilter;
-
-const USAGE: &str = "\
-session-gateway: an MCP streamable-HTTP server with sessions shared by every replica
-
-USAGE:
-    session-gateway [OPTIONS]
-
-OPTIONS:
-    --config <path>        Session configuration (TOML). A [redis] table means Redis
-                           storage, none means local storage. Without this option:
-                           local storage with a 30-minute TTL.
-    --listen <addr>        Address to listen on [default: 127.0.0.1:8080]
-    --replica <name>       This replica's name, reported by /health, the tools and
-                           the x-served-by header [default: gateway@<listen addr>]
-    --allowed-host <host>  A Host header value to accept (host or host:port); may be
-                           repeated; `*` accepts any. Default: loopback names only
-                           (rmcp's protection against DNS rebinding).
-    --local-idle <time>    How long this replica keeps its in-memory copy of a session
-                           that gets no requests (the store keeps the session; a later
-                           request restores the copy) [default: 60s]
-    -h, --help             Print this help
-
-ROUTES:
-    /mcp      MCP streamable HTTP (stateful sessions)
-    /health   storage health as JSON (503 when the store is unreachable)
-
-Logging: RUST_LOG (default `info`).
-";
 
 /// The default TTL without a configuration file.
 const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
 /// How long a graceful shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, PartialEq)]
+/// session-gateway: an MCP streamable-HTTP server with sessions shared by
+/// every replica.
+#[derive(Debug, Parser)]
+#[command(
+    name = "session-gateway",
+    version,
+    after_help = "\
+Routes:
+  /mcp      MCP streamable HTTP (stateful sessions)
+  /health   storage health as JSON (503 when the store is unreachable)
+
+Logging: RUST_LOG (default `info`)."
+)]
 struct Args {
+    /// Session configuration (TOML). A [redis] table means Redis storage,
+    /// none means local storage. Without this option: local storage with a
+    /// 30-minute TTL.
+    #[arg(long, value_name = "path", env = "SESSION_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "addr",
+        env = "SESSION_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     listen: SocketAddr,
+    /// This replica's name, reported by /health, the tools and the
+    /// x-served-by header [default: gateway@<listen addr>].
+    #[arg(long, value_name = "name", env = "SESSION_GATEWAY_REPLICA")]
     replica: Option<String>,
-    allowed_hosts: Option<Vec<String>>,
+    /// A Host header value to accept (host or host:port); may be repeated
+    /// (the environment variable takes a comma-separated list); `*` accepts
+    /// any. Default: loopback names only (rmcp's protection against DNS
+    /// rebinding).
+    #[arg(
+        long = "allowed-host",
+        value_name = "host",
+        env = "SESSION_GATEWAY_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_parser = parse_host
+    )]
+    allowed_hosts: Vec<Host>,
+    /// How long this replica keeps its in-memory copy of a session that gets
+    /// no requests (the store keeps the session; a later request restores
+    /// the copy).
+    // The default is `DEFAULT_LOCAL_IDLE_TIMEOUT`, written as text for the
+    // help; a test checks that the two agree.
+    #[arg(
+        long,
+        value_name = "time",
+        env = "SESSION_GATEWAY_LOCAL_IDLE",
+        default_value = "60s",
+        value_parser = parse_idle
+    )]
     local_idle: Duration,
 }
 
-enum Parsed {
-    Run(Args),
-    Help,
+/// One `--allowed-host` value.
+#[derive(Clone, Debug, PartialEq)]
+enum Host {
+    /// `*`: any host.
+    Any,
+    /// A host name, with or without a port.
+    Name(String),
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed> {
-    let mut parsed = Args {
-        config: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-        replica: None,
-        allowed_hosts: None,
-        local_idle: session_gateway::DEFAULT_LOCAL_IDLE_TIMEOUT,
-    };
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.into())),
-            _ => (arg, None),
-        };
-        let mut value = || -> Result<String> {
-            match inline.clone() {
-                Some(value) => Ok(value),
-                None => args
-                    .next()
-                    .with_context(|| format!("{flag} needs a value (see --help)")),
+fn parse_host(text: &str) -> Result<Host, String> {
+    match text.trim() {
+        "" => Err("a host must not be empty".into()),
+        "*" => Ok(Host::Any),
+        name => Ok(Host::Name(name.to_owned())),
+    }
+}
+
+fn parse_idle(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|idle| !idle.is_zero())
+        .ok_or_else(|| "not a positive duration like 60s or 5m".into())
+}
+
+impl Args {
+    /// The `Host` values to accept: rmcp's loopback default without
+    /// `--allowed-host`, any host for `*`, the names otherwise.
+    ///
+    /// `*` beside names is refused rather than read one way or the other:
+    /// either reading would ignore some of what the operator wrote.
+    fn allowed_hosts(&self) -> Result<AllowedHosts, clap::Error> {
+        let mut names = Vec::new();
+        let mut any = false;
+        for host in &self.allowed_hosts {
+            match host {
+                Host::Any => any = true,
+                Host::Name(name) => names.push(name.clone()),
             }
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--config" => parsed.config = Some(PathBuf::from(value()?)),
-            "--listen" => {
-                let addr = value()?;
-                parsed.listen = addr.parse().with_context(|| {
-                    format!("--listen {addr:?} is not an address like 127.0.0.1:8080")
-                })?;
-            }
-            "--replica" => parsed.replica = Some(value()?),
-            "--allowed-host" => {
-                let host = value()?;
-                let hosts = parsed.allowed_hosts.get_or_insert_with(Vec::new);
-                if host != "*" {
-                    hosts.push(host);
-                }
-            }
-            "--local-idle" => {
-                let text = value()?;
-                parsed.local_idle = humantime::parse_duration(&text)
-                    .ok()
-                    .filter(|idle| !idle.is_zero())
-                    .with_context(|| {
-                        format!("--local-idle {text:?} is not a positive duration like 60s or 5m")
-                    })?;
-            }
-            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+        match (any, names.is_empty()) {
+            (false, true) => Ok(AllowedHosts::Loopback),
+            (true, true) => Ok(AllowedHosts::Any),
+            (false, false) => Ok(AllowedHosts::Only(names)),
+            (true, false) => Err(Args::command().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--allowed-host '*' accepts any host: it cannot stand beside host names",
+            )),
         }
     }
-    // `--allowed-host '*'` alone leaves an empty list: rmcp then accepts any host.
-    Ok(Parsed::Run(parsed))
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            eprintln!("session-gateway: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
+    // clap prints the help or the error itself and exits, with status 2 on
+    // an error, as the hand-written parser did.
+    let args = Args::parse();
+    let allowed_hosts = args.allowed_hosts().unwrap_or_else(|error| error.exit());
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
@@ -151,7 +160,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, allowed_hosts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -160,7 +169,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
     let config = match &args.config {
         Some(path) => SessionConfig::load(path)?,
         None => SessionConfig::local(DEFAULT_TTL),
@@ -174,7 +183,7 @@ async fn run(args: Args) -> Result<()> {
         .replica
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
     let mut options = GatewayOptions::default();
-    options.allowed_hosts = args.allowed_hosts;
+    options.allowed_hosts = allowed_hosts;
     options.local_idle_timeout = args.local_idle;
     let gateway = Gateway::with_options(manager.clone(), replica, options)?;
 
@@ -273,32 +282,40 @@ async fn shutdown_signal() -> &'static str {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use clap::error::ErrorKind;
+
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Parsed> {
-        parse_args(args.iter().map(|arg| (*arg).to_owned()))
+    // These tests parse argument lists only; the environment fall-backs are
+    // tested on the binary (`tests/command_line.rs`), since setting this
+    // process's environment would race the other tests.
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("session-gateway").chain(args.iter().copied()))
     }
 
-    fn run_args(args: &[&str]) -> Args {
-        match parse(args).unwrap() {
-            Parsed::Run(args) => args,
-            Parsed::Help => panic!("unexpected help"),
-        }
+    fn hosts(args: &[&str]) -> AllowedHosts {
+        parse(args).unwrap().allowed_hosts().unwrap()
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Args::command().debug_assert();
     }
 
     #[test]
     fn defaults() {
-        let args = run_args(&[]);
+        let args = parse(&[]).unwrap();
         assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(args.config, None);
         assert_eq!(args.replica, None);
-        assert_eq!(args.allowed_hosts, None);
+        assert_eq!(args.allowed_hosts().unwrap(), AllowedHosts::Loopback);
         assert_eq!(args.local_idle, session_gateway::DEFAULT_LOCAL_IDLE_TIMEOUT);
     }
 
     #[test]
     fn every_flag_in_both_spellings() {
-        let args = run_args(&[
+        let args = parse(&[
             "--config",
             "config/redis.toml",
             "--listen=0.0.0.0:9000",
@@ -306,36 +323,83 @@ mod tests {
             "a",
             "--allowed-host",
             "mcp.example.com",
-            "--allowed-host=localhost",
+            "--allowed-host=localhost:8080",
             "--local-idle",
             "90s",
-        ]);
-        assert_eq!(args.local_idle, Duration::from_secs(90));
+        ])
+        .unwrap();
         assert_eq!(args.config, Some(PathBuf::from("config/redis.toml")));
         assert_eq!(args.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         assert_eq!(args.replica.as_deref(), Some("a"));
         assert_eq!(
-            args.allowed_hosts,
-            Some(vec!["mcp.example.com".into(), "localhost".into()])
+            args.allowed_hosts().unwrap(),
+            AllowedHosts::Only(vec!["mcp.example.com".into(), "localhost:8080".into()])
         );
+        assert_eq!(args.local_idle, Duration::from_secs(90));
         assert_eq!(
-            run_args(&["--allowed-host", "*"]).allowed_hosts,
-            Some(vec![])
+            parse(&["--local-idle=5m"]).unwrap().local_idle,
+            Duration::from_secs(300)
         );
     }
 
     #[test]
+    fn a_star_accepts_any_host_and_stands_alone() {
+        assert_eq!(hosts(&["--allowed-host", "*"]), AllowedHosts::Any);
+        assert_eq!(
+            hosts(&["--allowed-host", "*", "--allowed-host=*"]),
+            AllowedHosts::Any
+        );
+        // The environment variable's comma-separated form, on the command
+        // line too.
+        assert_eq!(
+            hosts(&["--allowed-host", "a.example,b.example"]),
+            AllowedHosts::Only(vec!["a.example".into(), "b.example".into()])
+        );
+        let error = parse(&["--allowed-host", "*", "--allowed-host", "a.example"])
+            .unwrap()
+            .allowed_hosts()
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn help_and_errors() {
-        assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
-        assert!(matches!(parse(&["-h"]).unwrap(), Parsed::Help));
-        for bad in [
-            &["--listen"][..],
-            &["--listen", "nowhere"],
-            &["--verbose"],
-            &["--local-idle", "0s"],
-            &["--local-idle", "soon"],
-        ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+        for help in ["--help", "-h"] {
+            let error = parse(&[help]).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::DisplayHelp);
         }
+        let help = Args::command().render_long_help().to_string();
+        for flag in [
+            "--config <path>",
+            "--listen <addr>",
+            "--replica <name>",
+            "--allowed-host <host>",
+            "--local-idle <time>",
+            "SESSION_GATEWAY_CONFIG",
+            "SESSION_GATEWAY_LISTEN",
+            "SESSION_GATEWAY_REPLICA",
+            "SESSION_GATEWAY_ALLOWED_HOSTS",
+            "SESSION_GATEWAY_LOCAL_IDLE",
+            "[default: 127.0.0.1:8080]",
+            "[default: 60s]",
+        ] {
+            assert!(help.contains(flag), "{flag} is not in the help:\n{help}");
+        }
+        let cases: [(&[&str], ErrorKind); 6] = [
+            (&["--verbose"], ErrorKind::UnknownArgument),
+            (&["extra"], ErrorKind::UnknownArgument),
+            (&["--listen"], ErrorKind::InvalidValue),
+            (&["--listen", "nowhere"], ErrorKind::ValueValidation),
+            (&["--local-idle", "0s"], ErrorKind::ValueValidation),
+            (&["--local-idle", "soon"], ErrorKind::ValueValidation),
+        ];
+        for (bad, kind) in cases {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(error.kind(), kind, "{bad:?}: {error}");
+        }
+        assert_eq!(
+            parse(&["--allowed-host", ""]).unwrap_err().kind(),
+            ErrorKind::ValueValidation
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! The MCP tools: `echo`, `counter` and `whoami`.
 //!
-//! The session id comes from the HTTP request: rmcp injects the request's
-//! [`http::request::Parts`] into the extensions of every request it hands to
-//! the handler, restored sessions included, and the `Mcp-Session-Id` header
-//! is among them.
+//! The session comes from the HTTP request: the [guard](crate::guard) puts
+//! the session it read into the request's extensions as a [`LoadedSession`],
+//! and rmcp injects the request's [`http::request::Parts`] (extensions
+//! included) into every request it hands to the handler, restored sessions
+//! included. So the tools neither parse `Mcp-Session-Id` nor read the store
+//! again.
 
 use std::sync::Arc;
 
@@ -11,13 +13,14 @@ use http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{ErrorCode, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::json;
-use session_factory::{Error, Manager, SessionId};
+use session_factory::{Manager, Session};
 
-use crate::guard::{SESSION_HEADER, SESSION_NOT_FOUND, STORE_UNAVAILABLE};
+use crate::answer::Refusal;
+use crate::guard::LoadedSession;
 
 /// The session metadata key of the `counter` tool.
 pub const COUNTER_KEY: &str = "counter";
@@ -68,33 +71,35 @@ impl GatewayTools {
     /// `counter`: increments the session's counter and returns
     /// `{"count":N,"replica":..,"session":..}`.
     ///
-    /// The counter is the session's metadata key `counter`, read with
-    /// `Manager::get` and written with `Manager::update`, so every replica
-    /// sees the same count. Read and write are two operations: two calls on
-    /// one session that run at once can both read N and both write N + 1
-    /// (last write wins; there is no compare-and-set).
+    /// The counter is the session's metadata key `counter`, read from the
+    /// session the guard loaded for this request and written with
+    /// `Manager::update`, so every replica sees the same count, and a call
+    /// costs one store read (the guard's) and one write. Read and write are
+    /// two operations: two calls on one session that run at once can both
+    /// read N and both write N + 1 (last write wins; there is no
+    /// compare-and-set).
     #[tool(
         description = "Increments a counter kept in this MCP session (shared by every replica) and returns {\"count\":N,\"replica\":...,\"session\":...}."
     )]
     pub async fn counter(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
-        let id = session_of(&parts)?;
-        let session = self
-            .manager
-            .get(&id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(session_gone)?;
-        let mut session = Arc::unwrap_or_clone(session);
+        let loaded = loaded_session(&parts)?;
+        let id = loaded.id();
+        let mut session = Session::clone(loaded.session());
         let count = session
             .get_metadata(COUNTER_KEY)
             .and_then(|value| value.parse::<u64>().ok())
             .unwrap_or(0)
             + 1;
         session.set_metadata(COUNTER_KEY, count.to_string());
-        if !self.manager.update(session).await.map_err(store_error)? {
-            // Deleted or expired between the read and the write: `update`
-            // never resurrects a session.
-            return Err(session_gone());
+        let updated = self
+            .manager
+            .update(session)
+            .await
+            .map_err(|error| Refusal::store_error(&id, &error))?;
+        if !updated {
+            // Deleted or expired since the guard's read: `update` never
+            // resurrects a session.
+            return Err(Refusal::SessionNotFound.into());
         }
         Ok(json!({
             "count": count,
@@ -104,16 +109,17 @@ impl GatewayTools {
         .to_string())
     }
 
-    /// `whoami`: returns `{"replica":..,"session":..}`.
+    /// `whoami`: returns `{"replica":..,"session":..}`, with a `null`
+    /// session for a request that has none.
     #[tool(
         description = "Returns the replica serving this call and the MCP session id: {\"replica\":...,\"session\":...}."
     )]
-    pub async fn whoami(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
+    pub async fn whoami(&self, Extension(parts): Extension<Parts>) -> String {
         let session = parts
-            .headers
-            .get(SESSION_HEADER)
-            .and_then(|value| value.to_str().ok());
-        Ok(json!({ "replica": &*self.replica, "session": session }).to_string())
+            .extensions
+            .get::<LoadedSession>()
+            .map(|loaded| loaded.id().to_string());
+        json!({ "replica": &*self.replica, "session": session }).to_string()
     }
 }
 
@@ -132,38 +138,16 @@ impl ServerHandler for GatewayTools {
     }
 }
 
-/// The session id of the request, from its `Mcp-Session-Id` header.
-fn session_of(parts: &Parts) -> Result<SessionId, ErrorData> {
-    let header = parts
-        .headers
-        .get(SESSION_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| {
-            ErrorData::invalid_request(
-                "this tool needs an MCP session: connect with the initialize handshake",
-                None,
-            )
-        })?;
-    SessionId::parse(header).map_err(|_| session_gone())
-}
-
-fn session_gone() -> ErrorData {
-    ErrorData::new(
-        ErrorCode(SESSION_NOT_FOUND),
-        "session not found or expired",
-        None,
-    )
-}
-
-fn store_error(error: Error) -> ErrorData {
-    if error.is_retryable() {
-        ErrorData::new(
-            ErrorCode(STORE_UNAVAILABLE),
-            "session store unavailable, retry",
+/// The session the guard loaded for this request.
+///
+/// Only a request without `Mcp-Session-Id` lacks one (the guard refuses
+/// every request whose session it could not load), and a stateful tool has
+/// nothing to work on then.
+fn loaded_session(parts: &Parts) -> Result<&LoadedSession, ErrorData> {
+    parts.extensions.get::<LoadedSession>().ok_or_else(|| {
+        ErrorData::invalid_request(
+            "this tool needs an MCP session: connect with the initialize handshake",
             None,
         )
-    } else {
-        tracing::error!(%error, "session store failed in a tool");
-        ErrorData::internal_error("session store error", None)
-    }
+    })
 }

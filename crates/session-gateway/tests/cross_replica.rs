@@ -15,8 +15,9 @@
 //! is set, which makes them fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
 use session_core::testkit::test_env;
+
+use common::{free_port, http};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_session-gateway");
 const STARTUP: Duration = Duration::from_secs(15);
@@ -114,22 +117,6 @@ impl Drop for Children {
             }
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -3,10 +3,11 @@
 //! `initialize`, `counter` and a deletion behind rmcp's back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -15,11 +16,10 @@ use session_factory::{
     BackendErrorKind, Error, Expiry, LocalStorage, Manager, Result, Session, SessionId,
     SessionType, Storage, Ttl,
 };
-use session_gateway::{Gateway, GatewayOptions};
+use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tokio::time::Instant;
-use tower::ServiceExt;
 
-const PROTOCOL: &str = "2025-06-18";
+use common::{PROTOCOL, body_text, call_tool, initialize, open_session, post, send};
 
 fn local_gateway() -> Gateway {
     let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
@@ -74,34 +74,11 @@ fn auth_failure() -> Error {
     Error::backend(BackendErrorKind::Auth, "WRONGPASS")
 }
 
-fn post(session: Option<&str>, body: Value) -> Request<Body> {
-    let mut request = Request::post("/mcp")
-        .header("host", "localhost")
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", PROTOCOL);
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    request.body(Body::from(body.to_string())).unwrap()
-}
-
 fn ping(session: &str) -> Request<Body> {
     post(
         Some(session),
         json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
     )
-}
-
-async fn send(router: &Router, request: Request<Body>) -> Response<Body> {
-    router.clone().oneshot(request).await.unwrap()
-}
-
-async fn body_text(response: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
 }
 
 /// Checks status, `x-served-by` and the JSON-RPC error body.
@@ -114,50 +91,6 @@ async fn assert_jsonrpc_error(response: Response<Body>, status: StatusCode, code
     assert_eq!(body["id"], Value::Null);
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
-}
-
-/// The JSON-RPC messages of an SSE body (its `data:` lines that hold JSON).
-fn sse_messages(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .filter_map(|data| serde_json::from_str(data.trim()).ok())
-        .collect()
-}
-
-/// An `initialize` request without a session.
-fn initialize() -> Request<Body> {
-    post(
-        None,
-        json!({
-            "jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL,
-                "capabilities": {},
-                "clientInfo": {"name": "guard-test", "version": "0"},
-            },
-        }),
-    )
-}
-
-/// The MCP handshake (`initialize`, then `notifications/initialized`);
-/// returns the new session's id.
-async fn open_session(router: &Router) -> String {
-    let response = send(router, initialize()).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-served-by"], "unit");
-    let id = response.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let messages = sse_messages(&body_text(response).await);
-    assert_eq!(
-        messages[0]["result"]["serverInfo"]["name"], "session-gateway",
-        "{messages:?}"
-    );
-    let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let response = send(router, post(Some(&id), initialized)).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    id
 }
 
 #[tokio::test]
@@ -269,21 +202,8 @@ async fn a_session_deleted_elsewhere_is_closed_here() {
     let id = open_session(&router).await;
 
     for expected in 1..=2 {
-        let call = json!({
-            "jsonrpc": "2.0", "id": 10 + expected, "method": "tools/call",
-            "params": {"name": "counter", "arguments": {}},
-        });
-        let response = send(&router, post(Some(&id), call)).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let messages = sse_messages(&body_text(response).await);
-        let result = messages
-            .iter()
-            .find(|message| message["id"] == 10 + expected)
-            .unwrap();
-        let text = result["result"]["content"][0]["text"].as_str().unwrap();
-        let counted: Value = serde_json::from_str(text).unwrap();
         assert_eq!(
-            counted,
+            call_tool(&router, &id, "counter", 10 + expected).await,
             json!({"count": expected, "replica": "unit", "session": id})
         );
     }
@@ -343,18 +263,9 @@ async fn an_idle_copy_is_dropped_and_restored_from_the_store() {
         assert!(Instant::now() < deadline, "the idle copy was not dropped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let call = json!({
-        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
-        "params": {"name": "counter", "arguments": {}},
-    });
-    let response = send(&router, post(Some(&id), call)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let messages = sse_messages(&body_text(response).await);
-    assert!(
-        messages
-            .iter()
-            .any(|message| message["id"] == 2 && message["result"].is_object()),
-        "{messages:?}"
+    assert_eq!(
+        call_tool(&router, &id, "counter", 2).await,
+        json!({"count": 1, "replica": "unit", "session": id})
     );
     assert!(gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap());
 }
@@ -509,4 +420,68 @@ async fn a_restore_that_cannot_read_the_store_is_503() {
     // A retry after the `Retry-After` pause restores the session.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(send(&other, ping(&id)).await.status(), StatusCode::OK);
+}
+
+/// Which `Host` headers each `AllowedHosts` lets through to rmcp, which
+/// answers 403 to the others (its protection against DNS rebinding).
+#[tokio::test]
+async fn allowed_hosts_decide_which_host_headers_reach_rmcp() {
+    let only = AllowedHosts::Only(vec![
+        "mcp.example.com".into(),
+        "api.example.com:8443".into(),
+    ]);
+    let cases = [
+        (
+            AllowedHosts::Loopback,
+            [
+                ("localhost", 200),
+                ("127.0.0.1:8080", 200),
+                ("mcp.example.com", 403),
+            ],
+        ),
+        (
+            AllowedHosts::Any,
+            [
+                ("localhost", 200),
+                ("mcp.example.com", 200),
+                ("evil.example", 200),
+            ],
+        ),
+        (
+            only,
+            [
+                ("mcp.example.com:80", 200),
+                ("api.example.com:8443", 200),
+                ("localhost", 403),
+            ],
+        ),
+        // An empty list accepts no host, although rmcp's own empty list
+        // would accept any.
+        (
+            AllowedHosts::Only(Vec::new()),
+            [
+                ("localhost", 403),
+                ("mcp.example.com", 403),
+                ("evil.example", 403),
+            ],
+        ),
+    ];
+    for (allowed_hosts, hosts) in cases {
+        let mut options = GatewayOptions::default();
+        options.allowed_hosts = allowed_hosts.clone();
+        let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+        let router = Gateway::with_options(manager, "unit", options)
+            .unwrap()
+            .router();
+        for (host, status) in hosts {
+            let mut request = initialize();
+            request.headers_mut().insert("host", host.parse().unwrap());
+            let response = send(&router, request).await;
+            assert_eq!(
+                response.status().as_u16(),
+                status,
+                "{allowed_hosts:?}, Host: {host}"
+            );
+        }
+    }
 }

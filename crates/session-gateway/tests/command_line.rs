@@ -1,0 +1,196 @@
+//! The binary's environment fall-backs: every option can come from a
+//! `SESSION_GATEWAY_*` variable, a flag beats its variable, and a bad value
+//! in a variable is refused like a bad flag. The flags themselves are tested
+//! on the parser (`src/main.rs`); the environment is tested here, on the
+//! binary, because setting the test process's own environment would race the
+//! other tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use common::{free_port, http};
+
+const GATEWAY: &str = env!("CARGO_BIN_EXE_session-gateway");
+
+/// Every variable the binary reads, removed from each child's environment
+/// so that only what a test sets counts.
+const VARIABLES: [&str; 5] = [
+    "SESSION_GATEWAY_CONFIG",
+    "SESSION_GATEWAY_LISTEN",
+    "SESSION_GATEWAY_REPLICA",
+    "SESSION_GATEWAY_ALLOWED_HOSTS",
+    "SESSION_GATEWAY_LOCAL_IDLE",
+];
+
+/// The binary with a clean `SESSION_GATEWAY_*` environment.
+fn gateway() -> Command {
+    let mut command = Command::new(GATEWAY);
+    for variable in VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// A running gateway, killed and waited for when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `command` and waits until `/health` on `port` answers; returns the
+/// running process and the `x-served-by` header of that answer.
+async fn start(command: &mut Command, port: u16) -> (Running, String) {
+    let mut running = Running(command.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            panic!("the gateway exited with {status}");
+        }
+        let health = http()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await;
+        if let Ok(response) = health {
+            assert_eq!(response.status(), StatusCode::OK);
+            let served_by = response.headers()["x-served-by"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            return (running, served_by);
+        }
+        assert!(Instant::now() < deadline, "the gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The status of an `initialize` sent to `port` with the `Host` header
+/// `host`: rmcp answers 403 to a host that is not allowed.
+async fn initialize_status(port: u16, host: &str) -> StatusCode {
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "command-line-test", "version": "0"},
+        },
+    });
+    http()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("host", host)
+        .header("accept", "application/json, text/event-stream")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn every_option_falls_back_on_its_variable() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("local.toml");
+    std::fs::write(&config, "ttl = \"5m\"\n").unwrap();
+    let log = dir.path().join("gateway.log");
+    let (_running, served_by) = start(
+        gateway()
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .env("SESSION_GATEWAY_CONFIG", &config)
+            .env("SESSION_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SESSION_GATEWAY_REPLICA", "from-env")
+            .env(
+                "SESSION_GATEWAY_ALLOWED_HOSTS",
+                "mcp.example.com,api.example.com",
+            )
+            .env("SESSION_GATEWAY_LOCAL_IDLE", "90s"),
+        port,
+    )
+    .await;
+    assert_eq!(served_by, "from-env");
+    // The configuration file's TTL, in the start-up line: the file was read.
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("ttl=300s"), "{log}");
+    let health: Value = http()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        json!({"status": "ok", "replica": "from-env", "storage": "local", "sessions": 0})
+    );
+    // SESSION_GATEWAY_LOCAL_IDLE has no outside effect within a test's
+    // time; that the gateway started shows its value was accepted (a bad
+    // one is refused, below). Both names of the list are allowed, and loopback names no longer are.
+    assert_eq!(
+        initialize_status(port, "mcp.example.com").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        initialize_status(port, "api.example.com").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        initialize_status(port, &format!("127.0.0.1:{port}")).await,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn a_flag_beats_its_variable() {
+    let port = free_port();
+    let (_running, served_by) = start(
+        gateway()
+            .env("SESSION_GATEWAY_LISTEN", "127.0.0.1:1")
+            .env("SESSION_GATEWAY_REPLICA", "from-env")
+            .env("SESSION_GATEWAY_ALLOWED_HOSTS", "mcp.example.com")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--replica", "from-flag", "--allowed-host", "*"]),
+        port,
+    )
+    .await;
+    assert_eq!(served_by, "from-flag");
+    assert_eq!(
+        initialize_status(port, "evil.example").await,
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn a_bad_value_in_a_variable_is_refused_like_a_bad_flag() {
+    let output = gateway()
+        .env("SESSION_GATEWAY_LOCAL_IDLE", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid value 'soon' for '--local-idle <time>'"),
+        "{stderr}"
+    );
+    let output = gateway().arg("--verbose").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("unexpected argument '--verbose'"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,230 @@
+//! The session the guard reads reaches the tools, for a session rmcp holds
+//! and for one it restores from the store, and a tool call costs the store
+//! operations the guard's documentation says: one read plus the tool's
+//! write, and one read more on a cold replica.
+//!
+//! Two gateways share one local storage, as two replicas share Redis; each
+//! reaches it through its own counting wrapper, so the operations of each
+//! replica are counted apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use rmcp::transport::streamable_http_server::session::SessionManager;
+use serde_json::json;
+use session_factory::{
+    Expiry, LocalStorage, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
+};
+use session_gateway::Gateway;
+use tokio::time::Instant;
+
+use common::{call_tool, open_session};
+
+/// How many times each storage operation ran since the last
+/// [`Counting::take`].
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ops {
+    create: usize,
+    load: usize,
+    update: usize,
+    store: usize,
+    delete: usize,
+    count: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    create: AtomicUsize,
+    load: AtomicUsize,
+    update: AtomicUsize,
+    store: AtomicUsize,
+    delete: AtomicUsize,
+    count: AtomicUsize,
+}
+
+/// Local storage that counts the operations of the requests it serves.
+///
+/// The cleanup sweep (`delete_expired`) and `close` are not counted: they
+/// belong to the manager's life, not to a request.
+#[derive(Clone)]
+struct Counting {
+    inner: LocalStorage,
+    ops: Arc<Counters>,
+}
+
+impl Counting {
+    /// The counts so far, and zero for the next ones.
+    fn take(&self) -> Ops {
+        let take = |counter: &AtomicUsize| counter.swap(0, Ordering::SeqCst);
+        Ops {
+            create: take(&self.ops.create),
+            load: take(&self.ops.load),
+            update: take(&self.ops.update),
+            store: take(&self.ops.store),
+            delete: take(&self.ops.delete),
+            count: take(&self.ops.count),
+        }
+    }
+}
+
+fn bump(counter: &AtomicUsize) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
+impl Storage for Counting {
+    async fn create(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+        bump(&self.ops.create);
+        self.inner.create(session, expiry).await
+    }
+    async fn update(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+        bump(&self.ops.update);
+        self.inner.update(session, expiry).await
+    }
+    async fn store(&self, session: Arc<Session>, expiry: Expiry) -> Result<()> {
+        bump(&self.ops.store);
+        self.inner.store(session, expiry).await
+    }
+    async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
+        bump(&self.ops.load);
+        self.inner.load(id, expiry).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        bump(&self.ops.delete);
+        self.inner.delete(id).await
+    }
+    async fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
+        self.inner.delete_expired(before).await
+    }
+    async fn count(&self) -> Result<usize> {
+        bump(&self.ops.count);
+        self.inner.count().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// Replicas `a` and `b` on one storage, each with its router and counter.
+fn two_replicas() -> [(Gateway, Router, Counting); 2] {
+    let storage = LocalStorage::new();
+    ["a", "b"].map(|name| {
+        let counting = Counting {
+            inner: storage.clone(),
+            ops: Arc::default(),
+        };
+        let manager = Manager::with_storage(
+            Ttl::from_secs(60).unwrap(),
+            |id| Session::new(id, SessionType::Streamable),
+            counting.clone(),
+        );
+        let gateway = Gateway::new(manager, name).unwrap();
+        let router = gateway.router();
+        (gateway, router, counting)
+    })
+}
+
+/// Whether rmcp on `gateway` holds an in-memory copy of `session`.
+async fn holds(gateway: &Gateway, session: &str) -> bool {
+    let rmcp_id = session.into();
+    gateway.rmcp_sessions().has_session(&rmcp_id).await.unwrap()
+}
+
+/// `whoami` reports the id of the guard's `LoadedSession` (it has no other
+/// source), so its answer shows that rmcp passed the request's extensions
+/// through: on the replica that created the session, and on one that
+/// restores it from the store for this very request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guards_session_reaches_the_tools_live_and_restored() {
+    let [(_, a_router, _), (b, b_router, _)] = two_replicas();
+    let id = open_session(&a_router).await;
+
+    assert_eq!(
+        call_tool(&a_router, &id, "whoami", 2).await,
+        json!({"replica": "a", "session": id})
+    );
+
+    assert!(!holds(&b, &id).await, "b must start cold");
+    assert_eq!(
+        call_tool(&b_router, &id, "whoami", 3).await,
+        json!({"replica": "b", "session": id})
+    );
+    assert!(holds(&b, &id).await, "the call restored the session on b");
+
+    // `counter` works on the guard's session too, on either replica.
+    assert_eq!(
+        call_tool(&b_router, &id, "counter", 4).await,
+        json!({"count": 1, "replica": "b", "session": id})
+    );
+    assert_eq!(
+        call_tool(&a_router, &id, "counter", 5).await,
+        json!({"count": 2, "replica": "a", "session": id})
+    );
+}
+
+/// The store operations of one `tools/call counter`: one read (the guard's)
+/// and one write (the tool's `update`) on a warm replica; on a cold one,
+/// rmcp's restore adds one read of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_call_costs_one_read_and_one_write() {
+    let [(_, a_router, a_ops), (b, b_router, b_ops)] = two_replicas();
+
+    let id = open_session(&a_router).await;
+    // The handshake, for the record: rmcp saves the new session through
+    // `ManagerSessionStore`, which reads it first (a session it would keep
+    // the other contents of; none yet) and then creates it; the guard reads
+    // it back to confirm that it reached the store; and the guard reads it
+    // for `notifications/initialized`.
+    assert_eq!(
+        a_ops.take(),
+        Ops {
+            create: 1,
+            load: 3,
+            ..Ops::default()
+        }
+    );
+
+    // Warm: `a` holds the session. The guard's read, handed to the tool,
+    // and the tool's `update`.
+    assert_eq!(
+        call_tool(&a_router, &id, "counter", 2).await,
+        json!({"count": 1, "replica": "a", "session": id})
+    );
+    let one_read_one_write = Ops {
+        load: 1,
+        update: 1,
+        ..Ops::default()
+    };
+    assert_eq!(a_ops.take(), one_read_one_write);
+    assert_eq!(b_ops.take(), Ops::default());
+
+    // Cold: `b` has never seen the session. The guard's read; rmcp's
+    // restore, whose `SessionStore::load` reads the session again for the
+    // saved `initialize` parameters (it is given the session id only, not
+    // the request, so it cannot use the guard's read); and the tool's
+    // `update`. The restore writes nothing.
+    assert!(!holds(&b, &id).await, "b must start cold");
+    assert_eq!(
+        call_tool(&b_router, &id, "counter", 3).await,
+        json!({"count": 2, "replica": "b", "session": id})
+    );
+    assert_eq!(
+        b_ops.take(),
+        Ops {
+            load: 2,
+            update: 1,
+            ..Ops::default()
+        }
+    );
+    assert_eq!(a_ops.take(), Ops::default());
+
+    // The restored copy serves the next call: `b` is warm now.
+    assert_eq!(
+        call_tool(&b_router, &id, "counter", 4).await,
+        json!({"count": 3, "replica": "b", "session": id})
+    );
+    assert_eq!(b_ops.take(), one_read_one_write);
+}
