@@ -10,12 +10,13 @@
 //! copy of a session back, as an application does.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use session_core::{Manager, Session, SessionId, Ttl};
+use session_local::LocalStorage;
 use tower_sessions_memory_store::MemoryStore;
 use tsc_memory::SessionStore as _;
 use tsc_memory::session::{Id, Record};
@@ -129,7 +130,8 @@ impl Workload for LocalWork {
                 .is_some(),
             (Target::DashMap, Single::Update(i)) => {
                 let mut copy = (*ctx.sessions[i]).clone();
-                copy.touch();
+                // What our manager's update does to the copy it writes.
+                copy.set_updated_at(SystemTime::now());
                 match ctx.map.get_mut(&copy.id()) {
                     Some(mut entry) => {
                         *entry = Arc::new(copy);
@@ -157,7 +159,8 @@ impl Workload for LocalWork {
             (Target::Moka, Single::Load(i)) => ctx.moka.get(&ctx.sessions[i].id()).await.is_some(),
             (Target::Moka, Single::Update(i)) => {
                 let mut copy = (*ctx.sessions[i]).clone();
-                copy.touch();
+                // What our manager's update does to the copy it writes.
+                copy.set_updated_at(SystemTime::now());
                 ctx.moka.insert(copy.id(), Arc::new(copy)).await;
                 true
             }
@@ -204,11 +207,13 @@ async fn setup(keyspace: usize) -> Result<Arc<Ctx>> {
     let mut rng = Rng::new(0x10CA1);
     let template = shape::typical_session(shape::session_id(rng.uuid()), &mut rng);
     let template_metadata = template.metadata().clone();
-    let manager = Manager::new(Ttl::new(TTL)?, move |id| {
-        let mut session = Session::new(id, template.session_type());
-        *session.metadata_mut() = template_metadata.clone();
-        session
-    });
+    let manager = Manager::builder(LocalStorage::new(), Ttl::new(TTL)?)
+        .factory(move |id| {
+            let mut session = Session::new(id, template.session_type());
+            *session.metadata_mut() = template_metadata.clone();
+            session
+        })
+        .build()?;
     let memory = MemoryStore::default();
     let moka = moka::future::Cache::builder().time_to_idle(TTL).build();
     let map = DashMap::new();
@@ -223,7 +228,7 @@ async fn setup(keyspace: usize) -> Result<Arc<Ctx>> {
             data: shape::tower_data(&session),
             expiry_date: expiry,
         };
-        let session = manager.add_session(session).await?;
+        let session = manager.create_from(session).await?;
         map.insert(session.id(), Arc::new((*session).clone()));
         moka.insert(session.id(), Arc::new((*session).clone()))
             .await;
@@ -340,7 +345,7 @@ pub(crate) fn run(timing: Timing) -> Result<Vec<Row>> {
                     harness::keep_best(&mut rows, row);
                 }
             }
-            ctx.manager.shutdown().await?;
+            ctx.manager.close().await?;
             anyhow::Ok(())
         })?;
     }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use session_core::{Expiry, LocalStorage, Manager, Session, SessionId, Ttl};
+use session_core::{Manager, Session, SessionId, SyncStorage, Ttl};
+use session_local::LocalStorage;
 use tower_sessions_memory_store::MemoryStore;
 use tsc_memory::SessionStore as _;
 use tsc_memory::session::{Id, Record};
@@ -115,12 +116,12 @@ pub(crate) fn measure(variant: &str, count: usize) -> Result<MemoryResult> {
     let (before, after) = runtime.block_on(async {
         Ok::<_, anyhow::Error>(match variant {
             "ours" => {
-                let manager = Manager::new(Ttl::new(TTL)?, |id| {
-                    Session::new(id, session_core::SessionType::Streamable)
-                });
+                let manager = Manager::builder(LocalStorage::new(), Ttl::new(TTL)?)
+                    .factory(session_core::SessionType::Streamable)
+                    .build()?;
                 let before = rss_bytes()?;
                 for session in sessions {
-                    manager.add_session(session).await?;
+                    manager.create_from(session).await?;
                 }
                 let after = rss_bytes()?;
                 if manager.count().await? != count {
@@ -232,24 +233,23 @@ pub(crate) fn sweep(expired: usize, live: usize) -> Result<SweepResult> {
         .build()?;
     let _guard = runtime.enter();
     let storage = LocalStorage::new();
-    let manager = Manager::builder(Ttl::new(TTL)?)
-        .storage(storage.clone())
+    let manager = Manager::builder(storage.clone(), Ttl::new(TTL)?)
         // Only the explicit sweep below runs.
-        .cleanup_interval(Duration::from_secs(24 * 3600))
+        .cleanup_interval(Some(Duration::from_secs(24 * 3600)))
         .build()?;
-    let tiny = Expiry::new(Ttl::new(Duration::from_millis(1))?);
+    let tiny = Ttl::new(Duration::from_millis(1))?;
     let mut sessions = Sessions {
         rng: Rng::new(SEED + 2),
     };
     eprintln!("sweep: inserting {expired} sessions with a 1 ms TTL and {live} live ones");
     for session in sessions.by_ref().take(expired) {
-        if !storage.create_now(Arc::new(session), tiny)? {
+        if !SyncStorage::create(&storage, Arc::new(session), tiny)? {
             bail!("duplicate session id");
         }
     }
     let mut ids = Vec::with_capacity(live);
     for session in sessions.take(live) {
-        let session = runtime.block_on(manager.add_session(session))?;
+        let session = runtime.block_on(manager.create_from(session))?;
         ids.push(session.id());
     }
     std::thread::sleep(Duration::from_millis(10));
@@ -276,7 +276,7 @@ pub(crate) fn sweep(expired: usize, live: usize) -> Result<SweepResult> {
         std::thread::sleep(Duration::from_millis(20));
         sweeping.store(true, Ordering::Relaxed);
         let started = Instant::now();
-        let removed = runtime.block_on(manager.cleanup_expired());
+        let removed = runtime.block_on(manager.delete_expired());
         let sweep_ms = started.elapsed().as_secs_f64() * 1000.0;
         sweeping.store(false, Ordering::Relaxed);
         stop.store(true, Ordering::Relaxed);
@@ -291,7 +291,7 @@ pub(crate) fn sweep(expired: usize, live: usize) -> Result<SweepResult> {
     if during.misses > 0 || baseline.misses > 0 {
         bail!("live sessions went missing during the sweep");
     }
-    runtime.block_on(manager.shutdown())?;
+    runtime.block_on(manager.close())?;
     Ok(SweepResult {
         expired,
         live,

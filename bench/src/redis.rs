@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+use session_config::RedisConfig;
 use session_core::codec::Codec;
-use session_core::{Expiry, Manager, RedisConfig, Session, Storage, Ttl};
+use session_core::{Manager, Session, Storage, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred;
 use session_redis::fred::bytes::Bytes;
@@ -62,8 +63,8 @@ pub(crate) struct RedisResults {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
     Ours,
-    /// `RedisStorage` called directly, without the manager (its timeout
-    /// and boxed future): where our overhead is.
+    /// `RedisStorage` called directly, without the manager (its checks and
+    /// the boxed future it calls a storage through): where our overhead is.
     OursStorage,
     Raw,
     RawGet,
@@ -168,7 +169,9 @@ pub(crate) fn next_op(op: Op, state: &mut TaskState, keyspace: usize, victims: &
 struct Ctx {
     manager: Manager,
     storage: RedisStorage,
-    expiry: Expiry,
+    /// The TTL the manager gives every read, passed to the direct storage
+    /// reads so that both send the same commands.
+    ttl: Ttl,
     client: fred::clients::Client,
     pool: fred::clients::Pool,
     tower: RedisStore<fred::clients::Client>,
@@ -211,7 +214,7 @@ impl Workload for RedisWork {
         match self.target {
             Target::Ours => ours(ctx, single, state).await,
             Target::OursStorage => match single {
-                Single::Load(i) => Ok(Storage::load(&ctx.storage, &ctx.ours[i].id(), ctx.expiry)
+                Single::Load(i) => Ok(Storage::get(&ctx.storage, &ctx.ours[i].id(), ctx.ttl)
                     .await?
                     .is_some()),
                 _ => bail!("{:?} is measured for loads only", self.target),
@@ -401,7 +404,8 @@ where
 }
 
 async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
-    let config = RedisConfig::standalone(addr, PREFIX);
+    let config = RedisConfig::standalone(addr, PREFIX)
+        .with_context(|| format!("invalid Redis address {addr:?}"))?;
     let storage = RedisStorage::connect(&config)
         .await
         .with_context(|| format!("cannot connect to Redis at {addr}"))?;
@@ -417,15 +421,14 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
     let mut rng = Rng::new(0x5E55_1011);
     let template = shape::typical_session(shape::session_id(rng.uuid()), &mut rng);
     let template_metadata = template.metadata().clone();
-    let manager = Manager::with_storage(
-        Ttl::new(TTL)?,
-        move |id| {
+    let ttl = Ttl::new(TTL)?;
+    let manager = Manager::builder(storage.clone(), ttl)
+        .factory(move |id| {
             let mut session = Session::new(id, template.session_type());
             *session.metadata_mut() = template_metadata.clone();
             session
-        },
-        storage.clone(),
-    );
+        })
+        .build()?;
 
     // Our sessions, created through the manager.
     let sessions: Vec<Session> = (0..keyspace)
@@ -438,7 +441,7 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         in_parallel(keyspace, 64, move |i| {
             let manager = manager.clone();
             let session = sessions[i].clone();
-            async move { Ok(manager.add_session(session).await?) }
+            async move { Ok(manager.create_from(session).await?) }
         })
         .await?
     };
@@ -482,7 +485,7 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
     pool_config.fail_fast = true;
     let pool = Builder::from_config(pool_config)
         .with_performance_config(|performance| {
-            performance.default_command_timeout = config.command_timeout;
+            performance.default_command_timeout = config.command_timeout();
         })
         .build_pool(POOL_SIZE)?;
     pool.init().await?;
@@ -490,7 +493,7 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
     Ok(Arc::new(Ctx {
         manager,
         storage,
-        expiry: Expiry::new(Ttl::new(TTL)?),
+        ttl,
         client,
         pool,
         tower,
@@ -652,7 +655,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
             }
         }
     }
-    ctx.manager.shutdown().await?;
+    ctx.manager.close().await?;
     let _ = ctx.pool.quit().await;
     Ok(RedisResults {
         redis_version,
