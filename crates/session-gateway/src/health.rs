@@ -5,48 +5,39 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use session_factory::RedisStorage;
 
 use crate::Gateway;
 
-/// `{"status":"ok","replica":..,"storage":"local","sessions":N}` on local
-/// storage; on Redis a `PING` (no key scan: counting sessions there is
-/// O(keyspace)) and no `sessions` field. 503 with `"status":"unavailable"`
-/// and the error when the store does not answer.
+/// `{"status":"ok","replica":..,"storage":"local","topology":"in-process",
+/// "sessions":N}`: the storage's description, and the session count where
+/// counting is cheap (local storage; on Redis it would scan the key space, so
+/// Redis gets a `PING` instead and no `sessions` field). 503 with
+/// `"status":"unavailable"` and the error when the store does not answer.
 pub(crate) async fn health(State(gateway): State<Gateway>) -> Response {
     let manager = gateway.manager();
-    let (storage, result) = if let Some(redis) = manager.storage::<RedisStorage>() {
-        // The command timeout of the Redis configuration bounds the ping.
-        ("redis", redis.ping().await.map(|()| None))
+    let description = manager.describe();
+    let result = if description.count_is_cheap {
+        manager.count().await.map(Some)
     } else {
-        let kind = if manager.is_local() {
-            "local"
-        } else {
-            "custom"
-        };
-        (kind, manager.count().await.map(Some))
+        manager.ping().await.map(|()| None)
     };
+    let mut body = json!({
+        "replica": gateway.replica(),
+        "storage": description.backend,
+        "topology": description.topology.as_str(),
+    });
     match result {
         Ok(sessions) => {
-            let mut body = json!({
-                "status": "ok",
-                "replica": gateway.replica(),
-                "storage": storage,
-            });
+            body["status"] = json!("ok");
             if let Some(sessions) = sessions {
                 body["sessions"] = json!(sessions);
             }
             (StatusCode::OK, Json(body)).into_response()
         }
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "replica": gateway.replica(),
-                "storage": storage,
-                "error": error.to_string(),
-            })),
-        )
-            .into_response(),
+        Err(error) => {
+            body["status"] = json!("unavailable");
+            body["error"] = json!(error.to_string());
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }

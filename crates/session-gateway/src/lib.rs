@@ -23,15 +23,12 @@
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
-//! use std::time::Duration;
-//! use session_factory::{Session, SessionConfig, SessionType};
+//! use session_factory::{SessionConfig, SessionType, Ttl, new_manager};
 //! use axum::serve::ListenerExt;
 //! use session_gateway::Gateway;
 //!
-//! let config = SessionConfig::local(Duration::from_secs(30 * 60));
-//! let manager = config
-//!     .build_manager(|id| Session::new(id, SessionType::Streamable))
-//!     .await?;
+//! let config = SessionConfig::new(Ttl::from_secs(30 * 60)?);
+//! let manager = new_manager(&config, SessionType::Streamable).await?;
 //! let gateway = Gateway::new(manager, "gateway@127.0.0.1:8080")?;
 //! // TCP_NODELAY: small responses must not wait for the client's delayed ACK.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080")

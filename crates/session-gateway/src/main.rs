@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use clap::{CommandFactory, Parser};
-use session_factory::{Session, SessionConfig, SessionType};
+use session_factory::{SessionConfig, SessionType, Ttl, new_manager};
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -172,13 +172,12 @@ fn main() -> ExitCode {
 async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
     let config = match &args.config {
         Some(path) => SessionConfig::load(path)?,
-        None => SessionConfig::local(DEFAULT_TTL),
+        None => SessionConfig::new(Ttl::new(DEFAULT_TTL)?),
     };
-    let manager = config
-        .build_manager(|id| Session::new(id, SessionType::Streamable))
+    let manager = new_manager(&config, SessionType::Streamable)
         .await
         .context("cannot set up the session storage")?;
-    let storage = if manager.is_local() { "local" } else { "redis" };
+    let storage = manager.describe().backend;
     let replica = args
         .replica
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
@@ -195,8 +194,8 @@ async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
         %listen,
         replica = gateway.replica(),
         storage,
-        ttl = ?config.ttl,
-        max_lifetime = ?config.max_lifetime,
+        ttl = ?config.ttl().get(),
+        max_lifetime = ?config.expiry().max_lifetime(),
         "session-gateway listening"
     );
 
@@ -241,7 +240,7 @@ async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
             }
         }
     };
-    let shutdown = manager.shutdown().await;
+    let shutdown = manager.close().await;
     served
         .context("the server task failed")?
         .context("the server failed")?;

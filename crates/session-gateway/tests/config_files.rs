@@ -17,18 +17,23 @@ fn shipped(name: &str) -> SessionConfig {
 #[test]
 fn local_toml_is_local_storage_with_a_30_minute_ttl() {
     let config = shipped("local.toml");
-    assert_eq!(config.ttl, Duration::from_secs(30 * 60));
-    assert!(config.redis.is_none());
+    assert_eq!(config.ttl().get(), Duration::from_secs(30 * 60));
+    assert!(config.redis().is_none());
 }
 
 #[test]
 fn redis_toml_is_local_toml_plus_a_redis_table() {
     let local = shipped("local.toml");
     let redis = shipped("redis.toml");
-    assert_eq!(redis.ttl, local.ttl);
-    assert_eq!(redis.max_lifetime, local.max_lifetime);
-    assert_eq!(redis.operation_timeout, local.operation_timeout);
-    let table = redis.redis.expect("a [redis] table");
-    assert_eq!(table.addr.as_deref(), Some("127.0.0.1:6379"));
-    assert_eq!(table.key_prefix, "mcp:sessions:");
+    assert_eq!(redis.expiry(), local.expiry());
+    assert_eq!(redis.cleanup_interval(), local.cleanup_interval());
+    let table = redis.redis().expect("a [redis] table");
+    assert_eq!(
+        table.topology(),
+        &session_factory::session_config::RedisTopology::Standalone {
+            addr: "127.0.0.1:6379".parse().unwrap(),
+            db: 0
+        }
+    );
+    assert_eq!(table.key_prefix(), "mcp:sessions:");
 }

@@ -28,7 +28,7 @@ use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use serde_json::{Value, json};
-use session_core::testkit::test_env;
+use session_testkit::env::var as test_env;
 
 use common::{free_port, http};
 
@@ -341,7 +341,7 @@ async fn redis_shares_sessions_across_replicas_behind_nginx() {
         let body = wait_health(&mut children, &http, name, port, StatusCode::OK).await;
         assert_eq!(
             body,
-            json!({"status": "ok", "replica": name, "storage": "redis"})
+            json!({"status": "ok", "replica": name, "storage": "redis", "topology": "standalone"})
         );
     }
     let nginx_port = start_nginx(&mut children, &http, &nginx, &[port_a, port_b]).await;
@@ -447,7 +447,7 @@ async fn local_storage_does_not_share_sessions() {
         let body = wait_health(&mut children, &http, name, port, StatusCode::OK).await;
         assert_eq!(
             body,
-            json!({"status": "ok", "replica": name, "storage": "local", "sessions": 0})
+            json!({"status": "ok", "replica": name, "storage": "local", "topology": "in-process", "sessions": 0})
         );
     }
 

@@ -13,16 +13,29 @@ use axum::http::{Request, Response, StatusCode};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 use session_factory::{
-    BackendErrorKind, Error, Expiry, LocalStorage, Manager, Result, Session, SessionId,
-    SessionType, Storage, Ttl,
+    BackendErrorKind, Description, Error, LocalStorage, Manager, Result, Session, SessionId,
+    SessionType, Storage, Topology, Ttl,
 };
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tokio::time::Instant;
 
 use common::{PROTOCOL, body_text, call_tool, initialize, open_session, post, send};
 
+/// A manager on a new local storage, making streamable sessions.
+fn local_manager() -> Manager {
+    manager_on(LocalStorage::new())
+}
+
+/// A manager on `storage`, making streamable sessions.
+fn manager_on(storage: impl Storage) -> Manager {
+    Manager::builder(storage, Ttl::from_secs(60).unwrap())
+        .factory(SessionType::Streamable)
+        .build()
+        .unwrap()
+}
+
 fn local_gateway() -> Gateway {
-    let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+    let manager = local_manager();
     Gateway::new(manager, "unit").unwrap()
 }
 
@@ -31,16 +44,19 @@ fn local_gateway() -> Gateway {
 struct Failing(fn() -> Error);
 
 impl Storage for Failing {
-    async fn create(&self, _: Arc<Session>, _: Expiry) -> Result<bool> {
+    async fn create(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
         Err((self.0)())
     }
-    async fn update(&self, _: Arc<Session>, _: Expiry) -> Result<bool> {
+    async fn update(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
         Err((self.0)())
     }
-    async fn store(&self, _: Arc<Session>, _: Expiry) -> Result<()> {
+    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> Result<()> {
         Err((self.0)())
     }
-    async fn load(&self, _: &SessionId, _: Expiry) -> Result<Option<Arc<Session>>> {
+    async fn get(&self, _: &SessionId, _: Ttl) -> Result<Option<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn expire(&self, _: &SessionId, _: Ttl) -> Result<bool> {
         Err((self.0)())
     }
     async fn delete(&self, _: &SessionId) -> Result<bool> {
@@ -52,17 +68,19 @@ impl Storage for Failing {
     async fn count(&self) -> Result<usize> {
         Err((self.0)())
     }
+    async fn ping(&self) -> Result<()> {
+        Err((self.0)())
+    }
+    fn describe(&self) -> Description {
+        Description::new("failing", Topology::Standalone, false)
+    }
     async fn close(&self) -> Result<()> {
         Ok(())
     }
 }
 
 fn failing_gateway(error: fn() -> Error) -> Gateway {
-    let manager = Manager::with_storage(
-        Ttl::from_secs(60).unwrap(),
-        |id| Session::new(id, SessionType::Streamable),
-        Failing(error),
-    );
+    let manager = manager_on(Failing(error));
     Gateway::new(manager, "unit").unwrap()
 }
 
@@ -172,7 +190,7 @@ async fn health_reports_local_storage_and_failures() {
     let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(
         body,
-        json!({"status": "ok", "replica": "unit", "storage": "local", "sessions": 1})
+        json!({"status": "ok", "replica": "unit", "storage": "local", "topology": "in-process", "sessions": 1})
     );
 
     let router = failing_gateway(unavailable).router();
@@ -251,7 +269,7 @@ async fn an_initialize_whose_session_was_not_stored_is_503_and_not_kept() {
 /// sessions in use, and nothing is lost.
 #[tokio::test]
 async fn an_idle_copy_is_dropped_and_restored_from_the_store() {
-    let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+    let manager = local_manager();
     let mut options = GatewayOptions::default();
     options.local_idle_timeout = Duration::from_millis(300);
     let gateway = Gateway::with_options(manager, "unit", options).unwrap();
@@ -292,16 +310,16 @@ impl Faulty {
 }
 
 impl Storage for Faulty {
-    async fn create(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
-        self.inner.create(session, expiry).await
+    async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.inner.create(session, ttl).await
     }
-    async fn update(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
-        self.inner.update(session, expiry).await
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        self.inner.update(session, ttl).await
     }
-    async fn store(&self, session: Arc<Session>, expiry: Expiry) -> Result<()> {
-        self.inner.store(session, expiry).await
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+        self.inner.upsert(session, ttl).await
     }
-    async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
+    async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         let index = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if (self.load_fails)(index) {
             return Err(Error::backend(
@@ -309,7 +327,10 @@ impl Storage for Faulty {
                 "load: Connection closed.",
             ));
         }
-        self.inner.load(id, expiry).await
+        self.inner.get(id, ttl).await
+    }
+    async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.inner.expire(id, ttl).await
     }
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         if self.deletes_fail {
@@ -323,17 +344,19 @@ impl Storage for Faulty {
     async fn count(&self) -> Result<usize> {
         self.inner.count().await
     }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    fn describe(&self) -> Description {
+        self.inner.describe()
+    }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
 }
 
 fn faulty_gateway(storage: Faulty) -> Gateway {
-    let manager = Manager::with_storage(
-        Ttl::from_secs(60).unwrap(),
-        |id| Session::new(id, SessionType::Streamable),
-        storage,
-    );
+    let manager = manager_on(storage);
     Gateway::new(manager, "unit").unwrap()
 }
 
@@ -395,15 +418,7 @@ async fn a_delete_removes_the_session_from_the_store() {
 #[tokio::test]
 async fn a_restore_that_cannot_read_the_store_is_503() {
     let store = LocalStorage::default();
-    let home = Gateway::new(
-        Manager::with_storage(
-            Ttl::from_secs(60).unwrap(),
-            |id| Session::new(id, SessionType::Streamable),
-            store.clone(),
-        ),
-        "unit",
-    )
-    .unwrap();
+    let home = Gateway::new(manager_on(store.clone()), "unit").unwrap();
     let id = open_session(&home.router()).await;
     // The other replica: its first read (the guard's) works, the second
     // (rmcp's restore) fails.
@@ -469,7 +484,7 @@ async fn allowed_hosts_decide_which_host_headers_reach_rmcp() {
     for (allowed_hosts, hosts) in cases {
         let mut options = GatewayOptions::default();
         options.allowed_hosts = allowed_hosts.clone();
-        let manager = Manager::typed(Ttl::from_secs(60).unwrap(), SessionType::Streamable);
+        let manager = local_manager();
         let router = Gateway::with_options(manager, "unit", options)
             .unwrap()
             .router();

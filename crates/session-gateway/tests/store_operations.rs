@@ -17,7 +17,7 @@ use axum::Router;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::json;
 use session_factory::{
-    Expiry, LocalStorage, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
+    Description, LocalStorage, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
 };
 use session_gateway::Gateway;
 use tokio::time::Instant;
@@ -29,9 +29,10 @@ use common::{call_tool, open_session};
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Ops {
     create: usize,
-    load: usize,
+    get: usize,
     update: usize,
-    store: usize,
+    upsert: usize,
+    expire: usize,
     delete: usize,
     count: usize,
 }
@@ -39,9 +40,10 @@ struct Ops {
 #[derive(Default)]
 struct Counters {
     create: AtomicUsize,
-    load: AtomicUsize,
+    get: AtomicUsize,
     update: AtomicUsize,
-    store: AtomicUsize,
+    upsert: AtomicUsize,
+    expire: AtomicUsize,
     delete: AtomicUsize,
     count: AtomicUsize,
 }
@@ -62,9 +64,10 @@ impl Counting {
         let take = |counter: &AtomicUsize| counter.swap(0, Ordering::SeqCst);
         Ops {
             create: take(&self.ops.create),
-            load: take(&self.ops.load),
+            get: take(&self.ops.get),
             update: take(&self.ops.update),
-            store: take(&self.ops.store),
+            upsert: take(&self.ops.upsert),
+            expire: take(&self.ops.expire),
             delete: take(&self.ops.delete),
             count: take(&self.ops.count),
         }
@@ -76,21 +79,25 @@ fn bump(counter: &AtomicUsize) {
 }
 
 impl Storage for Counting {
-    async fn create(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+    async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         bump(&self.ops.create);
-        self.inner.create(session, expiry).await
+        self.inner.create(session, ttl).await
     }
-    async fn update(&self, session: Arc<Session>, expiry: Expiry) -> Result<bool> {
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         bump(&self.ops.update);
-        self.inner.update(session, expiry).await
+        self.inner.update(session, ttl).await
     }
-    async fn store(&self, session: Arc<Session>, expiry: Expiry) -> Result<()> {
-        bump(&self.ops.store);
-        self.inner.store(session, expiry).await
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+        bump(&self.ops.upsert);
+        self.inner.upsert(session, ttl).await
     }
-    async fn load(&self, id: &SessionId, expiry: Expiry) -> Result<Option<Arc<Session>>> {
-        bump(&self.ops.load);
-        self.inner.load(id, expiry).await
+    async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        bump(&self.ops.get);
+        self.inner.get(id, ttl).await
+    }
+    async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        bump(&self.ops.expire);
+        self.inner.expire(id, ttl).await
     }
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         bump(&self.ops.delete);
@@ -102,6 +109,12 @@ impl Storage for Counting {
     async fn count(&self) -> Result<usize> {
         bump(&self.ops.count);
         self.inner.count().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    fn describe(&self) -> Description {
+        self.inner.describe()
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await
@@ -116,11 +129,10 @@ fn two_replicas() -> [(Gateway, Router, Counting); 2] {
             inner: storage.clone(),
             ops: Arc::default(),
         };
-        let manager = Manager::with_storage(
-            Ttl::from_secs(60).unwrap(),
-            |id| Session::new(id, SessionType::Streamable),
-            counting.clone(),
-        );
+        let manager = Manager::builder(counting.clone(), Ttl::from_secs(60).unwrap())
+            .factory(SessionType::Streamable)
+            .build()
+            .unwrap();
         let gateway = Gateway::new(manager, name).unwrap();
         let router = gateway.router();
         (gateway, router, counting)
@@ -182,7 +194,7 @@ async fn a_counter_call_costs_one_read_and_one_write() {
         a_ops.take(),
         Ops {
             create: 1,
-            load: 3,
+            get: 3,
             ..Ops::default()
         }
     );
@@ -194,7 +206,7 @@ async fn a_counter_call_costs_one_read_and_one_write() {
         json!({"count": 1, "replica": "a", "session": id})
     );
     let one_read_one_write = Ops {
-        load: 1,
+        get: 1,
         update: 1,
         ..Ops::default()
     };
@@ -214,7 +226,7 @@ async fn a_counter_call_costs_one_read_and_one_write() {
     assert_eq!(
         b_ops.take(),
         Ops {
-            load: 2,
+            get: 2,
             update: 1,
             ..Ops::default()
         }
