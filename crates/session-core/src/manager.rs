@@ -174,6 +174,7 @@ impl Manager {
 
     /// Reads a session and refreshes its TTL; `Ok(None)` when it does not
     /// exist or expired. A backend failure is an error, never `Ok(None)`.
+    #[doc(alias = "GetWithError")]
     pub async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>> {
         let inner = &self.inner;
         inner.check()?;

@@ -50,9 +50,11 @@ pub trait Storage: Send + Sync + 'static {
     -> impl Future<Output = Result<bool>> + Send;
 
     /// Inserts or replaces `session`, giving it `ttl`.
+    #[doc(alias = "Store")]
     fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<()>> + Send;
 
     /// Reads a live session and gives it `ttl` from now.
+    #[doc(alias = "Load")]
     fn get(
         &self,
         id: &SessionId,

@@ -44,6 +44,7 @@ pub use session_local::LocalStorage;
 /// within its connect timeout, or when rustls refuses a certificate. Without
 /// the `redis` feature, a configuration with Redis settings is an
 /// [`Error::Config`] that says how to enable the feature.
+#[doc(alias = "NewManager", alias = "NewTypedManager", alias = "NewManagerWithRedis")]
 pub async fn new_manager(config: &SessionConfig, factory: impl IntoFactory) -> Result<Manager> {
     match config.redis() {
         None => build(config, factory, LocalStorage::new()),
