@@ -1,13 +1,13 @@
 //! The servers `cargo xtask test` and `cargo xtask reliability` hand over
 //! through `SESSION_TEST_REDIS*` variables (see `xtask/src/redis.rs`).
 //!
-//! Every lookup goes through `session_core::testkit::test_env`: a missing
+//! Every lookup goes through `session_testkit::env::var`: a missing
 //! variable fails loudly when `SESSION_TEST_REQUIRE_REDIS` is set, and
 //! otherwise skips with one line saying why.
 
 use std::path::PathBuf;
 
-use session_core::testkit::test_env;
+use session_testkit::env::var as test_env;
 
 /// `127.0.0.1:PORT` of the plain server.
 pub fn plain() -> Option<String> {

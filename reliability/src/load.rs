@@ -57,7 +57,7 @@ impl LoadSpec {
 /// A kind of operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
-    /// `add_with_id` of a fresh id.
+    /// `create_with_id` of a fresh id.
     Create,
     /// `get` of a live session.
     Get,
@@ -86,7 +86,7 @@ pub enum OpResult {
 /// A result that contradicts what the ledger knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Anomaly {
-    /// `add_with_id` of a fresh random id said `AlreadyExists`.
+    /// `create_with_id` of a fresh random id said `AlreadyExists`.
     SpuriousAlreadyExists,
     /// `get` of a live session found nothing.
     MissingOnGet,
@@ -140,7 +140,7 @@ pub fn error_class(error: &Error) -> &'static str {
             _ => "backend/other",
         },
         Error::Codec(_) => "codec",
-        Error::Config { .. } => "config",
+        Error::Config(_) => "config",
         Error::InvalidInput(_) => "invalid-input",
         Error::AlreadyExists(_) => "already-exists",
         Error::Closed => "closed",
@@ -273,7 +273,7 @@ async fn run_task(
             Op::Create => {
                 let id = rng.session_id();
                 let called = std::time::SystemTime::now();
-                match manager.add_with_id(id).await {
+                match manager.create_with_id(id).await {
                     Ok(_) => {
                         result.live.push(id);
                         OpResult::Ok
@@ -579,7 +579,7 @@ impl LoadReport {
 pub struct Spurious {
     /// The id.
     pub id: SessionId,
-    /// When `add_with_id` was called.
+    /// When `create_with_id` was called.
     pub called: std::time::SystemTime,
     /// When it returned.
     pub returned: std::time::SystemTime,
@@ -694,7 +694,7 @@ pub async fn create_many(
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 let Some(id) = ids.get(index) else { break };
-                match manager.add_with_id(*id).await {
+                match manager.create_with_id(*id).await {
                     Ok(_) => acked.push(*id),
                     Err(_) => failed += 1,
                 }

@@ -7,9 +7,12 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use session_core::Codec;
-use session_core::config::ConnectMode;
+use session_config::{
+    Addr, ConfigError, ConnectMode, KeyPrefix, RedisConfig, RedisTopology, SentinelConfig,
+};
+use session_core::{Codec, Manager};
 use session_factory::SessionConfig;
+use session_local::LocalStorage;
 
 /// A duration as a humantime string, and its value.
 fn duration(max_ms: u64) -> impl Strategy<Value = (String, Duration)> {
@@ -92,7 +95,8 @@ fn redis() -> impl Strategy<Value = Redis> {
                 codec,
                 connect,
             )| {
-                // Only valid combinations: clusters use `addr` and db 0.
+                // Only valid combinations: clusters use `addr` and db 0,
+                // and a user name comes with a password.
                 let cluster = cluster && addr.is_some();
                 Redis {
                     addr,
@@ -100,7 +104,7 @@ fn redis() -> impl Strategy<Value = Redis> {
                     cluster,
                     db: if cluster { 0 } else { db },
                     key_prefix,
-                    username,
+                    username: username.filter(|_| password.is_some()),
                     password,
                     command_timeout,
                     connect_timeout,
@@ -114,7 +118,7 @@ fn redis() -> impl Strategy<Value = Redis> {
 fn to_toml(
     ttl: &str,
     max_lifetime: Option<&str>,
-    operation_timeout: &str,
+    cleanup_interval: Option<&str>,
     redis: Option<&Redis>,
 ) -> String {
     let mut root = toml::Table::new();
@@ -122,7 +126,9 @@ fn to_toml(
     if let Some(max) = max_lifetime {
         root.insert("max_lifetime".into(), max.into());
     }
-    root.insert("operation_timeout".into(), operation_timeout.into());
+    if let Some(interval) = cleanup_interval {
+        root.insert("cleanup_interval".into(), interval.into());
+    }
     if let Some(redis) = redis {
         let mut table = toml::Table::new();
         if let Some(addr) = &redis.addr {
@@ -170,6 +176,76 @@ fn to_toml(
     toml::to_string(&root).unwrap()
 }
 
+/// Whether `config` is valid by the rules of the programmatic API: every
+/// setting, handed to the constructors that build settings in code, is
+/// accepted and gives back equal settings, and the expiry policy builds a
+/// manager. What `from_toml` accepts must pass the very checks that code
+/// gets, since nothing downstream checks it again.
+fn revalidate(config: &SessionConfig) -> Result<(), String> {
+    let expiry = config.expiry();
+    Manager::builder(LocalStorage::new(), config.ttl())
+        .max_lifetime(expiry.max_lifetime())
+        .cleanup_interval(config.cleanup_interval())
+        .build()
+        .map_err(|error| format!("the manager refuses the expiry policy: {error}"))?;
+    let Some(redis) = config.redis() else {
+        return Ok(());
+    };
+    let rebuilt = rebuild(redis).map_err(|error| format!("a constructor refuses it: {error}"))?;
+    if &rebuilt != redis {
+        return Err(format!(
+            "the constructors give other settings: {rebuilt:?} != {redis:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// `redis`, built again from its parts by the programmatic constructors.
+fn rebuild(redis: &RedisConfig) -> Result<RedisConfig, ConfigError> {
+    let prefix = KeyPrefix::parse("redis.key_prefix", redis.key_prefix())?;
+    let topology = match redis.topology() {
+        RedisTopology::Standalone { addr, db } => RedisTopology::Standalone {
+            addr: Addr::parse("redis.addr", &addr.to_string())?,
+            db: *db,
+        },
+        RedisTopology::Cluster { seed } => RedisTopology::Cluster {
+            seed: Addr::parse("redis.addr", &seed.to_string())?,
+        },
+        RedisTopology::Sentinel { sentinel, db } => {
+            let addrs: Vec<String> = sentinel.addrs().iter().map(ToString::to_string).collect();
+            let mut rebuilt = SentinelConfig::new(sentinel.master_name(), addrs)?;
+            if let Some(auth) = sentinel.auth() {
+                rebuilt = rebuilt.with_auth(auth.clone());
+            }
+            if let Some(tls) = sentinel.tls() {
+                rebuilt = rebuilt.with_tls(tls.clone());
+            }
+            RedisTopology::Sentinel {
+                sentinel: rebuilt,
+                db: *db,
+            }
+        }
+        other => other.clone(),
+    };
+    let mut rebuilt = RedisConfig::new(topology, prefix)
+        .with_timeouts(redis.connect_timeout(), redis.command_timeout())?
+        .with_connect(redis.connect_mode())
+        .with_reconnect(session_config::ReconnectPolicy::new(
+            redis.reconnect().max_attempts(),
+            redis.reconnect().min_delay(),
+            redis.reconnect().max_delay(),
+        )?)
+        .with_codec(redis.codec())
+        .with_refresh_window(redis.refresh_window());
+    if let Some(auth) = redis.auth() {
+        rebuilt = rebuilt.with_auth(auth.clone());
+    }
+    if let Some(tls) = redis.tls() {
+        rebuilt = rebuilt.with_tls(tls.clone())?;
+    }
+    Ok(rebuilt)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -177,41 +253,52 @@ proptest! {
     fn valid_configs_round_trip_through_toml(
         ttl in duration(10_000_000),
         max_lifetime in proptest::option::of(duration(100_000_000)),
-        operation_timeout in duration(60_000),
+        cleanup_interval in proptest::option::of(duration(60_000)),
         redis in proptest::option::of(redis()),
     ) {
         let text = to_toml(
             &ttl.0,
             max_lifetime.as_ref().map(|(text, _)| text.as_str()),
-            &operation_timeout.0,
+            cleanup_interval.as_ref().map(|(text, _)| text.as_str()),
             redis.as_ref(),
         );
         let config = SessionConfig::from_toml(&text, "generated.toml")
             .unwrap_or_else(|error| panic!("{error}\n{text}"));
-        prop_assert_eq!(config.ttl, ttl.1);
-        prop_assert_eq!(config.max_lifetime, max_lifetime.map(|(_, d)| d));
-        prop_assert_eq!(config.operation_timeout, operation_timeout.1);
-        match (&config.redis, &redis) {
+        prop_assert_eq!(config.ttl().get(), ttl.1);
+        prop_assert_eq!(config.expiry().max_lifetime(), max_lifetime.map(|(_, d)| d));
+        prop_assert_eq!(config.cleanup_interval(), cleanup_interval.map(|(_, d)| d));
+        match (config.redis(), &redis) {
             (None, None) => {}
             (Some(parsed), Some(redis)) => {
-                prop_assert_eq!(&parsed.addr, &redis.addr);
-                prop_assert_eq!(parsed.cluster, redis.cluster);
-                prop_assert_eq!(parsed.db, redis.db);
-                prop_assert_eq!(&parsed.key_prefix, &redis.key_prefix);
-                prop_assert_eq!(&parsed.username, &redis.username);
+                let (addr, cluster, db) = match parsed.topology() {
+                    RedisTopology::Standalone { addr, db } => (Some(addr.to_string()), false, *db),
+                    RedisTopology::Cluster { seed } => (Some(seed.to_string()), true, 0),
+                    RedisTopology::Sentinel { db, .. } => (None, false, *db),
+                    other => panic!("an unknown topology: {other:?}"),
+                };
+                prop_assert_eq!(&addr, &redis.addr);
+                prop_assert_eq!(cluster, redis.cluster);
+                prop_assert_eq!(db, redis.db);
+                prop_assert_eq!(parsed.key_prefix(), redis.key_prefix.as_str());
                 prop_assert_eq!(
-                    parsed.password.as_ref().map(|p| p.expose().to_owned()),
+                    parsed.auth().and_then(|auth| auth.username.clone()),
+                    redis.username.clone()
+                );
+                prop_assert_eq!(
+                    parsed.auth().map(|auth| auth.password.expose().to_owned()),
                     redis.password.clone()
                 );
-                prop_assert_eq!(parsed.command_timeout, redis.command_timeout.1);
-                prop_assert_eq!(parsed.connect_timeout, redis.connect_timeout.1);
-                prop_assert_eq!(parsed.codec, redis.codec);
-                prop_assert_eq!(parsed.connect, redis.connect);
-                match (&parsed.sentinel, &redis.sentinel) {
+                prop_assert_eq!(parsed.command_timeout(), redis.command_timeout.1);
+                prop_assert_eq!(parsed.connect_timeout(), redis.connect_timeout.1);
+                prop_assert_eq!(parsed.codec(), redis.codec);
+                prop_assert_eq!(parsed.connect_mode(), redis.connect);
+                match (parsed.sentinel_config(), &redis.sentinel) {
                     (None, None) => {}
                     (Some(parsed), Some((master, addrs))) => {
-                        prop_assert_eq!(&parsed.master_name, master);
-                        prop_assert_eq!(&parsed.addrs, addrs);
+                        prop_assert_eq!(parsed.master_name(), master.as_str());
+                        let parsed_addrs: Vec<String> =
+                            parsed.addrs().iter().map(ToString::to_string).collect();
+                        prop_assert_eq!(&parsed_addrs, addrs);
                     }
                     other => prop_assert!(false, "sentinel mismatch {:?}", other),
                 }
@@ -232,14 +319,15 @@ proptest! {
         position in any::<proptest::sample::Index>(),
         byte in any::<u8>(),
     ) {
-        let text = to_toml("30m", Some("1h"), "5s", Some(&redis));
+        let text = to_toml("30m", Some("1h"), Some("5s"), Some(&redis));
         let mut bytes = text.into_bytes();
         let at = position.index(bytes.len());
         bytes[at] = byte;
         if let Ok(text) = String::from_utf8(bytes)
             && let Ok(config) = SessionConfig::from_toml(&text, "mutated.toml")
         {
-            prop_assert!(config.validate().is_ok());
+            let valid = revalidate(&config);
+            prop_assert!(valid.is_ok(), "{:?}\n{}", valid, text);
         }
     }
 }

@@ -69,6 +69,6 @@ async fn eager_connect_without_redis_fails_fast_and_typed() {
 async fn lazy_connect_without_redis_builds_and_fails_operations_typed() {
     let mut outcome = Outcome::new("lazy-connect-without-redis");
     let (_, manager, _) = down_at_start::lazy_while_down(&mut outcome).await.unwrap();
-    manager.shutdown().await.unwrap();
+    manager.close().await.unwrap();
     verdict(&outcome);
 }

@@ -1,19 +1,25 @@
 //! Scenario 10: bad configuration.
 //!
 //! A table of invalid configurations, as configuration files
-//! (`SessionConfig::from_toml`, then `build_manager`) and as `RedisConfig`
-//! values (`RedisStorage::connect`, `session_factory::new_manager`). Each
-//! must be refused with `Error::Config` naming the field at fault, before
-//! any network access: every address in the table is a `TcpListener` owned
-//! here, which must never see a connection.
+//! (`SessionConfig::from_toml`, then `session_factory::new_manager`) and as
+//! settings built in code (the `RedisConfig` constructors, and the file
+//! types an application embeds in its own serde types). Each must be
+//! refused with `Error::Config` naming the field at fault (a file's errors
+//! naming the file too), before any network access: every address in the
+//! table is a `TcpListener` owned here, which must never see a connection.
+//!
+//! Settings built in code are checked when they are built: `RedisStorage`
+//! and `new_manager` take resolved settings that cannot be invalid, so a
+//! rule broken in code is refused by the constructor, before anything can
+//! connect.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
-use session_core::config::{PemSource, RedisConfig, SentinelConfig, TlsConfig};
-use session_core::{Error, Session, SessionType};
+use session_config::file::{PasswordSource, RedisFile};
+use session_config::{ConfigError, Pem, RedisConfig, Secret};
+use session_core::{Error, SessionType, Ttl};
 use session_factory::SessionConfig;
-use session_redis::RedisStorage;
 
 use crate::Outcome;
 use crate::servers::ScratchDir;
@@ -27,6 +33,9 @@ enum Names {
     /// The error's field is exactly this path (for a missing key, the
     /// key's own path, not its table's).
     Field(&'static str),
+    /// The error is about the file as a whole (it is not TOML): it has no
+    /// field.
+    Whole,
 }
 
 struct Case {
@@ -48,8 +57,11 @@ pub async fn run() -> Outcome {
 
 fn check_error(result: Result<(), Error>, names: Names) -> Result<String, String> {
     match (result, names) {
-        (Err(Error::Config { field, reason }), Names::Field(expected)) if field == expected => {
-            Ok(format!("{field}: {reason}"))
+        (Err(Error::Config(error)), Names::Field(expected)) if error.field() == Some(expected) => {
+            Ok(format!("{expected}: {}", error.reason()))
+        }
+        (Err(Error::Config(error)), Names::Whole) if error.field().is_none() => {
+            Ok(format!("(whole file): {}", error.reason()))
         }
         (Err(error), names) => Err(format!(
             "expected a config error naming {names:?}, got {error:?}"
@@ -58,6 +70,17 @@ fn check_error(result: Result<(), Error>, names: Names) -> Result<String, String
             "accepted; expected a config error naming {names:?}"
         )),
     }
+}
+
+/// A `[redis]` table as an application's own configuration would embed it
+/// (`session_config::file::RedisFile` inside its serde types, here read
+/// from JSON), converted the way `SessionConfig::from_toml` converts it.
+/// This is how code reaches the combinations the `RedisConfig`
+/// constructors cannot express at all.
+fn embedded(table: serde_json::Value) -> Result<RedisConfig, ConfigError> {
+    let file: RedisFile = serde_json::from_value(table)
+        .map_err(|error| ConfigError::whole(format!("not a [redis] table: {error}")))?;
+    RedisConfig::try_from(file)
 }
 
 async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
@@ -133,13 +156,6 @@ async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
             "zero max lifetime",
             format!("ttl = \"30m\"\nmax_lifetime = \"0s\"\n[redis]\n{at}\nkey_prefix = \"s:\""),
             Field("max_lifetime"),
-        ),
-        case(
-            "zero operation timeout",
-            format!(
-                "ttl = \"30m\"\noperation_timeout = \"0s\"\n[redis]\n{at}\nkey_prefix = \"s:\""
-            ),
-            Field("operation_timeout"),
         ),
         case(
             "zero command timeout",
@@ -309,7 +325,7 @@ async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
             format!("ttl = \"30m\"\n[redis]\n{at}\nkey_prefix = \"nocolon\"\nconnect = \"lazy\""),
             Field("redis.key_prefix"),
         ),
-        case("TOML syntax error", "ttl = ".into(), Field("(syntax)")),
+        case("TOML syntax error", "ttl = ".into(), Names::Whole),
     ];
 
     let mut accepted_connections = 0usize;
@@ -326,9 +342,18 @@ async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
     for case in &cases {
         seen += 1;
         let result = match SessionConfig::from_toml(&case.toml, "bad.toml") {
-            Err(error) => Err(error),
-            Ok(config) => config
-                .build_manager(|id| Session::new(id, SessionType::Mcp))
+            Err(error) => {
+                // An error found in the file names the file, so an operator
+                // knows which one to fix.
+                if error.origin() != Some("bad.toml") {
+                    wrong.push(format!(
+                        "{}: the error does not name the file: {error:?}",
+                        case.label
+                    ));
+                }
+                Err(Error::Config(error))
+            }
+            Ok(config) => session_factory::new_manager(&config, SessionType::Mcp)
                 .await
                 .map(drop),
         };
@@ -338,99 +363,95 @@ async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
         check_network(case.label, &mut wrong);
     }
 
-    // The same rules through the programmatic API.
-    let base = RedisConfig::standalone(&addr, "s:");
-    let mut programmatic: Vec<(&str, RedisConfig, Names)> = Vec::new();
-    let mut both = base.clone();
-    both.sentinel = Some(SentinelConfig::new("m", [addr.clone()]));
-    programmatic.push((
-        "both addr and sentinel",
-        both,
-        Names::Field("redis.sentinel"),
-    ));
-    let mut cluster = RedisConfig::cluster(&addr, "s:");
-    cluster.db = 1;
-    programmatic.push(("cluster with db > 0", cluster, Names::Field("redis.db")));
-    programmatic.push((
-        "key prefix without ':'",
-        RedisConfig::standalone(&addr, "sessions"),
-        Names::Field("redis.key_prefix"),
-    ));
-    let mut zero = base.clone();
-    zero.command_timeout = Duration::ZERO;
-    programmatic.push((
-        "zero command timeout",
-        zero,
-        Names::Field("redis.command_timeout"),
-    ));
-    let mut unreadable = base.clone();
-    unreadable.tls = Some(TlsConfig::with_ca(PemSource::File(
-        "/nonexistent/ca.pem".into(),
-    )));
-    programmatic.push((
-        "unreadable PEM",
-        unreadable,
-        Names::Field("redis.tls.ca_cert"),
-    ));
-    let mut no_key = base.clone();
-    let mut tls = TlsConfig::with_ca(PemSource::File(cert.clone().into()));
-    tls.client_cert = Some(PemSource::File(cert.clone().into()));
-    no_key.tls = Some(tls);
-    programmatic.push((
-        "certificate without key",
-        no_key,
-        Names::Field("redis.tls.client_key"),
-    ));
-    let mut two_passwords = base.clone();
-    two_passwords.password = Some("x".into());
-    two_passwords.password_env = Some("HOME".into());
-    programmatic.push((
-        "password and password_env",
-        two_passwords,
-        Names::Field("redis.password"),
-    ));
-    for (label, config, names) in programmatic {
+    // The same rules through the programmatic API, where each is checked
+    // as the settings are built.
+    let cert_file = serde_json::json!({ "file": cert });
+    let programmatic: Vec<(&str, &str, Result<(), ConfigError>, Names)> = vec![
+        (
+            "both addr and sentinel",
+            "embedded RedisFile",
+            embedded(serde_json::json!({
+                "addr": addr,
+                "key_prefix": "s:",
+                "sentinel": { "master_name": "m", "addrs": [addr] },
+            }))
+            .map(drop),
+            Names::Field("redis.sentinel"),
+        ),
+        (
+            "cluster with db > 0",
+            "RedisConfig::cluster + with_db",
+            RedisConfig::cluster(&addr, "s:")
+                .and_then(|config| config.with_db(1))
+                .map(drop),
+            Names::Field("redis.db"),
+        ),
+        (
+            "key prefix without ':'",
+            "RedisConfig::standalone",
+            RedisConfig::standalone(&addr, "sessions").map(drop),
+            Names::Field("redis.key_prefix"),
+        ),
+        (
+            "zero command timeout",
+            "RedisConfig::with_timeouts",
+            RedisConfig::standalone(&addr, "s:")
+                .and_then(|config| {
+                    config.with_timeouts(
+                        session_config::redis::DEFAULT_CONNECT_TIMEOUT,
+                        Duration::ZERO,
+                    )
+                })
+                .map(drop),
+            Names::Field("redis.command_timeout"),
+        ),
+        (
+            "unreadable PEM",
+            "Pem::read",
+            Pem::read("redis.tls.ca_cert", "/nonexistent/ca.pem".as_ref()).map(drop),
+            Names::Field("redis.tls.ca_cert"),
+        ),
+        (
+            "certificate without key",
+            "embedded RedisFile",
+            embedded(serde_json::json!({
+                "addr": addr,
+                "key_prefix": "s:",
+                "tls": { "ca_cert": cert_file, "client_cert": cert_file },
+            }))
+            .map(drop),
+            Names::Field("redis.tls.client_key"),
+        ),
+        (
+            "password and password_env",
+            "PasswordSource::from_keys",
+            PasswordSource::from_keys("redis", Some(Secret::new("x")), Some("HOME".into()), None)
+                .map(drop),
+            Names::Field("redis.password"),
+        ),
+    ];
+    let programmatic_cases = programmatic.len();
+    for (label, through, result, names) in programmatic {
         seen += 1;
-        let result = RedisStorage::connect(&config).await.map(drop);
-        if let Err(problem) = check_error(result, names) {
-            wrong.push(format!("{label} (RedisStorage::connect): {problem}"));
-        }
-        seen += 1;
-        let result = session_factory::new_manager(
-            Duration::from_secs(60),
-            |id| Session::new(id, SessionType::Mcp),
-            Some(config),
-        )
-        .await
-        .map(drop);
-        if let Err(problem) = check_error(result, names) {
-            wrong.push(format!("{label} (new_manager): {problem}"));
+        if let Err(problem) = check_error(result.map_err(Error::Config), names) {
+            wrong.push(format!("{label} ({through}): {problem}"));
         }
         check_network(label, &mut wrong);
     }
-    // A zero TTL through the programmatic constructor: refused before the
-    // network, as a typed error (InvalidInput: the TTL is an argument here,
-    // not a configuration key).
+    // A zero TTL in code: the same config error for the setting `ttl` as in
+    // a file, before any storage exists.
     seen += 1;
-    let zero_ttl = session_factory::new_manager(
-        Duration::ZERO,
-        |id| Session::new(id, SessionType::Mcp),
-        Some(base.clone()),
-    )
-    .await;
-    match &zero_ttl {
-        Err(Error::InvalidInput(reason)) | Err(Error::Config { reason, .. })
-            if reason.contains("TTL") => {}
-        other => wrong.push(format!("zero TTL (new_manager): {other:?}")),
+    if let Err(problem) = check_error(Ttl::new(Duration::ZERO).map(drop), Names::Field("ttl")) {
+        wrong.push(format!("zero TTL (Ttl::new): {problem}"));
     }
     // Background connection attempts would show up a little later.
     tokio::time::sleep(Duration::from_millis(300)).await;
     check_network("(after all cases)", &mut wrong);
 
     outcome.figure(format!(
-        "{seen} invalid configurations ({} files, {} values): {} refused with a config error naming the field; connections accepted by the listener they point at: {accepted_connections}",
+        "{seen} invalid configurations ({} files, {} built in code): {} refused with a config error naming the field; connections accepted by the listener they point at: {accepted_connections}",
         cases.len(),
-        seen - cases.len(),
+        programmatic_cases + 1,
         seen - wrong.len()
     ));
     outcome.check(

@@ -106,9 +106,12 @@ async fn try_run(
     seed: u64,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let mut config =
-        session_core::config::RedisConfig::standalone(addr, scenarios::unique_prefix("bad-values"));
-    config.command_timeout = Duration::from_secs(5);
+    let config =
+        session_config::RedisConfig::standalone(addr, &scenarios::unique_prefix("bad-values"))?
+            .with_timeouts(
+                session_config::redis::DEFAULT_CONNECT_TIMEOUT,
+                Duration::from_secs(5),
+            )?;
     let manager = scenarios::manager(&config).await?;
     let planter = Planter {
         storage: RedisStorage::connect(&config).await?,
@@ -211,7 +214,7 @@ async fn try_run(
             let id = rng.session_id();
             if path == "GET" {
                 manager
-                    .add_session(Session::new(id, SessionType::Mcp))
+                    .create_from(Session::new(id, SessionType::Mcp))
                     .await?;
             }
             planter.set(&id, bytes).await?;
@@ -257,7 +260,7 @@ async fn try_run(
             let id = rng.session_id();
             if path == "GET" {
                 manager
-                    .add_session(Session::new(id, SessionType::Mcp))
+                    .create_from(Session::new(id, SessionType::Mcp))
                     .await?;
                 planter.del(&id).await?;
             }
@@ -269,7 +272,7 @@ async fn try_run(
             }
             // Writes over a key of another type: create must not claim it
             // (the key exists), delete removes it.
-            match manager.add_with_id(id).await {
+            match manager.create_with_id(id).await {
                 Err(Error::AlreadyExists(_)) => {}
                 other => failures.push(format!(
                     "create over a {label}: expected AlreadyExists, got {other:?}"
@@ -333,7 +336,7 @@ async fn try_run(
         count.is_ok(),
         format!("count() works with bad values under the prefix: {count:?}"),
     );
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     Ok(())
 }
 

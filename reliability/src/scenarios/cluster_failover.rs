@@ -40,8 +40,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use session_core::config::RedisConfig;
-use session_core::{Manager, SessionId};
+use session_config::RedisConfig;
+use session_core::SessionId;
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::prelude::{Server, Value};
@@ -79,12 +79,6 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
     Outcome::or_error(NAME, try_run(scratch, seed).await)
 }
 
-fn storage(manager: &Manager) -> anyhow::Result<&RedisStorage> {
-    manager
-        .storage::<RedisStorage>()
-        .context("the manager is not on Redis")
-}
-
 /// `WAIT 1 500` on the manager's own connection to the master on `port`,
 /// repeated until it reports a replica or `limit` passes. `WAIT` covers the
 /// earlier writes of the connection it is sent on, and the client keeps one
@@ -92,8 +86,12 @@ fn storage(manager: &Manager) -> anyhow::Result<&RedisStorage> {
 /// slots: once it reports a replica, all of them are on the replica. Each
 /// WAIT stays under the client's command timeout (1 s), which applies to
 /// WAIT too.
-async fn wait_replicated(manager: &Manager, port: u16, limit: Duration) -> anyhow::Result<i64> {
-    let client = storage(manager)?.client();
+async fn wait_replicated(
+    storage: &RedisStorage,
+    port: u16,
+    limit: Duration,
+) -> anyhow::Result<i64> {
+    let client = storage.client();
     // `with_cluster_node` takes precedence over the hash: the command goes
     // over the existing connection to that node.
     scenarios::wait_replicated(limit, |args| {
@@ -227,20 +225,20 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
     // The old master is the seed node: the manager must not depend on its
     // seed keeping its role.
-    let mut config = RedisConfig::cluster(
-        old_master.addr(),
-        scenarios::unique_prefix("cluster-failover"),
-    );
-    scenarios::tune(&mut config);
-    let manager = scenarios::manager(&config).await?;
-    let storage = storage(&manager)?;
+    let config = scenarios::tune(RedisConfig::cluster(
+        &old_master.addr(),
+        &scenarios::unique_prefix("cluster-failover"),
+    )?)?;
+    // `storage` shares the manager's client, and so its connections.
+    let (manager, storage) = scenarios::manager_and_storage(&config).await?;
+    let storage = &storage;
 
     // 1. Confirmed before the failover, on every master.
     let mut rng = Rng::derive(seed, 5);
     let (confirmed, failed) = load::create_many(&manager, CONFIRMED_BEFORE, 32, &mut rng).await;
     ensure!(failed == 0, "{failed} creates failed before the failover");
     for port in master_ports(&view) {
-        let replicas = wait_replicated(&manager, port, Duration::from_secs(5)).await?;
+        let replicas = wait_replicated(storage, port, Duration::from_secs(5)).await?;
         ensure!(
             replicas >= 1,
             "WAIT 1 500 on master {port} reported {replicas} replicas before the failover"
@@ -322,7 +320,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for port in master_ports(&new_view) {
         waits_after.push((
             port,
-            wait_replicated(&manager, port, Duration::from_secs(30)).await,
+            wait_replicated(storage, port, Duration::from_secs(30)).await,
         ));
     }
     let promoted_waited = waits_after
@@ -454,7 +452,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     drop(nodes);
     Ok(outcome)
 }

@@ -32,7 +32,7 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
 async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::new(NAME);
     let server = RedisProcess::start(scratch, "conn-kill", &[])?;
-    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("kill"));
+    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("kill"))?;
     let manager = scenarios::manager(&config).await?;
     // One operation per millisecond per task: the steady load with more
     // commands in flight when a connection dies.
@@ -176,6 +176,6 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     Ok(outcome)
 }

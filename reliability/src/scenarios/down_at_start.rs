@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use session_core::config::{ConnectMode, RedisConfig};
+use session_config::{ConnectMode, RedisConfig};
 use session_core::{Error, SessionId};
 use session_redis::RedisStorage;
 
@@ -31,8 +31,11 @@ pub const MARGIN: Duration = Duration::from_millis(300);
 pub async fn eager(outcome: &mut Outcome) -> anyhow::Result<()> {
     // Refused: nothing listens on the port any more.
     let refused = free_port()?;
-    let mut config = RedisConfig::standalone(format!("{HOST}:{refused}"), "rel:down:");
-    config.connect_timeout = Duration::from_secs(2);
+    let config = RedisConfig::standalone(&format!("{HOST}:{refused}"), "rel:down:")?
+        .with_timeouts(
+            Duration::from_secs(2),
+            session_config::redis::DEFAULT_COMMAND_TIMEOUT,
+        )?;
     let started = Instant::now();
     let result = RedisStorage::connect(&config).await;
     let refused_after = started.elapsed();
@@ -48,7 +51,7 @@ pub async fn eager(outcome: &mut Outcome) -> anyhow::Result<()> {
         }
     }
     outcome.check(
-        refused_after < config.connect_timeout,
+        refused_after < config.connect_timeout(),
         format!(
             "a refused eager connect fails before the connect timeout ({})",
             ms(refused_after)
@@ -57,8 +60,11 @@ pub async fn eager(outcome: &mut Outcome) -> anyhow::Result<()> {
 
     // Silent: a listener that accepts and never answers.
     let silent = TcpListener::bind((HOST, 0))?;
-    let mut config = RedisConfig::standalone(silent.local_addr()?.to_string(), "rel:down:");
-    config.connect_timeout = Duration::from_secs(1);
+    let config = RedisConfig::standalone(&silent.local_addr()?.to_string(), "rel:down:")?
+        .with_timeouts(
+            Duration::from_secs(1),
+            session_config::redis::DEFAULT_COMMAND_TIMEOUT,
+        )?;
     let started = Instant::now();
     let result = RedisStorage::connect(&config).await;
     let silent_after = started.elapsed();
@@ -80,10 +86,10 @@ pub async fn eager(outcome: &mut Outcome) -> anyhow::Result<()> {
         }
     }
     outcome.check(
-        silent_after <= config.connect_timeout + MARGIN,
+        silent_after <= config.connect_timeout() + MARGIN,
         format!(
             "eager connect to a silent server fails within the connect timeout {} + {} ({})",
-            ms(config.connect_timeout),
+            ms(config.connect_timeout()),
             ms(MARGIN),
             ms(silent_after)
         ),
@@ -92,7 +98,7 @@ pub async fn eager(outcome: &mut Outcome) -> anyhow::Result<()> {
         "eager: refused port fails in {}, silent listener in {} (connect timeout {})",
         ms(refused_after),
         ms(silent_after),
-        ms(config.connect_timeout)
+        ms(config.connect_timeout())
     ));
     Ok(())
 }
@@ -104,9 +110,9 @@ pub async fn lazy_while_down(
     outcome: &mut Outcome,
 ) -> anyhow::Result<(u16, session_core::Manager, RedisConfig)> {
     let port = free_port()?;
-    let mut config = scenarios::fault_config(&format!("{HOST}:{port}"), "rel:down:lazy:");
-    config.connect = ConnectMode::Lazy;
-    config.command_timeout = Duration::from_millis(500);
+    let config = scenarios::fault_config(&format!("{HOST}:{port}"), "rel:down:lazy:")?
+        .with_connect(ConnectMode::Lazy)
+        .with_timeouts(scenarios::CONNECT_TIMEOUT, Duration::from_millis(500))?;
     let started = Instant::now();
     let manager = scenarios::manager(&config).await?;
     let built_after = started.elapsed();
@@ -132,10 +138,10 @@ pub async fn lazy_while_down(
         }
     }
     outcome.check(
-        worst <= config.command_timeout + MARGIN,
+        worst <= config.command_timeout() + MARGIN,
         format!(
             "operations while Redis is down fail within the command timeout {} + {} (worst {})",
-            ms(config.command_timeout),
+            ms(config.command_timeout()),
             ms(MARGIN),
             ms(worst)
         ),
@@ -186,7 +192,7 @@ async fn try_run(scratch: &Path, outcome: &mut Outcome) -> anyhow::Result<()> {
         served_after.is_some_and(|after| after <= Duration::from_secs(3)),
         format!("the lazy manager serves within 3 s of Redis appearing: {served_after:?}"),
     );
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     drop(server);
     Ok(())
 }

@@ -33,9 +33,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use session_core::config::{RedisConfig, SentinelConfig};
-use session_core::{Manager, SessionId};
+use anyhow::bail;
+use session_config::{RedisConfig, SentinelConfig};
+use session_core::SessionId;
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::ClientLike;
 use session_redis::fred::prelude::Value;
@@ -67,12 +67,10 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
     Outcome::or_error(NAME, try_run(scratch, seed).await)
 }
 
-/// `WAIT 1 500` on the manager's own connection until it reports a replica
-/// or `limit` passes: see [`scenarios::wait_replicated`].
-async fn wait_replicated(manager: &Manager, limit: Duration) -> anyhow::Result<i64> {
-    let storage = manager
-        .storage::<RedisStorage>()
-        .context("the manager is not on Redis")?;
+/// `WAIT 1 500` on the manager's own connection (through `storage`, a
+/// handle on the manager's storage) until it reports a replica or `limit`
+/// passes: see [`scenarios::wait_replicated`].
+async fn wait_replicated(storage: &RedisStorage, limit: Duration) -> anyhow::Result<i64> {
     let client = storage.client();
     scenarios::wait_replicated(limit, |args| {
         client.custom::<Value, _>(scenarios::wait_command(), args)
@@ -139,18 +137,17 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     )
     .await?;
 
-    let mut config = RedisConfig::sentinel(
-        SentinelConfig::new(MASTER_NAME, [sentinel.addr()]),
-        scenarios::unique_prefix("failover"),
-    );
-    scenarios::tune(&mut config);
-    let manager = scenarios::manager(&config).await?;
+    let config = scenarios::tune(RedisConfig::sentinel(
+        SentinelConfig::new(MASTER_NAME, [sentinel.addr()])?,
+        &scenarios::unique_prefix("failover"),
+    )?)?;
+    let (manager, storage) = scenarios::manager_and_storage(&config).await?;
 
     // 1. Confirmed before the failover.
     let mut rng = Rng::derive(seed, 4);
     let (confirmed, failed) = load::create_many(&manager, CONFIRMED_BEFORE, 32, &mut rng).await;
     anyhow::ensure!(failed == 0, "{failed} creates failed before the failover");
-    let replicas = wait_replicated(&manager, Duration::from_secs(5)).await?;
+    let replicas = wait_replicated(&storage, Duration::from_secs(5)).await?;
     anyhow::ensure!(
         replicas >= 1,
         "WAIT 1 5000 reported {replicas} replicas before the failover"
@@ -207,9 +204,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
     // 3. Confirmed after the switch.
     let (after, failed_after) = load::create_many(&manager, CONFIRMED_AFTER, 32, &mut rng).await;
-    let replicas_after = wait_replicated(&manager, Duration::from_secs(30)).await;
+    let replicas_after = wait_replicated(&storage, Duration::from_secs(30)).await;
     let on_new_master = match after.first() {
-        Some(id) => key_exists(&replica, &config.key_prefix, id).await?,
+        Some(id) => key_exists(&replica, config.key_prefix(), id).await?,
         None => false,
     };
 
@@ -284,7 +281,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     drop(sentinel);
     Ok(outcome)
 }

@@ -17,13 +17,18 @@ pub mod stall;
 
 use std::time::Duration;
 
-use session_core::config::RedisConfig;
+use session_config::{ReconnectPolicy, RedisConfig};
 use session_core::{Manager, SessionType, Ttl};
 use session_redis::RedisStorage;
 
 /// The command timeout of the fault scenarios: short, so a stall shows
-/// within the run, and well above a loaded round trip on 2 cores.
+/// within the run, and well above a loaded round trip on 2 cores. It is
+/// also the bound on every operation: the manager adds no timer of its own,
+/// and a Redis operation ends within its command timeout.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The connect timeout of the fault scenarios.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A latency above which an operation counts as disrupted (normal
 /// operations take about a millisecond here).
@@ -37,27 +42,37 @@ pub fn ttl() -> Ttl {
 
 /// A standalone configuration with the fault scenarios' timeouts and a
 /// reconnect backoff of 50 ms to 1 s.
-pub fn fault_config(addr: &str, prefix: &str) -> RedisConfig {
-    let mut config = RedisConfig::standalone(addr, prefix);
-    tune(&mut config);
-    config
+pub fn fault_config(addr: &str, prefix: &str) -> anyhow::Result<RedisConfig> {
+    tune(RedisConfig::standalone(addr, prefix)?)
 }
 
-/// Applies the fault scenarios' timeouts to `config`.
-pub fn tune(config: &mut RedisConfig) {
-    config.command_timeout = COMMAND_TIMEOUT;
-    config.connect_timeout = Duration::from_secs(2);
-    config.reconnect.min_delay = Duration::from_millis(50);
-    config.reconnect.max_delay = Duration::from_secs(1);
+/// `config` with the fault scenarios' timeouts and reconnect backoff.
+pub fn tune(config: RedisConfig) -> anyhow::Result<RedisConfig> {
+    let reconnect = ReconnectPolicy::new(
+        ReconnectPolicy::default().max_attempts(),
+        Duration::from_millis(50),
+        Duration::from_secs(1),
+    )?;
+    Ok(config
+        .with_timeouts(CONNECT_TIMEOUT, COMMAND_TIMEOUT)?
+        .with_reconnect(reconnect))
 }
 
 /// A manager over a new Redis client for `config` (eager connect).
 pub async fn manager(config: &RedisConfig) -> anyhow::Result<Manager> {
+    Ok(manager_and_storage(config).await?.0)
+}
+
+/// A manager over a new Redis client for `config` (eager connect), and a
+/// handle on that same storage. The handle shares the manager's client, and
+/// so its connections: a `WAIT` sent through it covers the manager's
+/// writes, and its `key` names the manager's keys.
+pub async fn manager_and_storage(config: &RedisConfig) -> anyhow::Result<(Manager, RedisStorage)> {
     let storage = RedisStorage::connect(config).await?;
-    Ok(Manager::builder(ttl())
-        .session_type(SessionType::Streamable)
-        .storage(storage)
-        .build()?)
+    let manager = Manager::builder(storage.clone(), ttl())
+        .factory(SessionType::Streamable)
+        .build()?;
+    Ok((manager, storage))
 }
 
 /// A key prefix no other run uses.

@@ -19,8 +19,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use session_core::config::RedisConfig;
+use session_config::RedisConfig;
 use session_core::{Error, Manager, Session, SessionId, SessionType, Ttl};
+use session_local::LocalStorage;
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::KeysInterface;
 
@@ -36,12 +37,15 @@ pub const IDS_PER_ROUND: usize = 16;
 /// Creates each task attempts per round.
 pub const ATTEMPTS_PER_TASK: usize = 3;
 
-fn redis_config(addr: &str, scenario: &str) -> RedisConfig {
-    let mut config = RedisConfig::standalone(addr, scenarios::unique_prefix(scenario));
+fn redis_config(addr: &str, scenario: &str) -> anyhow::Result<RedisConfig> {
     // No faults here: a generous timeout keeps a busy machine from turning
     // into spurious failures.
-    config.command_timeout = Duration::from_secs(5);
-    config
+    Ok(
+        RedisConfig::standalone(addr, &scenarios::unique_prefix(scenario))?.with_timeouts(
+            session_config::redis::DEFAULT_CONNECT_TIMEOUT,
+            Duration::from_secs(5),
+        )?,
+    )
 }
 
 /// Two managers on one Redis at `addr`, 64 tasks each, `rounds` rounds of
@@ -60,7 +64,7 @@ async fn try_create_race(
     seed: u64,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let config = redis_config(addr, "race-create");
+    let config = redis_config(addr, "race-create")?;
     let managers = [
         scenarios::manager(&config).await?,
         scenarios::manager(&config).await?,
@@ -103,7 +107,7 @@ async fn try_create_race(
                     let mut session = Session::new(ids[index], SessionType::Mcp);
                     session.set_metadata("owner", task.to_string());
                     attempts += 1;
-                    match manager.add_session(session).await {
+                    match manager.create_from(session).await {
                         Ok(_) => {
                             winners[index].fetch_add(1, Ordering::SeqCst);
                             owners[index].store(task as u32, Ordering::SeqCst);
@@ -178,7 +182,7 @@ async fn try_create_race(
         format!("no create fails otherwise: {:?}", first(&errors)),
     );
     for manager in managers {
-        manager.shutdown().await.ok();
+        manager.close().await.ok();
     }
     Ok(())
 }
@@ -215,17 +219,19 @@ async fn try_delete_update_race(
     seed: u64,
     outcome: &mut Outcome,
 ) -> anyhow::Result<()> {
-    let managers = match backend {
+    // On Redis, a handle on the first manager's storage, to look at its
+    // keys behind the manager's back.
+    let (managers, redis) = match backend {
         Backend::Redis(addr) => {
-            let config = redis_config(addr, "race-delete");
-            [
-                scenarios::manager(&config).await?,
-                scenarios::manager(&config).await?,
-            ]
+            let config = redis_config(addr, "race-delete")?;
+            let (first, storage) = scenarios::manager_and_storage(&config).await?;
+            ([first, scenarios::manager(&config).await?], Some(storage))
         }
         Backend::Local => {
-            let manager = Manager::typed(scenarios::ttl(), SessionType::Mcp);
-            [manager.clone(), manager]
+            let manager = Manager::builder(LocalStorage::new(), scenarios::ttl())
+                .factory(SessionType::Mcp)
+                .build()?;
+            ([manager.clone(), manager], None)
         }
     };
     const WORKERS: usize = 32;
@@ -233,10 +239,13 @@ async fn try_delete_update_race(
     let mut handles = Vec::new();
     for worker in 0..WORKERS {
         let managers = managers.clone();
+        let redis = redis.clone();
         handles.push(tokio::spawn(async move {
             let mut tally = Tally::default();
             for round in (worker..rounds).step_by(WORKERS) {
-                if let Err(error) = one_round(&managers, round, seed, &mut tally).await {
+                if let Err(error) =
+                    one_round(&managers, redis.as_ref(), round, seed, &mut tally).await
+                {
                     tally.errors.push(format!("round {round}: {error}"));
                 }
             }
@@ -275,7 +284,7 @@ async fn try_delete_update_race(
         "the race really interleaves (updates land on both sides of the delete)",
     );
     for manager in managers {
-        manager.shutdown().await.ok();
+        manager.close().await.ok();
     }
     Ok(())
 }
@@ -296,13 +305,14 @@ async fn yields(count: u64) {
 
 async fn one_round(
     managers: &[Manager; 2],
+    redis: Option<&RedisStorage>,
     round: usize,
     seed: u64,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let mut rng = Rng::derive(seed ^ 0xDE1E7E, round as u64);
     let id = rng.session_id();
-    managers[0].add_with_id(id).await?;
+    managers[0].create_with_id(id).await?;
     let deleter = {
         let manager = managers[rng.below(2) as usize].clone();
         let delay = rng.below(24);
@@ -346,7 +356,7 @@ async fn one_round(
             ));
         }
     }
-    if let Some(storage) = managers[0].storage::<RedisStorage>() {
+    if let Some(storage) = redis {
         let exists: i64 = storage.client().exists(storage.key(&id)).await?;
         if exists != 0 {
             tally
@@ -383,10 +393,10 @@ async fn try_sweep_load_race(
     let evicted: Arc<Mutex<Vec<SessionId>>> = Arc::default();
     let manager = {
         let evicted = Arc::clone(&evicted);
-        Manager::builder(Ttl::new(SWEEP_TTL)?)
-            .session_type(SessionType::Mcp)
+        Manager::builder(LocalStorage::new(), Ttl::new(SWEEP_TTL)?)
+            .factory(SessionType::Mcp)
             // The test drives the sweeps itself.
-            .cleanup_interval(Duration::from_secs(3600))
+            .cleanup_interval(Some(Duration::from_secs(3600)))
             .on_expired(move |ids| {
                 evicted
                     .lock()
@@ -401,7 +411,7 @@ async fn try_sweep_load_race(
     let hot: Arc<Vec<SessionId>> = Arc::new((0..HOT).map(|_| rng.session_id()).collect());
     let last_read: Arc<Vec<AtomicU64>> = Arc::new((0..HOT).map(|_| AtomicU64::new(0)).collect());
     for (index, id) in hot.iter().enumerate() {
-        manager.add_with_id(*id).await?;
+        manager.create_with_id(*id).await?;
         last_read[index].store(nanos(Instant::now()), Ordering::SeqCst);
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -426,7 +436,7 @@ async fn try_sweep_load_race(
                     Ok(None) => {
                         // Evicted (legitimately, if this reader was away for
                         // a whole TTL: the sweeper checks): bring it back.
-                        let _ = manager.add_with_id(hot[index]).await;
+                        let _ = manager.create_with_id(hot[index]).await;
                         recreated += 1;
                         last_read[index].fetch_max(nanos(Instant::now()), Ordering::SeqCst)
                     }
@@ -462,7 +472,7 @@ async fn try_sweep_load_race(
             .iter()
             .map(|read| read.load(Ordering::SeqCst))
             .collect();
-        swept += manager.cleanup_expired().await?;
+        swept += manager.delete_expired().await?;
         let after = nanos(Instant::now());
         sweeps += 1;
         let bound = after.saturating_sub(SWEEP_TTL.as_nanos() as u64);
@@ -511,6 +521,6 @@ async fn try_sweep_load_race(
         format!("at least 1000 sweeps ran ({sweeps})"),
     );
     outcome.check(swept > 0, "the sweeps had work (expired cold sessions)");
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     Ok(())
 }

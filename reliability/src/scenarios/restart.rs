@@ -37,7 +37,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         "restart",
         &["--appendonly", "yes", "--appendfsync", "always"],
     )?;
-    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("restart"));
+    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("restart"))?;
     let manager = scenarios::manager(&config).await?;
 
     let mut rng = Rng::derive(seed, 3);
@@ -134,6 +134,6 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     Ok(outcome)
 }

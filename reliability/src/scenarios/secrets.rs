@@ -12,8 +12,9 @@
 
 use std::time::Duration;
 
-use session_core::config::{ConnectMode, PemSource, RedisConfig, Secret, TlsConfig};
-use session_core::{Manager, Session, SessionId, SessionType};
+use session_config::file::PasswordSource;
+use session_config::{Auth, ClientIdentity, ConnectMode, Pem, RedisConfig, Secret, TlsConfig};
+use session_core::{Manager, SessionId, SessionType};
 use session_factory::SessionConfig;
 use session_redis::RedisStorage;
 
@@ -55,38 +56,55 @@ impl Texts {
             source = cause.source();
         }
     }
-    fn result<T>(&mut self, label: &str, result: &Result<T, session_core::Error>) {
+    fn result<T, E: std::error::Error>(&mut self, label: &str, result: &Result<T, E>) {
         if let Err(error) = result {
             self.error(label, error);
         }
     }
 }
 
-fn acl_config(servers: &SecureServers, password: &str) -> RedisConfig {
-    let mut config = RedisConfig::standalone(&servers.acl, scenarios::unique_prefix("secrets"));
-    config.username = Some(servers.acl_user.clone());
-    config.password = Some(Secret::new(password));
-    config.connect_timeout = Duration::from_secs(2);
-    config.command_timeout = Duration::from_secs(2);
-    config
+fn acl_config(servers: &SecureServers, password: &str) -> anyhow::Result<RedisConfig> {
+    acl_config_with(servers, Secret::new(password))
 }
 
-fn tls_config(addr: &str, tls: TlsConfig) -> RedisConfig {
-    let mut config = RedisConfig::standalone(addr, scenarios::unique_prefix("secrets"));
-    config.tls = Some(tls);
-    config.connect_timeout = Duration::from_secs(2);
-    config.command_timeout = Duration::from_secs(2);
-    config
+fn acl_config_with(servers: &SecureServers, password: Secret) -> anyhow::Result<RedisConfig> {
+    Ok(
+        RedisConfig::standalone(&servers.acl, &scenarios::unique_prefix("secrets"))?
+            .with_auth(Auth::user(servers.acl_user.clone(), password))
+            .with_timeouts(Duration::from_secs(2), Duration::from_secs(2))?,
+    )
 }
 
-/// Exercises a manager: every operation, then shutdown.
+fn tls_config(addr: &str, tls: TlsConfig) -> anyhow::Result<RedisConfig> {
+    Ok(
+        RedisConfig::standalone(addr, &scenarios::unique_prefix("secrets"))?
+            .with_tls(tls)?
+            .with_timeouts(Duration::from_secs(2), Duration::from_secs(2))?,
+    )
+}
+
+/// PEM data read from `path`, as a configuration file's `{ file = ... }`
+/// would have it read.
+fn pem_file(field: &str, path: &std::path::Path) -> anyhow::Result<Pem> {
+    Ok(Pem::read(field, path)?)
+}
+
+/// A client certificate and key, for mutual TLS.
+fn identity(cert_chain: &Pem, key: &Pem) -> ClientIdentity {
+    ClientIdentity {
+        cert_chain: cert_chain.clone(),
+        key: key.clone(),
+    }
+}
+
+/// Exercises a manager: every operation, then close.
 async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
     texts.debug(&format!("{label}: config"), config);
     let storage = RedisStorage::connect(config).await;
     texts.result(&format!("{label}: connect"), &storage);
     let Ok(storage) = storage else { return };
     texts.debug(&format!("{label}: storage"), &storage);
-    let manager = match Manager::builder(scenarios::ttl()).storage(storage).build() {
+    let manager = match Manager::builder(storage, scenarios::ttl()).build() {
         Ok(manager) => manager,
         Err(error) => {
             texts.error(&format!("{label}: manager"), &error);
@@ -107,9 +125,9 @@ async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
         );
     }
     texts.result(&format!("{label}: count"), &manager.count().await);
-    texts.result(&format!("{label}: shutdown"), &manager.shutdown().await);
+    texts.result(&format!("{label}: close"), &manager.close().await);
     texts.result(
-        &format!("{label}: after shutdown"),
+        &format!("{label}: after close"),
         &manager.get(&SessionId::new()).await,
     );
 }
@@ -163,26 +181,23 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
     exercise(
         &mut texts,
         "acl",
-        &acl_config(servers, &servers.acl_password),
+        &acl_config(servers, &servers.acl_password)?,
     )
     .await;
     failures_seen += usize::from(
         expect_failure(
             &mut texts,
             "acl wrong password",
-            &acl_config(servers, &wrong_password),
+            &acl_config(servers, &wrong_password)?,
         )
         .await,
     );
     {
-        let mut config = acl_config(servers, &wrong_password);
-        config.connect = ConnectMode::Lazy;
+        let config = acl_config(servers, &wrong_password)?.with_connect(ConnectMode::Lazy);
         let storage = RedisStorage::connect(&config).await;
         texts.result("acl wrong password lazy: connect", &storage);
         if let Ok(storage) = storage {
-            let manager = Manager::builder(scenarios::ttl())
-                .storage(storage)
-                .build()?;
+            let manager = Manager::builder(storage, scenarios::ttl()).build()?;
             for _ in 0..3 {
                 let result = manager.get(&SessionId::new()).await;
                 failures_seen += usize::from(result.is_err());
@@ -190,10 +205,7 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             texts.debug("acl wrong password lazy: manager", &manager);
-            texts.result(
-                "acl wrong password lazy: shutdown",
-                &manager.shutdown().await,
-            );
+            texts.result("acl wrong password lazy: close", &manager.close().await);
         }
     }
     {
@@ -203,16 +215,11 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         let dir = crate::servers::ScratchDir::new("secrets")?;
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{}\n", servers.acl_password))?;
-        let mut config = acl_config(servers, "placeholder");
-        config.password = None;
-        config.password_file = Some(file.clone());
-        texts.debug("acl password_file: config before resolve", &config);
-        config.resolve_secrets()?;
+        let source = PasswordSource::File(file.clone());
+        texts.debug("acl password_file: source before resolve", &source);
+        let config = acl_config_with(servers, source.resolve("redis")?)?;
         exercise(&mut texts, "acl password_file", &config).await;
-        let mut missing = acl_config(servers, "placeholder");
-        missing.password = None;
-        missing.password_env = Some(variable);
-        let resolved = missing.resolve_secrets();
+        let resolved = PasswordSource::Env(variable).resolve("redis");
         texts.result("acl password_env unset: resolve", &resolved);
         // A whole configuration file naming the password inline.
         let toml = format!(
@@ -223,22 +230,18 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         match &parsed {
             Ok(parsed) => {
                 texts.debug("session config file", parsed);
-                let manager = parsed
-                    .build_manager(|id| Session::new(id, SessionType::Mcp))
-                    .await;
+                let manager = session_factory::new_manager(parsed, SessionType::Mcp).await;
                 texts.result("session config file: build", &manager);
                 if let Ok(manager) = manager {
                     texts.debug("session config file: manager", &manager);
-                    manager.shutdown().await.ok();
+                    manager.close().await.ok();
                 }
             }
             Err(error) => texts.error("session config file: parse", error),
         }
         let wrong = toml.replace(&servers.acl_password, &wrong_password);
         if let Ok(parsed) = SessionConfig::from_toml(&wrong, "secrets.toml") {
-            let manager = parsed
-                .build_manager(|id| Session::new(id, SessionType::Mcp))
-                .await;
+            let manager = session_factory::new_manager(&parsed, SessionType::Mcp).await;
             failures_seen += usize::from(manager.is_err());
             texts.result("session config file, wrong password: build", &manager);
         }
@@ -250,23 +253,19 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
     }
 
     // TLS: right CA, wrong CA.
+    let ca = pem_file("redis.tls.ca_cert", &servers.ca)?;
+    let wrong_ca = pem_file("redis.tls.ca_cert", &servers.wrong_ca)?;
     exercise(
         &mut texts,
         "tls",
-        &tls_config(
-            &servers.tls,
-            TlsConfig::with_ca(PemSource::File(servers.ca.clone())),
-        ),
+        &tls_config(&servers.tls, TlsConfig::with_ca(ca.clone()))?,
     )
     .await;
     failures_seen += usize::from(
         expect_failure(
             &mut texts,
             "tls wrong CA",
-            &tls_config(
-                &servers.tls,
-                TlsConfig::with_ca(PemSource::File(servers.wrong_ca.clone())),
-            ),
+            &tls_config(&servers.tls, TlsConfig::with_ca(wrong_ca.clone()))?,
         )
         .await,
     );
@@ -275,39 +274,40 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
     exercise(
         &mut texts,
         "tls insecure",
-        &tls_config(&servers.tls, insecure),
+        &tls_config(&servers.tls, insecure)?,
     )
     .await;
 
     // Mutual TLS: key from a file, key inline, no client certificate,
     // inline key with the wrong CA, invalid inline key material.
-    let ca = PemSource::File(servers.ca.clone());
-    let cert = PemSource::File(servers.mtls_cert.clone());
+    let cert = pem_file("redis.tls.client_cert", &servers.mtls_cert)?;
     exercise(
         &mut texts,
         "mtls key file",
         &tls_config(
             &servers.mtls,
-            TlsConfig::with_ca(ca.clone())
-                .with_client_auth(cert.clone(), PemSource::File(servers.mtls_key.clone())),
-        ),
+            TlsConfig::with_ca(ca.clone()).with_identity(identity(
+                &cert,
+                &pem_file("redis.tls.client_key", &servers.mtls_key)?,
+            )),
+        )?,
     )
     .await;
-    let inline_key = PemSource::Pem(Secret::new(key_pem.clone()));
+    let inline_key = Pem::new(key_pem.clone());
     exercise(
         &mut texts,
         "mtls inline key",
         &tls_config(
             &servers.mtls,
-            TlsConfig::with_ca(ca.clone()).with_client_auth(cert.clone(), inline_key.clone()),
-        ),
+            TlsConfig::with_ca(ca.clone()).with_identity(identity(&cert, &inline_key)),
+        )?,
     )
     .await;
     failures_seen += usize::from(
         expect_failure(
             &mut texts,
             "mtls without a client certificate",
-            &tls_config(&servers.mtls, TlsConfig::with_ca(ca.clone())),
+            &tls_config(&servers.mtls, TlsConfig::with_ca(ca.clone()))?,
         )
         .await,
     );
@@ -317,9 +317,8 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
             "mtls inline key, wrong CA",
             &tls_config(
                 &servers.mtls,
-                TlsConfig::with_ca(PemSource::File(servers.wrong_ca.clone()))
-                    .with_client_auth(cert.clone(), inline_key.clone()),
-            ),
+                TlsConfig::with_ca(wrong_ca.clone()).with_identity(identity(&cert, &inline_key)),
+            )?,
         )
         .await,
     );
@@ -329,11 +328,9 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
             "mtls invalid inline key",
             &tls_config(
                 &servers.mtls,
-                TlsConfig::with_ca(ca.clone()).with_client_auth(
-                    cert.clone(),
-                    PemSource::Pem(Secret::new(inline_fake_key.clone())),
-                ),
-            ),
+                TlsConfig::with_ca(ca.clone())
+                    .with_identity(identity(&cert, &Pem::new(inline_fake_key.clone()))),
+            )?,
         )
         .await,
     );
@@ -344,9 +341,8 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
             "mtls key given as certificate",
             &tls_config(
                 &servers.mtls,
-                TlsConfig::with_ca(ca.clone())
-                    .with_client_auth(inline_key.clone(), inline_key.clone()),
-            ),
+                TlsConfig::with_ca(ca.clone()).with_identity(identity(&inline_key, &inline_key)),
+            )?,
         )
         .await,
     );
@@ -355,7 +351,7 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         expect_failure(
             &mut texts,
             "mtls key given as CA",
-            &tls_config(&servers.mtls, TlsConfig::with_ca(inline_key.clone())),
+            &tls_config(&servers.mtls, TlsConfig::with_ca(inline_key.clone()))?,
         )
         .await,
     );

@@ -40,7 +40,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64) -> anyhow::Result<Outcome
         &["--appendonly", "yes", "--appendfsync", "always"],
     )?;
     let prefix = scenarios::unique_prefix("soak");
-    let config = scenarios::fault_config(&server.addr(), &prefix);
+    let config = scenarios::fault_config(&server.addr(), &prefix)?;
     let replicas = [
         scenarios::manager(&config).await?,
         scenarios::manager(&config).await?,
@@ -190,7 +190,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64) -> anyhow::Result<Outcome
         }
     }
     for manager in replicas {
-        manager.shutdown().await.ok();
+        manager.close().await.ok();
     }
     Ok(outcome)
 }

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use reqwest::StatusCode;
+use session_config::RedisConfig;
 use session_core::SessionId;
-use session_core::config::RedisConfig;
 
 use crate::load::ms;
 use crate::rng::Rng;
@@ -521,8 +521,10 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     }
 
     // The audit: the store, read with a manager of our own.
-    let mut config = RedisConfig::standalone(server.addr(), prefix);
-    config.command_timeout = Duration::from_secs(5);
+    let config = RedisConfig::standalone(&server.addr(), &prefix)?.with_timeouts(
+        session_config::redis::DEFAULT_CONNECT_TIMEOUT,
+        Duration::from_secs(5),
+    )?;
     let auditor = scenarios::manager(&config).await?;
     let mut missing_in_store = Vec::new();
     for session in &tally.live {
@@ -567,7 +569,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
             }
         }
     }
-    auditor.shutdown().await.ok();
+    auditor.close().await.ok();
     let mut exited = Vec::new();
     let mut panics = 0;
     for gateway in &mut gateways {

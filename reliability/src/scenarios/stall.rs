@@ -32,7 +32,7 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
 async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::new(NAME);
     let server = RedisProcess::start(scratch, "stall", &[])?;
-    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("stall"));
+    let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("stall"))?;
     let manager = scenarios::manager(&config).await?;
     let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
 
@@ -46,7 +46,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let report = load.stop(Duration::from_secs(10)).await;
     let audit = load::audit(&manager, &report.live).await;
 
-    let bound = config.command_timeout + MARGIN;
+    let bound = config.command_timeout() + MARGIN;
     // Operations running at any moment of the stall.
     let in_stall: Vec<_> = report.overlapping(stopped_at, resumed_at).collect();
     let worst_in_stall = in_stall
@@ -82,7 +82,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         report.failure_text(),
         ms(worst_in_stall),
         ms(bound),
-        ms(config.command_timeout),
+        ms(config.command_timeout()),
         ms(MARGIN),
         over_bound,
         ms(recovery),
@@ -142,6 +142,6 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     for (class, samples) in &report.samples {
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
-    manager.shutdown().await.ok();
+    manager.close().await.ok();
     Ok(outcome)
 }
