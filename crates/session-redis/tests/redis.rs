@@ -6,14 +6,17 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Topology, config, env};
+use common::{Topology, config, env, pem, unique_prefix};
+use session_config::{
+    Auth, ClientIdentity, ConnectMode, Pem, RedisConfig, SessionConfig, TlsConfig,
+};
 use session_core::codec::MAGIC;
-use session_core::config::{ConnectMode, PemSource, RedisConfig, TlsConfig};
 use session_core::{
-    BackendErrorKind, Error, Manager, Session, SessionId, SessionType, Storage, Ttl,
+    BackendErrorKind, Description, Error, Manager, Session, SessionId, SessionType, Storage, Ttl,
 };
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::{ClientLike, KeysInterface};
@@ -28,10 +31,48 @@ async fn pttl(storage: &RedisStorage, id: &SessionId) -> i64 {
     storage.client().pttl(storage.key(id)).await.unwrap()
 }
 
+/// A manager of MCP sessions over `storage` with the sliding TTL `secs`.
+fn manager(storage: RedisStorage, secs: u64) -> Manager {
+    Manager::builder(storage, ttl(secs))
+        .factory(SessionType::Mcp)
+        .build()
+        .unwrap()
+}
+
+/// `config` with its connect timeout replaced, the command timeout kept.
+fn with_connect_timeout(config: RedisConfig, connect: Duration) -> RedisConfig {
+    let command = config.command_timeout();
+    config.with_timeouts(connect, command).unwrap()
+}
+
+/// `config` with its command timeout replaced, the connect timeout kept.
+fn with_command_timeout(config: RedisConfig, command: Duration) -> RedisConfig {
+    let connect = config.connect_timeout();
+    config.with_timeouts(connect, command).unwrap()
+}
+
 /// A port on 127.0.0.1 that refuses connections.
 fn refused_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
+}
+
+/// A standalone configuration for a local address nothing listens on.
+fn refused(prefix: &str) -> RedisConfig {
+    RedisConfig::standalone(&format!("127.0.0.1:{}", refused_port()), prefix).unwrap()
+}
+
+/// The error of a configuration that the storage refuses, as a
+/// `(field, reason)` pair.
+fn config_error(result: session_core::Result<RedisStorage>) -> (String, String) {
+    match result {
+        Err(Error::Config(error)) => (
+            error.field().unwrap_or("<whole>").to_owned(),
+            error.reason().to_owned(),
+        ),
+        Err(other) => panic!("expected a config error, got {other:?}"),
+        Ok(storage) => panic!("expected a config error, got {storage:?}"),
+    }
 }
 
 #[tokio::test]
@@ -40,13 +81,15 @@ async fn a_valid_config_gives_a_redis_backed_manager() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
-    assert!(!manager.is_local());
-    assert!(manager.storage::<RedisStorage>().is_some());
+    let manager = manager(storage, 60);
+    assert_eq!(
+        manager.describe(),
+        Description::new("redis", session_core::Topology::Standalone, false)
+    );
     let id = SessionId::new();
-    manager.add_with_id(id).await.unwrap();
+    manager.create_with_id(id).await.unwrap();
     assert_eq!(manager.get(&id).await.unwrap().unwrap().id(), id);
-    manager.shutdown().await.unwrap();
+    manager.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -56,14 +99,11 @@ async fn keys_are_prefix_then_id_and_hold_the_versioned_format() {
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
     let session = Arc::new(Session::new(SessionId::new(), SessionType::Sse));
-    storage
-        .store(Arc::clone(&session), session_core::Expiry::new(ttl(60)))
-        .await
-        .unwrap();
+    storage.upsert(Arc::clone(&session), ttl(60)).await.unwrap();
 
     // Read the raw key with a second, plain client.
     let raw = RedisStorage::connect(&config).await.unwrap();
-    let key = format!("{}{}", config.key_prefix, session.id());
+    let key = format!("{}{}", config.key_prefix(), session.id());
     assert_eq!(storage.key(&session.id()), key);
     let bytes: Option<Vec<u8>> = raw
         .client()
@@ -88,18 +128,14 @@ async fn keys_are_prefix_then_id_and_hold_the_versioned_format() {
 }
 
 #[tokio::test]
-async fn load_and_writes_refresh_the_key_ttl() {
-    let Some(mut config) = config(Topology::Standalone) else {
+async fn reads_and_writes_refresh_the_key_ttl() {
+    let Some(config) = config(Topology::Standalone) else {
         return;
     };
-    // Every load refreshes: no refresh window.
-    config.refresh_window = Some(Duration::ZERO);
+    // Every read refreshes: no refresh window.
+    let config = config.with_refresh_window(Some(Duration::ZERO));
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     let session = manager.create().await.unwrap();
     let id = session.id();
     let remaining = pttl(&storage, &id).await;
@@ -118,7 +154,7 @@ async fn load_and_writes_refresh_the_key_ttl() {
     let remaining = pttl(&storage, &id).await;
     assert!(
         remaining > 55_000,
-        "load must refresh the TTL (GETEX PX), PTTL {remaining}"
+        "a read must refresh the TTL (GETEX PX), PTTL {remaining}"
     );
 
     let _: bool = storage
@@ -145,17 +181,13 @@ async fn load_and_writes_refresh_the_key_ttl() {
 }
 
 #[tokio::test]
-async fn loads_within_the_refresh_window_read_without_refreshing() {
-    let Some(mut config) = config(Topology::Standalone) else {
+async fn reads_within_the_refresh_window_read_without_refreshing() {
+    let Some(config) = config(Topology::Standalone) else {
         return;
     };
-    config.refresh_window = Some(Duration::from_secs(30));
+    let config = config.with_refresh_window(Some(Duration::from_secs(30)));
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     let id = manager.create().await.unwrap().id();
     let _: bool = storage
         .client()
@@ -167,15 +199,19 @@ async fn loads_within_the_refresh_window_read_without_refreshing() {
     let remaining = pttl(&storage, &id).await;
     assert!(
         remaining <= 40_000,
-        "a load within the window must not refresh, PTTL {remaining}"
+        "a read within the window must not refresh, PTTL {remaining}"
     );
     // Another client (another replica) has no recent refresh of its own: GETEX.
     let other = RedisStorage::connect(&config).await.unwrap();
-    other.load(&id, manager.expiry()).await.unwrap().unwrap();
+    other
+        .get(&id, manager.expiry().ttl())
+        .await
+        .unwrap()
+        .unwrap();
     let remaining = pttl(&storage, &id).await;
     assert!(
         remaining > 55_000,
-        "a load outside the window must refresh, PTTL {remaining}"
+        "a read outside the window must refresh, PTTL {remaining}"
     );
     // A deleted session is not kept alive by the bookkeeping.
     other.delete(&id).await.unwrap();
@@ -184,26 +220,22 @@ async fn loads_within_the_refresh_window_read_without_refreshing() {
 
 #[tokio::test]
 async fn the_refresh_bookkeeping_forgets_sessions_once_their_window_passed() {
-    let Some(mut config) = config(Topology::Standalone) else {
+    let Some(config) = config(Topology::Standalone) else {
         return;
     };
-    config.refresh_window = Some(Duration::from_millis(200));
+    let config = config.with_refresh_window(Some(Duration::from_millis(200)));
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     for _ in 0..100 {
         manager.create().await.unwrap();
     }
     assert_eq!(storage.refresh_tracked(), 100);
     // The manager's own cleanup runs only every half TTL (30 s here); the
     // storage's sweeper must free the entries within about a second.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while storage.refresh_tracked() > 0 {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "{} entries still tracked after 5 s",
             storage.refresh_tracked()
         );
@@ -218,11 +250,7 @@ async fn an_idle_key_expires_in_redis() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     let id = manager.create().await.unwrap().id();
     let _: bool = storage
         .client()
@@ -241,8 +269,7 @@ async fn the_key_ttl_never_outlives_the_max_lifetime() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::builder(ttl(60))
-        .storage(storage.clone())
+    let manager = Manager::builder(storage.clone(), ttl(60))
         .max_lifetime(Some(Duration::from_secs(10)))
         .build()
         .unwrap();
@@ -253,10 +280,10 @@ async fn the_key_ttl_never_outlives_the_max_lifetime() {
         "PTTL after create: {after_create}"
     );
     manager.get(&id).await.unwrap().unwrap();
-    let after_load = pttl(&storage, &id).await;
+    let after_read = pttl(&storage, &id).await;
     assert!(
-        (8_000..=10_000).contains(&after_load),
-        "PTTL after load: {after_load}"
+        (8_000..=10_000).contains(&after_read),
+        "PTTL after a read: {after_read}"
     );
 }
 
@@ -266,9 +293,9 @@ async fn a_foreign_value_is_a_codec_error_and_a_wrong_type_is_typed() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let expiry = session_core::Expiry::new(ttl(60));
+    let ttl = ttl(60);
     let good = Arc::new(Session::new(SessionId::new(), SessionType::Mcp));
-    storage.store(Arc::clone(&good), expiry).await.unwrap();
+    storage.upsert(Arc::clone(&good), ttl).await.unwrap();
 
     let foreign = SessionId::new();
     let _: () = storage
@@ -277,7 +304,7 @@ async fn a_foreign_value_is_a_codec_error_and_a_wrong_type_is_typed() {
         .await
         .unwrap();
     assert!(matches!(
-        storage.load(&foreign, expiry).await,
+        storage.get(&foreign, ttl).await,
         Err(Error::Codec(_))
     ));
 
@@ -291,24 +318,23 @@ async fn a_foreign_value_is_a_codec_error_and_a_wrong_type_is_typed() {
         )
         .await
         .unwrap();
-    match storage.load(&hash, expiry).await {
+    match storage.get(&hash, ttl).await {
         Err(error) => assert_eq!(
             error.backend_kind(),
             Some(BackendErrorKind::WrongType),
             "{error}"
         ),
-        Ok(found) => panic!("a hash loaded as {found:?}"),
+        Ok(found) => panic!("a hash was read as {found:?}"),
     }
     // Other sessions are unaffected, and the foreign keys are counted under
     // the prefix, as SCAN sees them.
-    assert!(storage.load(&good.id(), expiry).await.unwrap().is_some());
+    assert!(storage.get(&good.id(), ttl).await.unwrap().is_some());
     assert_eq!(storage.count().await.unwrap(), 3);
 }
 
 #[tokio::test]
 async fn eager_connect_to_a_refused_port_fails_fast_with_a_typed_error() {
-    let mut config = RedisConfig::standalone(format!("127.0.0.1:{}", refused_port()), "s:");
-    config.connect_timeout = Duration::from_secs(2);
+    let config = with_connect_timeout(refused("s:"), Duration::from_secs(2));
     let started = Instant::now();
     let error = RedisStorage::connect(&config).await.unwrap_err();
     assert!(
@@ -323,8 +349,8 @@ async fn eager_connect_to_a_refused_port_fails_fast_with_a_typed_error() {
 async fn eager_connect_to_a_silent_server_fails_within_the_connect_timeout() {
     // A listener that accepts TCP connections but never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut config = RedisConfig::standalone(silent.local_addr().unwrap().to_string(), "s:");
-    config.connect_timeout = Duration::from_millis(500);
+    let config = RedisConfig::standalone(&silent.local_addr().unwrap().to_string(), "s:").unwrap();
+    let config = with_connect_timeout(config, Duration::from_millis(500));
     let started = Instant::now();
     let error = RedisStorage::connect(&config).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -334,13 +360,14 @@ async fn eager_connect_to_a_silent_server_fails_within_the_connect_timeout() {
 
 #[tokio::test]
 async fn lazy_connect_succeeds_without_redis_and_operations_fail_typed_not_hang() {
-    let mut config = RedisConfig::standalone(format!("127.0.0.1:{}", refused_port()), "s:");
-    config.connect = ConnectMode::Lazy;
-    config.command_timeout = Duration::from_millis(300);
+    let config = with_command_timeout(
+        refused("s:").with_connect(ConnectMode::Lazy),
+        Duration::from_millis(300),
+    );
     let storage = RedisStorage::connect(&config)
         .await
         .expect("lazy connect never touches the network");
-    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
+    let manager = manager(storage, 60);
     let started = Instant::now();
     let error = manager.get(&SessionId::new()).await.unwrap_err();
     assert!(
@@ -348,37 +375,104 @@ async fn lazy_connect_succeeds_without_redis_and_operations_fail_typed_not_hang(
         "took {:?}",
         started.elapsed()
     );
+    // Nothing listens: a refused connection is what a restarting server
+    // looks like, so the answer stays retryable.
     assert!(error.is_retryable(), "{error:?}");
-    manager.shutdown().await.unwrap();
+    manager.close().await.unwrap();
+}
+
+const WRONG_PASSWORD: &str = "definitely-wrong-password";
+
+/// The ACL server's configuration with the right user and a wrong password.
+fn wrong_password(config: &RedisConfig) -> RedisConfig {
+    let user = config
+        .auth()
+        .and_then(|auth| auth.username.clone())
+        .expect("the ACL configuration names its user");
+    config.clone().with_auth(Auth::user(user, WRONG_PASSWORD))
+}
+
+/// Asserts that `error` is the server's refusal of the credentials: an
+/// authentication error, not retryable, that does not quote the password.
+fn assert_refused_credentials(error: &Error) {
+    assert!(
+        matches!(
+            error,
+            Error::Backend {
+                kind: BackendErrorKind::Auth,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable(), "{error:?}");
+    assert!(!error.to_string().contains(WRONG_PASSWORD), "{error}");
+    assert!(!format!("{error:?}").contains(WRONG_PASSWORD), "{error:?}");
 }
 
 #[tokio::test]
 async fn a_wrong_acl_password_is_an_auth_error_without_the_password() {
-    let Some(mut config) = config(Topology::Acl) else {
+    let Some(config) = config(Topology::Acl) else {
         return;
     };
-    config.password = Some("definitely-wrong-password".into());
+    let config = wrong_password(&config);
     let error = RedisStorage::connect(&config).await.unwrap_err();
-    assert_eq!(
-        error.backend_kind(),
-        Some(BackendErrorKind::Auth),
-        "{error:?}"
+    assert_refused_credentials(&error);
+    assert!(!format!("{config:?}").contains(WRONG_PASSWORD));
+}
+
+#[tokio::test]
+async fn lazy_connect_with_a_wrong_password_reports_the_refusal_not_a_timeout() {
+    let Some(right) = config(Topology::Acl) else {
+        return;
+    };
+    let lazy = |config: RedisConfig| {
+        with_command_timeout(
+            config.with_connect(ConnectMode::Lazy),
+            Duration::from_secs(1),
+        )
+    };
+    let storage = RedisStorage::connect(&lazy(wrong_password(&right)))
+        .await
+        .expect("lazy connect never touches the network");
+    // A moment for the first attempts to connect to be refused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = SessionId::new();
+    let started = Instant::now();
+    let error = storage.get(&id, ttl(60)).await.unwrap_err();
+    assert_refused_credentials(&error);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
     );
-    assert!(!error.to_string().contains("definitely-wrong-password"));
-    assert!(!format!("{error:?}").contains("definitely-wrong-password"));
-    assert!(!format!("{config:?}").contains("definitely-wrong-password"));
+    // Seconds later, with the client still retrying under its backoff, the
+    // answer is the same: a bad credential does not turn into a 503.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let session = Arc::new(Session::new(id, SessionType::Mcp));
+    assert_refused_credentials(&storage.create(session, ttl(60)).await.unwrap_err());
+    assert_refused_credentials(&storage.get(&id, ttl(60)).await.unwrap_err());
+    storage.close().await.unwrap();
+
+    // The same lazy settings with the right password work.
+    let storage = RedisStorage::connect(&lazy(right)).await.unwrap();
+    let session = Arc::new(Session::new(id, SessionType::Mcp));
+    assert!(storage.create(Arc::clone(&session), ttl(60)).await.unwrap());
+    assert_eq!(storage.get(&id, ttl(60)).await.unwrap(), Some(session));
+    storage.close().await.unwrap();
 }
 
 #[tokio::test]
 async fn tls_with_the_wrong_ca_fails() {
-    let Some(mut config) = config(Topology::Tls) else {
+    let Some(config) = config(Topology::Tls) else {
         return;
     };
     let Some(wrong) = env("SESSION_TEST_REDIS_TLS_WRONG_CA") else {
         return;
     };
-    config.tls = Some(TlsConfig::with_ca(PemSource::File(wrong.into())));
-    config.connect_timeout = Duration::from_secs(2);
+    let config = with_connect_timeout(config, Duration::from_secs(2))
+        .with_tls(TlsConfig::with_ca(pem(Path::new(&wrong))))
+        .unwrap();
     let error = RedisStorage::connect(&config).await.unwrap_err();
     assert_eq!(
         error.backend_kind(),
@@ -389,11 +483,11 @@ async fn tls_with_the_wrong_ca_fails() {
 
 #[tokio::test]
 async fn tls_without_tls_configured_fails_instead_of_hanging() {
-    let Some(mut config) = config(Topology::Tls) else {
+    let Some(addr) = env("SESSION_TEST_REDIS_TLS") else {
         return;
     };
-    config.tls = None;
-    config.connect_timeout = Duration::from_secs(1);
+    let config = RedisConfig::standalone(&addr, &unique_prefix()).unwrap();
+    let config = with_connect_timeout(config, Duration::from_secs(1));
     let started = Instant::now();
     assert!(RedisStorage::connect(&config).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(3));
@@ -401,12 +495,15 @@ async fn tls_without_tls_configured_fails_instead_of_hanging() {
 
 #[tokio::test]
 async fn mutual_tls_without_a_client_certificate_fails() {
-    let Some(mut config) = config(Topology::Mtls) else {
+    let Some(addr) = env("SESSION_TEST_REDIS_MTLS") else {
         return;
     };
     let Some(ca) = common::ca() else { return };
-    config.tls = Some(TlsConfig::with_ca(PemSource::File(ca)));
-    config.connect_timeout = Duration::from_secs(2);
+    let config = RedisConfig::standalone(&addr, &unique_prefix())
+        .unwrap()
+        .with_tls(TlsConfig::with_ca(pem(&ca)))
+        .unwrap();
+    let config = with_connect_timeout(config, Duration::from_secs(2));
     let error = RedisStorage::connect(&config).await.unwrap_err();
     assert!(
         matches!(
@@ -418,50 +515,69 @@ async fn mutual_tls_without_a_client_certificate_fails() {
 }
 
 #[tokio::test]
-async fn unreadable_or_invalid_pem_is_a_config_error_naming_the_field() {
-    let base = RedisConfig::standalone("127.0.0.1:1", "s:");
+async fn invalid_pem_is_a_config_error_naming_the_field() {
+    let base = RedisConfig::standalone("127.0.0.1:1", "s:").unwrap();
     let cases = [
         (
-            TlsConfig::with_ca(PemSource::Pem("not a certificate".into())),
+            TlsConfig::with_ca(Pem::new("not a certificate")),
             "redis.tls.ca_cert",
         ),
         (
-            TlsConfig::with_ca(PemSource::File("/nonexistent/ca.pem".into())),
-            "redis.tls.ca_cert",
-        ),
-        (
-            TlsConfig::with_ca(PemSource::Pem(SELF_SIGNED.into())).with_client_auth(
-                PemSource::Pem(SELF_SIGNED.into()),
-                PemSource::Pem(
-                    "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n".into(),
+            TlsConfig::with_ca(Pem::new(SELF_SIGNED)).with_identity(ClientIdentity {
+                cert_chain: Pem::new(SELF_SIGNED),
+                key: Pem::new(
+                    "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
                 ),
-            ),
+            }),
             "redis.tls.client_key",
         ),
     ];
     for (tls, field) in cases {
-        let mut config = base.clone();
-        config.tls = Some(tls);
-        match RedisStorage::connect(&config).await {
-            Err(Error::Config { field: got, reason }) => {
-                assert_eq!(got, field, "{reason}");
-                assert!(!reason.contains("not base64"), "{reason}");
-            }
-            other => panic!("expected a config error for {field}, got {other:?}"),
-        }
+        let config = base.clone().with_tls(tls).unwrap();
+        let (got, reason) = config_error(RedisStorage::connect(&config).await);
+        assert_eq!(got, field, "{reason}");
+        assert!(!reason.contains("not base64"), "{reason}");
     }
 }
 
+#[test]
+fn unreadable_pem_files_and_a_certificate_without_its_key_are_refused_before_any_network() {
+    // Files are read, and the pairs of settings checked, when the settings
+    // are resolved (session-config), before a storage exists; these are the
+    // errors a Redis deployment meets first.
+    let error = Pem::read("redis.tls.ca_cert", Path::new("/nonexistent/ca.pem")).unwrap_err();
+    assert_eq!(error.field(), Some("redis.tls.ca_cert"));
+    let error = SessionConfig::from_toml(
+        &format!(
+            "ttl = \"30m\"\n[redis]\naddr = \"127.0.0.1:1\"\nkey_prefix = \"s:\"\n\
+             [redis.tls]\nclient_cert = {{ pem = \"\"\"{SELF_SIGNED}\"\"\" }}"
+        ),
+        "inline",
+    )
+    .unwrap_err();
+    assert_eq!(error.field(), Some("redis.tls.client_key"), "{error}");
+    assert_eq!(error.reason(), "a client certificate needs its private key");
+}
+
 #[tokio::test]
-async fn a_client_certificate_without_its_key_is_refused_before_any_network() {
-    let mut config = RedisConfig::standalone("127.0.0.1:1", "s:");
-    let mut tls = TlsConfig::with_ca(PemSource::Pem(SELF_SIGNED.into()));
-    tls.client_cert = Some(PemSource::Pem(SELF_SIGNED.into()));
-    config.tls = Some(tls);
-    match RedisStorage::connect(&config).await {
-        Err(Error::Config { field, .. }) => assert_eq!(field, "redis.tls.client_key"),
-        other => panic!("expected a config error, got {other:?}"),
-    }
+async fn an_x509_v1_client_certificate_is_named_as_ours_with_the_fix() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let identity = ClientIdentity {
+        cert_chain: Pem::read("redis.tls.client_cert", &data.join("x509-v1-client.crt")).unwrap(),
+        key: Pem::read("redis.tls.client_key", &data.join("x509-v1-client.key")).unwrap(),
+    };
+    let config = RedisConfig::standalone("127.0.0.1:1", "s:")
+        .unwrap()
+        .with_tls(TlsConfig::with_ca(Pem::new(SELF_SIGNED)).with_identity(identity))
+        .unwrap();
+    let (field, reason) = config_error(RedisStorage::connect(&config).await);
+    assert_eq!(field, "redis.tls.client_cert", "{reason}");
+    assert_eq!(
+        reason,
+        "our client certificate is unusable: Other(OtherError(UnsupportedCertVersion)); it is \
+         not an X.509 v3 certificate: reissue it as X.509 v3 (for example `openssl x509 -req \
+         ... -extfile` with at least one extension)"
+    );
 }
 
 #[tokio::test]
@@ -470,16 +586,12 @@ async fn shutdown_closes_the_client_and_later_operations_fail() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     let id = manager.create().await.unwrap().id();
-    manager.shutdown().await.unwrap();
+    manager.close().await.unwrap();
     assert!(matches!(manager.get(&id).await, Err(Error::Closed)));
     assert!(matches!(
-        storage.load(&id, manager.expiry()).await,
+        storage.get(&id, manager.expiry().ttl()).await,
         Err(Error::Closed)
     ));
     // QUIT closed the connection.
@@ -498,24 +610,18 @@ async fn delete_expired_is_a_no_op_without_error() {
         return;
     };
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(ttl(60), |id| Session::new(id, SessionType::Mcp), storage);
+    let manager = manager(storage, 60);
     manager.create().await.unwrap();
-    assert_eq!(manager.cleanup_expired().await.unwrap(), 0);
+    assert_eq!(manager.delete_expired().await.unwrap(), 0);
     assert_eq!(manager.count().await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_add_with_id_over_two_managers_has_one_winner() {
+async fn concurrent_create_with_id_over_two_managers_has_one_winner() {
     let Some(config) = config(Topology::Standalone) else {
         return;
     };
-    let make = || async {
-        Manager::with_storage(
-            ttl(60),
-            |id| Session::new(id, SessionType::Mcp),
-            RedisStorage::connect(&config).await.unwrap(),
-        )
-    };
+    let make = || async { manager(RedisStorage::connect(&config).await.unwrap(), 60) };
     let managers = [make().await, make().await];
     for _ in 0..20 {
         let id = SessionId::new();
@@ -526,7 +632,7 @@ async fn concurrent_add_with_id_over_two_managers_has_one_winner() {
                 let barrier = Arc::clone(&barrier);
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    manager.add_with_id(id).await
+                    manager.create_with_id(id).await
                 })
             })
             .collect();
@@ -547,19 +653,15 @@ async fn debug_output_shows_no_secrets() {
     let Some(config) = config(Topology::Acl) else {
         return;
     };
-    let password = config.password.clone().unwrap();
+    let password = config.auth().unwrap().password.expose().to_owned();
     let storage = RedisStorage::connect(&config).await.unwrap();
-    let manager = Manager::with_storage(
-        ttl(60),
-        |id| Session::new(id, SessionType::Mcp),
-        storage.clone(),
-    );
+    let manager = manager(storage.clone(), 60);
     for text in [
         format!("{config:?}"),
         format!("{storage:?}"),
         format!("{manager:?}"),
     ] {
-        assert!(!text.contains(password.expose()), "{text}");
+        assert!(!text.contains(&password), "{text}");
     }
     let raw: Value = storage.client().ping(None).await.unwrap();
     assert_eq!(raw.as_str().as_deref(), Some("PONG"));
