@@ -43,8 +43,7 @@ pub(crate) fn tune(builder: &mut Builder, config: &RedisConfig, role: Role) {
             // the command timeout is considered dead and replaced, so a
             // stalled server cannot wedge the client after it recovers.
             connection.unresponsive.max_timeout = Some(command_timeout);
-            connection.unresponsive.interval =
-                (command_timeout / 4).max(Duration::from_millis(50));
+            connection.unresponsive.interval = (command_timeout / 4).max(Duration::from_millis(50));
             if role == Role::Data {
                 // fred re-sends a command whose reply was lost to a dropped
                 // connection. For `SET NX` that turns a create that succeeded

@@ -84,8 +84,8 @@ use futures_util::TryStreamExt;
 use session_config::{ConnectMode, RedisConfig};
 use session_core::codec::{self, Codec};
 use session_core::{
-    BackendErrorKind, Description, Error, Operation, Result, Session, SessionId, Storage,
-    Topology, Ttl,
+    BackendErrorKind, Description, Error, Operation, Result, Session, SessionId, Storage, Topology,
+    Ttl,
 };
 use session_local::map::ExpiringMap;
 use tokio::time::Instant;
@@ -386,8 +386,9 @@ impl RedisStorage {
         // this future's state at once.
         let first = send().await;
         match first {
-            Err(error) if self.inner.topology == Topology::Cluster
-                && errors::is_redirect_refused(&error) =>
+            Err(error)
+                if self.inner.topology == Topology::Cluster
+                    && errors::is_redirect_refused(&error) =>
             {
                 tracing::debug!("a cluster slot moved under a command; sending it again");
                 // Boxed: inline, this rare second command future would double
@@ -583,7 +584,9 @@ fn spawn_refusal_watch(inner: &Arc<Inner>) {
 
 /// A TTL in whole milliseconds, at least 1 (Redis rejects `PX 0`).
 fn millis(ttl: Ttl) -> i64 {
-    i64::try_from(ttl.get().as_millis()).unwrap_or(i64::MAX).max(1)
+    i64::try_from(ttl.get().as_millis())
+        .unwrap_or(i64::MAX)
+        .max(1)
 }
 
 /// Escapes the glob characters of a key prefix for `SCAN MATCH`.
@@ -610,7 +613,9 @@ impl Storage for RedisStorage {
     }
 
     async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
-        self.set(Operation::Upsert, &session, ttl, None).await.map(drop)
+        self.set(Operation::Upsert, &session, ttl, None)
+            .await
+            .map(drop)
     }
 
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
@@ -680,11 +685,10 @@ impl Storage for RedisStorage {
         }
         // Nothing set: the key is gone, or its TTL was shorter already.
         // Boxed: a rare path that would otherwise enlarge every call's future.
-        let exists: i64 = Box::pin(self.redirected(started, || {
-            self.within(started, client.exists(key.clone()))
-        }))
-        .await
-        .map_err(self.map(Operation::Expire))?;
+        let exists: i64 =
+            Box::pin(self.redirected(started, || self.within(started, client.exists(key.clone()))))
+                .await
+                .map_err(self.map(Operation::Expire))?;
         Ok(exists > 0)
     }
 
