@@ -44,7 +44,6 @@
 //! Deadlines are [`tokio::time::Instant`]s, so tests that pause Tokio's clock
 //! (`tokio::time::pause`) drive expiry deterministically.
 
-
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,8 +173,19 @@ where
 
     /// Inserts or replaces the value under `key` unconditionally.
     pub fn upsert(&self, key: K, value: V, ttl: Duration) {
-        let slot = self.slot(value, Instant::now(), ttl);
-        self.entries.insert(key, slot);
+        // The clock is read under the shard's write lock, as in every other
+        // write: a writer that read it before taking the lock, and was
+        // descheduled in between, would store a deadline older than a write
+        // or read that went before it, and the entry would expire early by
+        // the time the writer slept.
+        match self.entries.entry(key) {
+            Entry::Occupied(mut occupied) => {
+                occupied.insert(self.slot(value, Instant::now(), ttl));
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(self.slot(value, Instant::now(), ttl));
+            }
+        }
     }
 
     /// Returns a clone of the live value under `key` and moves its deadline to
