@@ -56,7 +56,7 @@ async fn cleanup_interval_is_configurable() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn shutdown_stops_the_cleanup_task() {
+async fn close_stops_the_cleanup_task() {
     let expired = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&expired);
     let storage = LocalStorage::new();
@@ -167,10 +167,7 @@ fn invalid_settings_are_config_errors() {
             builder().cleanup_interval(Some(Duration::ZERO)),
             "cleanup_interval",
         ),
-        (
-            builder().max_lifetime(Some(Duration::ZERO)),
-            "max_lifetime",
-        ),
+        (builder().max_lifetime(Some(Duration::ZERO)), "max_lifetime"),
     ] {
         match builder.build() {
             Err(Error::Config(error)) => assert_eq!(error.field(), Some(field)),
@@ -197,7 +194,6 @@ async fn a_session_past_its_lifetime_cannot_be_written() {
     assert!(!manager.update((*session).clone()).await.unwrap());
     assert!(manager.get(&session.id()).await.unwrap().is_none());
 }
-
 
 /// Session timestamps follow the manager's clock at the moment of each
 /// operation, so a step of the system clock (an NTP correction, a resumed VM)
