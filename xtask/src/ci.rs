@@ -6,8 +6,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::proc::Guard;
-use crate::redis::{self, Topologies};
+use session_testenv::contract::{NGINX, REQUIRE_REDIS};
+use session_testenv::{Guard, Topologies};
+
+use crate::tools;
 
 /// Crates that must build without any TLS stack or Redis client, so that
 /// users of the in-memory store pay for neither.
@@ -17,30 +19,17 @@ const BANNED_CRATES: &[&str] = &["fred", "rustls", "ring"];
 /// Crates those must not depend on, by name prefix (aws-lc-rs, aws-lc-sys, ...).
 const BANNED_PREFIXES: &[&str] = &["aws-lc"];
 
-/// The variable that hands the nginx binary to the end-to-end test.
-const NGINX: &str = "SESSION_TEST_NGINX";
 /// Tests run at once in each test binary.
 const TEST_THREADS: &str = "8";
-
-/// Finds nginx, which the end-to-end test puts in front of two gateway
-/// replicas. Debian installs it outside a normal user's PATH.
-fn find_nginx() -> Result<std::path::PathBuf> {
-    redis::find_on_path("nginx")
-        .or_else(|| {
-            let sbin = std::path::PathBuf::from("/usr/sbin/nginx");
-            sbin.is_file().then_some(sbin)
-        })
-        .context("nginx not found: install it with `apt-get install -y nginx-light`")
-}
 
 /// Runs every CI step in order and stops at the first failure.
 ///
 /// `test_args` are appended to `cargo test`, e.g. a test name filter.
 pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
-    // Checked first so that a missing package is reported in seconds, not
-    // after a full clippy build.
-    redis::check_installed()?;
-    let nginx = find_nginx()?;
+    // Checked (and installed) first so that a missing package is reported
+    // in seconds, not after a full clippy build.
+    let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI, tools::NGINX])?;
+    let nginx = tools.path(tools::NGINX).to_owned();
 
     cargo(root, &["fmt", "--all", "--", "--check"]).run()?;
     cargo(
@@ -65,7 +54,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     {
         println!("starting Redis topologies");
         let started = std::time::Instant::now();
-        let topologies = Topologies::start()?;
+        let topologies = Topologies::start(&tools.programs())?;
         println!(
             "Redis topologies ready in {:.1?} (files in {})",
             started.elapsed(),
@@ -79,14 +68,17 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
             println!("  {key}={value}");
             step.command.env(key, value);
         }
-        step.command.env(redis::REQUIRE_REDIS, "1");
-        println!("  {}=1", redis::REQUIRE_REDIS);
+        step.command.env(REQUIRE_REDIS, "1");
+        println!("  {REQUIRE_REDIS}=1");
         step.command.env(NGINX, &nginx);
         println!("  {NGINX}={}", nginx.display());
         // Most Redis tests wait on real TTLs rather than on the CPU, so more
         // of them run at once than there are cores.
         step.command.env("RUST_TEST_THREADS", TEST_THREADS);
         println!("  RUST_TEST_THREADS={TEST_THREADS}");
+        // A test starts `redis-server` by name, so it must find the one
+        // located off PATH too.
+        tools.apply_path(&mut step.command);
         step.run()?;
         // The servers are stopped here, at the end of this block, rather than
         // at the end of the run: the doc build does not need them.
@@ -114,8 +106,7 @@ impl Step {
     fn run(mut self) -> Result<()> {
         let display = self.display.join(" ");
         println!("$ {display}");
-        let guard = Guard::spawn(&mut self.command)?;
-        let status = guard.wait()?;
+        let status = Guard::spawn(&mut self.command)?.wait()?;
         if !status.success() {
             bail!("step `{display}` failed ({status})");
         }
