@@ -27,8 +27,12 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
+
+/// The signals [`Guard::signal`] sends, e.g. `Signal::SIGTERM` for a
+/// graceful stop.
+pub use nix::sys::signal::Signal;
 
 use crate::error::{Error, IoContext, Result};
 
