@@ -167,7 +167,11 @@ pub(crate) fn ensure(tools: &[Tool]) -> Result<Located> {
     for tool in missing {
         match find_in_packages(tool)? {
             Some(path) => {
-                println!("xtask: using {} ({})", path.display(), tool.program);
+                println!(
+                    "xtask: {} is {} (from the Debian package file lists)",
+                    tool.program,
+                    path.display()
+                );
                 if let Some(dir) = path.parent()
                     && !off_path.iter().any(|known| known == dir)
                 {
