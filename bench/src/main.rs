@@ -30,51 +30,125 @@ mod redis;
 mod report;
 mod shape;
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use lexopt::prelude::*;
 use serde::Serialize;
 
 use crate::harness::Timing;
 
-const USAGE: &str =
-    "usage: session-bench <redis|local|memory|sweep|codec|gateway|value-size|report> [options]
-(see the module documentation of bench/src/main.rs, or run `cargo xtask bench`)";
+const USAGE: &str = "\
+usage: session-bench <command> [options] [--quick]
 
-/// The command line: a subcommand, `--flag value` pairs and bare `--flags`.
+commands:
+  redis       --addr 127.0.0.1:6379 --out FILE [--tasks 64,256] [--ops load,create] [--rounds N]
+  local       --out FILE
+  memory      --variant ours|dashmap|moka|tower-sessions-memory-store --count N --out FILE
+  sweep       --count N --live N --out FILE
+  codec       --out FILE
+  gateway     --url http://127.0.0.1:PORT/mcp --storage local|redis --out FILE
+  value-size
+  report      --results DIR --docs DIR --root DIR --command \"cargo xtask bench\" [--wall-secs N]
+
+--quick (any command): short measurements and small data sets, for a smoke run.
+`cargo xtask bench` runs them all; see bench/src/main.rs.";
+
+/// Each subcommand and the `--flag value` options it takes; `--quick` is
+/// taken by all of them, since xtask passes it to every step of a quick run.
+const COMMANDS: &[(&str, &[&str])] = &[
+    ("redis", &["addr", "out", "tasks", "ops", "rounds"]),
+    ("local", &["out"]),
+    ("memory", &["variant", "count", "out"]),
+    ("sweep", &["count", "live", "out"]),
+    ("codec", &["out"]),
+    ("gateway", &["url", "storage", "out"]),
+    ("value-size", &[]),
+    (
+        "report",
+        &["results", "docs", "root", "command", "wall-secs"],
+    ),
+];
+
+/// The command line: a subcommand, its `--flag value` options and `--quick`.
+#[derive(Debug, PartialEq, Eq)]
 struct Args {
-    command: String,
-    rest: Vec<String>,
+    command: &'static str,
+    quick: bool,
+    values: BTreeMap<&'static str, String>,
 }
 
 impl Args {
-    fn parse() -> Result<Self> {
-        let mut args = std::env::args().skip(1);
-        let command = args.next().context(USAGE)?;
-        Ok(Self {
+    /// Parses the command line; `None` for `--help`. A flag the subcommand
+    /// does not take, a flag given twice and a stray argument are errors:
+    /// a misspelt option must not silently run with a default.
+    fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Option<Self>> {
+        let mut parser = lexopt::Parser::from_args(args);
+        let (command, allowed) = match parser.next()? {
+            Some(Value(name)) => {
+                let name = name.string()?;
+                *COMMANDS
+                    .iter()
+                    .find(|(command, _)| *command == name)
+                    .with_context(|| format!("unknown command {name:?}\n\n{USAGE}"))?
+            }
+            Some(Long("help") | Short('h')) => return Ok(None),
+            Some(other) => bail!("{}\n\n{USAGE}", other.unexpected()),
+            None => bail!("no command given\n\n{USAGE}"),
+        };
+        let mut args = Self {
             command,
-            rest: args.collect(),
-        })
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.rest.iter().any(|arg| arg == name)
+            quick: false,
+            values: BTreeMap::new(),
+        };
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Long("quick") => args.quick = true,
+                Long("help") | Short('h') => return Ok(None),
+                Long(flag) if allowed.contains(&flag) => {
+                    let flag = allowed.iter().copied().find(|known| *known == flag);
+                    let flag = flag.context("a known flag")?;
+                    let value = parser.value()?.string()?;
+                    if args.values.insert(flag, value).is_some() {
+                        bail!("--{flag} given twice\n\n{USAGE}");
+                    }
+                }
+                other => bail!("{} to `{command}`\n\n{USAGE}", other.unexpected()),
+            }
+        }
+        Ok(Some(args))
     }
 
     fn value(&self, name: &str) -> Result<String> {
         self.optional(name)
-            .with_context(|| format!("`{}` needs {name} <value>\n{USAGE}", self.command))
+            .with_context(|| format!("`{}` needs --{name} <value>\n\n{USAGE}", self.command))
     }
 
     fn optional(&self, name: &str) -> Option<String> {
-        let at = self.rest.iter().position(|arg| arg == name)?;
-        self.rest.get(at + 1).cloned()
+        self.values.get(name).cloned()
     }
 
     fn number(&self, name: &str) -> Result<usize> {
         self.value(name)?
             .parse()
-            .with_context(|| format!("{name} must be a number"))
+            .with_context(|| format!("--{name} must be a number"))
+    }
+
+    /// A comma-separated option, each item parsed.
+    fn list<T: std::str::FromStr>(&self, name: &str) -> Result<Option<Vec<T>>> {
+        self.optional(name)
+            .map(|list| {
+                list.split(',')
+                    .map(|item| {
+                        item.parse()
+                            .map_err(|_| anyhow::anyhow!("--{name}: {item:?} is not valid"))
+                    })
+                    .collect()
+            })
+            .transpose()
     }
 }
 
@@ -83,38 +157,53 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse()?;
-    let timing = Timing::new(args.flag("--quick"));
-    match args.command.as_str() {
+fn main() -> ExitCode {
+    match Args::parse(std::env::args_os().skip(1)) {
+        Ok(None) => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(args)) => match run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("session-bench: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(error) => {
+            eprintln!("session-bench: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let timing = Timing::new(args.quick);
+    match args.command {
         "redis" => {
-            let out = PathBuf::from(args.value("--out")?);
-            let addr = args.value("--addr")?;
+            let out = PathBuf::from(args.value("out")?);
+            let addr = args.value("addr")?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             let filter = redis::Filter {
-                tasks: args
-                    .optional("--tasks")
-                    .map(|list| list.split(',').filter_map(|t| t.parse().ok()).collect()),
-                ops: args
-                    .optional("--ops")
-                    .map(|list| list.split(',').map(str::to_owned).collect()),
+                tasks: args.list("tasks")?,
+                ops: args.list("ops")?,
             };
             let mut timing = timing;
-            if let Some(rounds) = args.optional("--rounds") {
-                timing.rounds = rounds.parse().context("--rounds must be a number")?;
+            if args.optional("rounds").is_some() {
+                timing.rounds = args.number("rounds")?;
             }
             let results = runtime.block_on(redis::run(&addr, timing, &filter))?;
             write_json(&out, &results)
         }
         "local" => {
-            let out = PathBuf::from(args.value("--out")?);
+            let out = PathBuf::from(args.value("out")?);
             write_json(&out, &local::run(timing)?)
         }
         "memory" => {
-            let out = PathBuf::from(args.value("--out")?);
-            let result = memory::measure(&args.value("--variant")?, args.number("--count")?)?;
+            let out = PathBuf::from(args.value("out")?);
+            let result = memory::measure(&args.value("variant")?, args.number("count")?)?;
             eprintln!(
                 "memory: {:<28} {:>8.0} bytes per session",
                 result.variant, result.bytes_per_session
@@ -122,8 +211,8 @@ fn main() -> Result<()> {
             write_json(&out, &result)
         }
         "sweep" => {
-            let out = PathBuf::from(args.value("--out")?);
-            let result = memory::sweep(args.number("--count")?, args.number("--live")?)?;
+            let out = PathBuf::from(args.value("out")?);
+            let result = memory::sweep(args.number("count")?, args.number("live")?)?;
             eprintln!(
                 "sweep: {} sessions in {:.1} ms; load p99 {:.2} us during, {:.2} us without",
                 result.removed, result.sweep_ms, result.during.p99_us, result.baseline.p99_us
@@ -131,17 +220,17 @@ fn main() -> Result<()> {
             write_json(&out, &result)
         }
         "codec" => {
-            let out = PathBuf::from(args.value("--out")?);
+            let out = PathBuf::from(args.value("out")?);
             write_json(&out, &codec::run(timing.quick)?)
         }
         "gateway" => {
-            let out = PathBuf::from(args.value("--out")?);
+            let out = PathBuf::from(args.value("out")?);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             let results = runtime.block_on(gateway::run(
-                &args.value("--url")?,
-                &args.value("--storage")?,
+                &args.value("url")?,
+                &args.value("storage")?,
                 timing,
             ))?;
             write_json(&out, &results)
@@ -158,13 +247,102 @@ fn main() -> Result<()> {
             Ok(())
         }
         "report" => report::write(&report::Options {
-            results: PathBuf::from(args.value("--results")?),
-            docs: PathBuf::from(args.value("--docs")?),
-            root: PathBuf::from(args.value("--root")?),
-            command: args.value("--command")?,
-            wall_secs: args.optional("--wall-secs").and_then(|s| s.parse().ok()),
+            results: PathBuf::from(args.value("results")?),
+            docs: PathBuf::from(args.value("docs")?),
+            root: PathBuf::from(args.value("root")?),
+            command: args.value("command")?,
+            wall_secs: args
+                .optional("wall-secs")
+                .map(|secs| secs.parse().context("--wall-secs must be a number"))
+                .transpose()?,
             quick: timing.quick,
         }),
-        other => bail!("unknown command {other:?}\n{USAGE}"),
+        other => bail!("command {other:?} is listed in COMMANDS but not handled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(list: &[&str]) -> Result<Option<Args>> {
+        Args::parse(list.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_each_commands_options_and_quick_anywhere() {
+        let args = parse(&["redis", "--quick", "--addr", "127.0.0.1:1", "--out=r.json"])
+            .ok()
+            .flatten()
+            .expect("valid");
+        assert_eq!(args.command, "redis");
+        assert!(args.quick);
+        assert_eq!(args.value("addr").ok().as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(args.value("out").ok().as_deref(), Some("r.json"));
+        assert_eq!(args.optional("rounds"), None);
+        for (command, options) in COMMANDS {
+            let mut list = vec![*command];
+            let flags: Vec<String> = options.iter().map(|option| format!("--{option}")).collect();
+            for flag in &flags {
+                list.push(flag);
+                list.push("7");
+            }
+            let args = parse(&list)
+                .ok()
+                .flatten()
+                .expect("every listed option parses");
+            assert!(!args.quick);
+            for option in *options {
+                assert_eq!(args.number(option).ok(), Some(7), "{command} --{option}");
+            }
+        }
+        let redis = parse(&["redis", "--tasks", "64,256", "--ops", "load,create"])
+            .ok()
+            .flatten()
+            .expect("valid");
+        assert_eq!(
+            redis.list::<usize>("tasks").ok().flatten(),
+            Some(vec![64, 256])
+        );
+        assert!(parse(&["--help"]).ok().is_some_and(|args| args.is_none()));
+        assert!(
+            parse(&["local", "-h"])
+                .ok()
+                .is_some_and(|args| args.is_none())
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_commands_and_flags_stray_arguments_and_repeats() {
+        for bad in [
+            &[][..],
+            &["bench"],
+            &["--out", "x"],
+            &["local", "--outt", "x"],
+            &["local", "--addr", "x"],
+            &["local", "x"],
+            &["local", "--out"],
+            &["local", "--out", "a", "--out", "b"],
+            &["value-size", "--count", "3"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        let error = parse(&["local", "--outt", "x"])
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|text| text.starts_with("invalid option '--outt'")),
+            "{error:?}"
+        );
+        let tasks = parse(&["redis", "--tasks", "64,many"])
+            .ok()
+            .flatten()
+            .expect("parses");
+        assert!(
+            tasks.list::<usize>("tasks").is_err(),
+            "a bad item is an error, not skipped"
+        );
     }
 }

@@ -1,17 +1,21 @@
 //! The servers `cargo xtask test` and `cargo xtask reliability` hand over
-//! through `SESSION_TEST_REDIS*` variables (see `xtask/src/redis.rs`).
+//! through `SESSION_TEST_REDIS*` variables (`session_testenv::contract`).
 //!
-//! Every lookup goes through `session_testkit::env::var`: a missing
-//! variable fails loudly when `SESSION_TEST_REQUIRE_REDIS` is set, and
-//! otherwise skips with one line saying why.
+//! Every lookup goes through `session_testenv::var`: a missing variable fails
+//! loudly when `SESSION_TEST_REQUIRE_REDIS` is set, and otherwise skips with
+//! one line saying why.
 
 use std::path::PathBuf;
 
-use session_testkit::env::var as test_env;
+use session_testenv::contract::{
+    REDIS, REDIS_ACL, REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_MTLS, REDIS_MTLS_CERT,
+    REDIS_MTLS_KEY, REDIS_TLS, REDIS_TLS_CA, REDIS_TLS_WRONG_CA,
+};
+use session_testenv::var;
 
 /// `127.0.0.1:PORT` of the plain server.
 pub fn plain() -> Option<String> {
-    test_env("SESSION_TEST_REDIS")
+    var(REDIS)
 }
 
 /// The ACL, TLS and mutual-TLS servers with their credentials.
@@ -52,15 +56,29 @@ impl SecureServers {
     /// Reads every variable; `None` (after the skip line) when one is missing.
     pub fn from_env() -> Option<Self> {
         Some(Self {
-            acl: test_env("SESSION_TEST_REDIS_ACL")?,
-            acl_user: test_env("SESSION_TEST_REDIS_ACL_USER")?,
-            acl_password: test_env("SESSION_TEST_REDIS_ACL_PASSWORD")?,
-            tls: test_env("SESSION_TEST_REDIS_TLS")?,
-            ca: test_env("SESSION_TEST_REDIS_TLS_CA")?.into(),
-            wrong_ca: test_env("SESSION_TEST_REDIS_TLS_WRONG_CA")?.into(),
-            mtls: test_env("SESSION_TEST_REDIS_MTLS")?,
-            mtls_cert: test_env("SESSION_TEST_REDIS_MTLS_CERT")?.into(),
-            mtls_key: test_env("SESSION_TEST_REDIS_MTLS_KEY")?.into(),
+            acl: var(REDIS_ACL)?,
+            acl_user: var(REDIS_ACL_USER)?,
+            acl_password: var(REDIS_ACL_PASSWORD)?,
+            tls: var(REDIS_TLS)?,
+            ca: var(REDIS_TLS_CA)?.into(),
+            wrong_ca: var(REDIS_TLS_WRONG_CA)?.into(),
+            mtls: var(REDIS_MTLS)?,
+            mtls_cert: var(REDIS_MTLS_CERT)?.into(),
+            mtls_key: var(REDIS_MTLS_KEY)?.into(),
         })
     }
+}
+
+/// Set (to anything) to keep the suite's scratch directories, with the
+/// servers' logs and data, after the run.
+pub const KEEP_FILES: &str = "RELIABILITY_KEEP_FILES";
+
+/// A private scratch directory for a run or a scenario, removed at the end
+/// unless [`KEEP_FILES`] is set.
+pub fn scratch_dir(prefix: &str) -> session_testenv::Result<session_testenv::ScratchDir> {
+    let mut dir = session_testenv::ScratchDir::new(prefix)?;
+    if std::env::var_os(KEEP_FILES).is_some() {
+        dir.keep();
+    }
+    Ok(dir)
 }

@@ -9,11 +9,14 @@
 //!
 //! | module | what it provides |
 //! |---|---|
-//! | [`servers`] | redis-server and sentinel processes on ephemeral ports, signals by pid, `redis-cli` |
 //! | [`load`] | the steady mixed load of 64 tasks, with a record of every operation and an audit ledger |
 //! | [`capture`] | a buffer receiving every `tracing` event and every `log` record |
 //! | [`scenarios`] | one module per scenario |
 //! | [`rng`] | a small seeded generator, so each run prints the seed that reproduces its schedule |
+//!
+//! The redis-server, sentinel and cluster processes come from
+//! `session-testenv`, the fixture xtask uses too; the variables of the
+//! servers xtask hands over are read in [`env`].
 //!
 //! What each scenario promises, and what a run measured, is in
 //! `docs/reliability.md`.
@@ -24,6 +27,5 @@ pub mod load;
 pub mod outcome;
 pub mod rng;
 pub mod scenarios;
-pub mod servers;
 
 pub use outcome::Outcome;

@@ -17,13 +17,14 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use lexopt::prelude::*;
 use session_reliability::scenarios::{
     bad_config, bad_values, cluster_failover, conn_kill, down_at_start, failover, races, restart,
     secrets, soak, soak_gateway, stall,
 };
-use session_reliability::servers::{RedisProcess, ScratchDir};
-use session_reliability::{Outcome, capture, env, rng, servers};
+use session_reliability::{Outcome, capture, env, rng};
+use session_testenv::{RedisProcess, contract, process};
 
 const USAGE: &str = "\
 usage: session-reliability [--only <name>[,<name>...]] [--quick]
@@ -47,6 +48,7 @@ const ALL: &[&str] = &[
     "cluster-failover",
 ];
 
+#[derive(Debug, PartialEq, Eq)]
 enum Command {
     Scenarios {
         only: Vec<String>,
@@ -62,52 +64,63 @@ enum Command {
     Help,
 }
 
-fn parse(args: Vec<String>) -> Result<Command> {
-    let mut args = args.into_iter();
+/// Parses the command line: a subcommand (`soak`, `fuzz-seeds`) first, or
+/// the scenario flags. Anything else is an error with the usage, so a typo
+/// never runs a different set of scenarios than asked for.
+fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command> {
+    let mut parser = lexopt::Parser::from_args(args);
     let mut only = Vec::new();
     let mut quick = false;
-    let mut soak_secs = None;
-    let mut soak = false;
-    let mut gateway = None;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "soak" => soak = true,
-            "fuzz-seeds" => {
-                let dir = args.next().context("fuzz-seeds needs a directory")?;
-                return Ok(Command::FuzzSeeds { dir: dir.into() });
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(command) if command == "soak" && only.is_empty() && !quick => {
+                return parse_soak(&mut parser);
             }
-            "--secs" => {
-                let value = args.next().context("--secs needs a number")?;
-                soak_secs = Some(value.parse().context("--secs needs a number")?);
+            Value(command) if command == "fuzz-seeds" && only.is_empty() && !quick => {
+                let dir = match parser.next()? {
+                    Some(Value(dir)) => dir.into(),
+                    Some(Short('h') | Long("help")) => return Ok(Command::Help),
+                    Some(other) => bail!("{}\n\n{USAGE}", other.unexpected()),
+                    None => bail!("fuzz-seeds needs a directory\n\n{USAGE}"),
+                };
+                if let Some(extra) = parser.next()? {
+                    bail!("{}\n\n{USAGE}", extra.unexpected());
+                }
+                return Ok(Command::FuzzSeeds { dir });
             }
-            "--quick" => quick = true,
-            "--gateway" => {
-                gateway = Some(args.next().context("--gateway needs a path")?.into());
-            }
-            "--only" => {
-                let value = args.next().context("--only needs scenario names")?;
-                for name in value.split(',') {
+            Long("quick") => quick = true,
+            Long("only") => {
+                for name in parser.value()?.string()?.split(',') {
                     if !ALL.contains(&name) {
                         bail!("unknown scenario {name:?}\n\n{USAGE}");
                     }
                     only.push(name.to_owned());
                 }
             }
-            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+            other => bail!("{}\n\n{USAGE}", other.unexpected()),
         }
-    }
-    if soak {
-        return Ok(Command::Soak {
-            secs: soak_secs.unwrap_or(60),
-            gateway,
-        });
     }
     Ok(Command::Scenarios { only, quick })
 }
 
+/// The flags after `soak`.
+fn parse_soak(parser: &mut lexopt::Parser) -> Result<Command> {
+    let mut secs = 60;
+    let mut gateway = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("secs") => secs = parser.value()?.parse()?,
+            Long("gateway") => gateway = Some(parser.value()?.into()),
+            other => bail!("{} to `soak`\n\n{USAGE}", other.unexpected()),
+        }
+    }
+    Ok(Command::Soak { secs, gateway })
+}
+
 fn main() -> ExitCode {
-    let command = match parse(std::env::args().skip(1).collect()) {
+    let command = match parse(std::env::args_os().skip(1)) {
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -131,12 +144,8 @@ fn main() -> ExitCode {
         }
     };
     // Servers started here must not outlive an interrupted run.
-    if let Err(error) = ctrlc::set_handler(|| {
-        servers::kill_all();
-        eprintln!("session-reliability: interrupted; servers stopped");
-        std::process::exit(130);
-    }) {
-        eprintln!("session-reliability: cannot install the signal handler: {error}");
+    if let Err(error) = process::install_interrupt_handler("session-reliability") {
+        eprintln!("session-reliability: {error}");
     }
     // The capture subscriber is the process's only one; it records nothing
     // until the secrets scenario switches it on.
@@ -161,7 +170,6 @@ fn main() -> ExitCode {
             Command::Help | Command::FuzzSeeds { .. } => Ok(Vec::new()),
         }
     });
-    servers::kill_all();
     match result {
         Ok(outcomes) if outcomes.iter().all(|o| o.passed) => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,
@@ -181,11 +189,11 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
     let seed = rng::run_seed();
     let started = Instant::now();
     println!("session-reliability: seed {seed} (RELIABILITY_SEED={seed} replays the schedules)");
-    let scratch = ScratchDir::new("session-reliability")?;
+    let scratch = env::scratch_dir("session-reliability")?;
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     // The plain server from the harness, or one of our own.
     let own_plain;
-    let plain = match std::env::var("SESSION_TEST_REDIS") {
+    let plain = match std::env::var(contract::REDIS) {
         Ok(addr) if !addr.is_empty() => addr,
         _ => {
             own_plain = RedisProcess::start(scratch.path(), "plain", &[])?;
@@ -262,7 +270,7 @@ async fn run_soak(secs: u64, gateway: Option<std::path::PathBuf>) -> Result<Vec<
     let seed = rng::run_seed();
     let started = Instant::now();
     println!("session-reliability soak: seed {seed}, {secs} s of faults");
-    let scratch = ScratchDir::new("session-soak")?;
+    let scratch = env::scratch_dir("session-soak")?;
     let mut outcomes = Vec::new();
     match gateway {
         Some(gateway) => {
@@ -323,4 +331,79 @@ fn fuzz_seeds(dir: &std::path::Path) -> Result<usize> {
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_list(list: &[&str]) -> Result<Command> {
+        parse(list.iter().map(std::ffi::OsString::from))
+    }
+
+    #[test]
+    fn parses_every_command_and_flag() {
+        assert_eq!(
+            parse_list(&[]).ok(),
+            Some(Command::Scenarios {
+                only: vec![],
+                quick: false
+            })
+        );
+        assert_eq!(
+            parse_list(&["--only", "races,secrets-redacted", "--quick"]).ok(),
+            Some(Command::Scenarios {
+                only: vec!["races".into(), "secrets-redacted".into()],
+                quick: true
+            })
+        );
+        assert_eq!(
+            parse_list(&["soak", "--secs", "30", "--gateway", "target/gw"]).ok(),
+            Some(Command::Soak {
+                secs: 30,
+                gateway: Some("target/gw".into())
+            })
+        );
+        assert_eq!(
+            parse_list(&["soak"]).ok(),
+            Some(Command::Soak {
+                secs: 60,
+                gateway: None
+            })
+        );
+        assert_eq!(
+            parse_list(&["fuzz-seeds", "/tmp/seeds"]).ok(),
+            Some(Command::FuzzSeeds {
+                dir: "/tmp/seeds".into()
+            })
+        );
+        assert_eq!(parse_list(&["--help"]).ok(), Some(Command::Help));
+        assert_eq!(parse_list(&["soak", "-h"]).ok(), Some(Command::Help));
+    }
+
+    #[test]
+    fn refuses_unknown_flags_scenarios_and_stray_arguments() {
+        for bad in [
+            &["--fast"][..],
+            &["races"],
+            &["--only", "no-such-scenario"],
+            &["--only"],
+            &["soak", "--secs"],
+            &["soak", "--secs", "many"],
+            &["soak", "--quick"],
+            &["soak", "extra"],
+            &["--quick", "soak"],
+            &["fuzz-seeds"],
+            &["fuzz-seeds", "a", "b"],
+        ] {
+            assert!(parse_list(bad).is_err(), "{bad:?} was accepted");
+        }
+        let error = parse_list(&["--fast"]).err().map(|error| error.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|text| text.starts_with("invalid option '--fast'")),
+            "{error:?}"
+        );
+    }
 }

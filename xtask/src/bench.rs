@@ -1,8 +1,8 @@
 //! `cargo xtask bench [--quick]`: the benchmark suite, end to end.
 //!
 //! 1. builds the `session-bench` binary (crate `bench/`) in release mode;
-//! 2. starts its own `redis-server` on an ephemeral 127.0.0.1 port, with
-//!    persistence off, in a scratch directory;
+//! 2. starts its own `redis-server` (session-testenv's fixture) on an
+//!    ephemeral 127.0.0.1 port, with persistence off, in a scratch directory;
 //! 3. runs every section of `session-bench`, each in a process of its own
 //!    (the memory figures need a fresh process per store), and
 //!    `redis-benchmark` against the same server;
@@ -19,7 +19,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::proc::{Guard, ScratchDir, output_with_timeout};
-use crate::redis::find_on_path;
+use session_testenv::ports::free_port;
+use session_testenv::process::output_with_timeout;
+use session_testenv::{Guard, HOST, RedisProcess, ScratchDir};
 
-const HOST: &str = "127.0.0.1";
+use crate::tools::{self, Located};
+
 /// Stores whose memory is measured, each in a process of its own.
 const MEMORY_VARIANTS: [&str; 4] = ["dashmap", "ours", "moka", "tower-sessions-memory-store"];
 /// Client counts of the redis-benchmark runs: the same as the Redis section.
@@ -40,13 +42,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Runs the suite; `quick` is the smoke run.
 pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     let started = Instant::now();
-    for program in ["redis-server", "redis-cli", "redis-benchmark"] {
-        if find_on_path(program).is_none() {
-            bail!(
-                "{program} not found: install it with `apt-get install -y redis-server redis-tools`"
-            );
-        }
-    }
+    let tools = tools::ensure(&[
+        tools::REDIS_SERVER,
+        tools::REDIS_CLI,
+        tools::REDIS_BENCHMARK,
+    ])?;
     let target = target_dir(root);
     let out = target.join("session-bench");
     let results = out.join("results");
@@ -90,12 +90,19 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     };
 
     let scratch = ScratchDir::new("xtask-bench")?;
-    let redis = start_redis(scratch.path())?;
+    // No persistence (the fixture's default): the benchmarks measure the
+    // client and the server, not the disk.
+    let redis = RedisProcess::builder(scratch.path(), "redis")
+        .programs(&tools.programs())
+        .start()?;
     // The load average before and after the measurements, for the report:
     // other work on the machine is what makes absolute figures move.
     let _ = fs::copy("/proc/loadavg", results.join("loadavg-start.txt"));
-    let addr = format!("{HOST}:{}", redis.port);
-    println!("redis-server ready on {addr} (pid {})", redis.guard.pid());
+    let addr = redis.addr();
+    println!(
+        "redis-server ready on {addr} (pid {})",
+        redis.pid().unwrap_or_default()
+    );
 
     let file = |name: &str| results.join(name).into_os_string();
     bench.run(&[
@@ -105,7 +112,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         "--out".into(),
         file("redis.json"),
     ])?;
-    redis_benchmark(&bench, redis.port, &results)?;
+    redis_benchmark(&tools, &bench, redis.port(), &results)?;
     bench.run(&["local".into(), "--out".into(), file("local.json")])?;
     let count = if quick { "100000" } else { "1000000" };
     for variant in MEMORY_VARIANTS {
@@ -180,8 +187,7 @@ fn target_dir(root: &Path) -> PathBuf {
 fn cargo(root: &Path, args: &[&str]) -> Result<()> {
     println!("$ cargo {}", args.join(" "));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let guard = Guard::spawn(Command::new(cargo).current_dir(root).args(args))?;
-    let status = guard.wait()?;
+    let status = Guard::spawn(Command::new(cargo).current_dir(root).args(args))?.wait()?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -211,8 +217,7 @@ impl Bench {
             .map(|arg| arg.to_string_lossy().into_owned())
             .collect();
         println!("$ session-bench {}", shown.join(" "));
-        let guard = Guard::spawn(&mut self.command(args))?;
-        let status = guard.wait()?;
+        let status = Guard::spawn(&mut self.command(args))?.wait()?;
         if !status.success() {
             bail!("`session-bench {}` failed ({status})", shown.join(" "));
         }
@@ -220,68 +225,12 @@ impl Bench {
     }
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
-}
-
-struct Redis {
-    port: u16,
-    guard: Guard,
-}
-
-/// Starts one redis-server without persistence and waits for its PING.
-fn start_redis(dir: &Path) -> Result<Redis> {
-    let log = dir.join("redis.log");
-    let mut last_error = None;
-    for _ in 0..3 {
-        let port = free_port()?;
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &port.to_string(), "--bind", HOST])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(dir.join("redis.stderr"))?);
-        let guard = Guard::spawn(&mut command)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = guard.try_wait()? {
-                last_error = Some(format!(
-                    "redis-server exited with {status}: {}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                ));
-                break;
-            }
-            let ping = output_with_timeout(
-                Command::new("redis-cli").args(["-h", HOST, "-p", &port.to_string(), "PING"]),
-                Duration::from_secs(5),
-            )?;
-            if String::from_utf8_lossy(&ping.stdout).trim() == "PONG" {
-                return Ok(Redis { port, guard });
-            }
-            if Instant::now() > deadline {
-                bail!("redis-server on port {port} did not answer PING in {READY_TIMEOUT:?}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-    bail!(
-        "redis-server did not start: {}",
-        last_error.unwrap_or_default()
-    )
-}
-
 /// `redis-benchmark -t get,set` at each client count, without and with
 /// `-P 16`, with values the size of one of our stored sessions.
-fn redis_benchmark(bench: &Bench, port: u16, results: &Path) -> Result<()> {
+fn redis_benchmark(tools: &Located, bench: &Bench, port: u16, results: &Path) -> Result<()> {
     let size = output_with_timeout(
         &mut bench.command(&["value-size".into()]),
+        None,
         Duration::from_secs(30),
     )?;
     let size = String::from_utf8_lossy(&size.stdout).trim().to_owned();
@@ -319,7 +268,8 @@ fn redis_benchmark(bench: &Bench, port: u16, results: &Path) -> Result<()> {
             ];
             println!("$ redis-benchmark {}", args.join(" "));
             let output = output_with_timeout(
-                Command::new("redis-benchmark").args(&args),
+                Command::new(tools.path(tools::REDIS_BENCHMARK)).args(&args),
+                None,
                 Duration::from_secs(300),
             )?;
             if !output.status.success() {
@@ -378,7 +328,7 @@ fn gateway(
             .stderr(fs::File::create(
                 scratch.join(format!("gateway-{storage}.stderr")),
             )?);
-        let guard = Guard::spawn(&mut command)?;
+        let mut guard = Guard::spawn(&mut command)?;
         let addr: SocketAddr = listen.parse()?;
         let deadline = Instant::now() + READY_TIMEOUT;
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

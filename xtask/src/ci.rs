@@ -2,45 +2,26 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use crate::proc::Guard;
-use crate::redis::{self, Topologies};
+use session_testenv::contract::{NGINX, REQUIRE_REDIS};
+use session_testenv::{Guard, Topologies};
 
-/// Crates that must build without any TLS stack or Redis client, so that
-/// users of the in-memory store pay for neither.
-const INVARIANT_CRATES: &[&str] = &["session-core", "session-local", "session-factory"];
-/// Crates those must not depend on (with default features), by exact name.
-const BANNED_CRATES: &[&str] = &["fred", "rustls", "ring"];
-/// Crates those must not depend on, by name prefix (aws-lc-rs, aws-lc-sys, ...).
-const BANNED_PREFIXES: &[&str] = &["aws-lc"];
+use crate::{tidy, tools};
 
-/// The variable that hands the nginx binary to the end-to-end test.
-const NGINX: &str = "SESSION_TEST_NGINX";
 /// Tests run at once in each test binary.
 const TEST_THREADS: &str = "8";
-
-/// Finds nginx, which the end-to-end test puts in front of two gateway
-/// replicas. Debian installs it outside a normal user's PATH.
-fn find_nginx() -> Result<std::path::PathBuf> {
-    redis::find_on_path("nginx")
-        .or_else(|| {
-            let sbin = std::path::PathBuf::from("/usr/sbin/nginx");
-            sbin.is_file().then_some(sbin)
-        })
-        .context("nginx not found: install it with `apt-get install -y nginx-light`")
-}
 
 /// Runs every CI step in order and stops at the first failure.
 ///
 /// `test_args` are appended to `cargo test`, e.g. a test name filter.
 pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
-    // Checked first so that a missing package is reported in seconds, not
-    // after a full clippy build.
-    redis::check_installed()?;
-    let nginx = find_nginx()?;
+    // Checked (and installed) first so that a missing package is reported
+    // in seconds, not after a full clippy build.
+    let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI, tools::NGINX])?;
+    let nginx = tools.path(tools::NGINX).to_owned();
 
     cargo(root, &["fmt", "--all", "--", "--check"]).run()?;
     cargo(
@@ -56,7 +37,9 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
         ],
     )
     .run()?;
-    check_dependency_invariant(root)?;
+    println!("$ tidy: dependency invariants and ARCHITECTURE.md names");
+    tidy::check_dependencies(root)?;
+    tidy::check_architecture(root)?;
     // `--all-features` below compiles the `redis` feature in; the behaviour
     // of a build without it (a Redis config is refused with a clear error,
     // never served from local storage) is tested on its own.
@@ -65,7 +48,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     {
         println!("starting Redis topologies");
         let started = std::time::Instant::now();
-        let topologies = Topologies::start()?;
+        let topologies = Topologies::start(&tools.programs())?;
         println!(
             "Redis topologies ready in {:.1?} (files in {})",
             started.elapsed(),
@@ -79,14 +62,17 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
             println!("  {key}={value}");
             step.command.env(key, value);
         }
-        step.command.env(redis::REQUIRE_REDIS, "1");
-        println!("  {}=1", redis::REQUIRE_REDIS);
+        step.command.env(REQUIRE_REDIS, "1");
+        println!("  {REQUIRE_REDIS}=1");
         step.command.env(NGINX, &nginx);
         println!("  {NGINX}={}", nginx.display());
         // Most Redis tests wait on real TTLs rather than on the CPU, so more
         // of them run at once than there are cores.
         step.command.env("RUST_TEST_THREADS", TEST_THREADS);
         println!("  RUST_TEST_THREADS={TEST_THREADS}");
+        // A test starts `redis-server` by name, so it must find the one
+        // located off PATH too.
+        tools.apply_path(&mut step.command);
         step.run()?;
         // The servers are stopped here, at the end of this block, rather than
         // at the end of the run: the doc build does not need them.
@@ -114,8 +100,7 @@ impl Step {
     fn run(mut self) -> Result<()> {
         let display = self.display.join(" ");
         println!("$ {display}");
-        let guard = Guard::spawn(&mut self.command)?;
-        let status = guard.wait()?;
+        let status = Guard::spawn(&mut self.command)?.wait()?;
         if !status.success() {
             bail!("step `{display}` failed ({status})");
         }
@@ -150,81 +135,9 @@ fn quote(arg: &str) -> String {
     }
 }
 
-/// Fails if a crate from [`INVARIANT_CRATES`] depends, with default
-/// features, on a crate from [`BANNED_CRATES`] or [`BANNED_PREFIXES`].
-fn check_dependency_invariant(root: &Path) -> Result<()> {
-    let mut violations = Vec::new();
-    for krate in INVARIANT_CRATES {
-        let args = ["tree", "-p", krate, "--edges", "normal", "--prefix", "none"];
-        println!("$ cargo {}", args.join(" "));
-        let output = Command::new(cargo_program())
-            .current_dir(root)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .context("failed to run cargo tree")?;
-        if !output.status.success() {
-            bail!("step `cargo {}` failed ({})", args.join(" "), output.status);
-        }
-        let tree = String::from_utf8_lossy(&output.stdout);
-        for line in tree.lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            if is_banned(name) {
-                violations.push(format!("{krate} depends on {}", line.trim()));
-            }
-        }
-    }
-    let banned = banned_description();
-    if !violations.is_empty() {
-        violations.sort();
-        violations.dedup();
-        bail!(
-            "dependency invariant violated: {} must not depend on {banned}:\n  {}",
-            INVARIANT_CRATES.join(", "),
-            violations.join("\n  ")
-        );
-    }
-    println!(
-        "dependency invariant holds: {} depend on none of {banned}",
-        INVARIANT_CRATES.join(", ")
-    );
-    Ok(())
-}
-
-fn is_banned(name: &str) -> bool {
-    BANNED_CRATES.contains(&name)
-        || BANNED_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-}
-
-fn banned_description() -> String {
-    BANNED_CRATES
-        .iter()
-        .map(|name| (*name).to_owned())
-        .chain(BANNED_PREFIXES.iter().map(|prefix| format!("{prefix}*")))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn banned_names_match_exactly_or_by_prefix() {
-        assert!(is_banned("fred"));
-        assert!(is_banned("rustls"));
-        assert!(is_banned("ring"));
-        assert!(is_banned("aws-lc-rs"));
-        assert!(is_banned("aws-lc-sys"));
-        // Look-alikes must not trip the check.
-        assert!(!is_banned("rustls-pki-types"));
-        assert!(!is_banned("ringbuf"));
-        assert!(!is_banned("session-core"));
-        assert!(!is_banned(""));
-    }
 
     #[test]
     fn log_quoting_only_quotes_when_needed() {

@@ -13,7 +13,7 @@
 //!      `session-local` and `session-factory` must not depend on `fred`,
 //!      `rustls`, `ring` or any `aws-lc*` crate (checked with `cargo tree`);
 //!   4. starts real Redis servers (plain, ACL, TLS, mutual TLS, cluster and
-//!      sentinel; see the `redis` module for the environment variables that
+//!      sentinel; see `session_testenv::contract` for the environment variables that
 //!      point the tests at them) and runs `cargo test --workspace
 //!      --all-features` with those variables and `SESSION_TEST_REQUIRE_REDIS=1`;
 //!      arguments after `--` are passed on to `cargo test`;
@@ -32,16 +32,19 @@
 //!   `cargo xtask soak --secs <N>` run the reliability and security suite
 //!   (crate `reliability/`) and its fuzzers; see the `reliability` module.
 //!
-//! Both commands need `redis-server` and `redis-cli` on PATH (Debian:
-//! `apt-get install -y redis-server redis-tools`). The servers are stopped on
-//! every exit path, including Ctrl-C and SIGTERM (exit code 130).
+//! These commands need `redis-server` and `redis-cli` (and `test` also
+//! `nginx`, `bench` also `redis-benchmark`). A program missing from PATH is
+//! installed with apt-get when xtask runs as root, and found through the
+//! Debian package's file list; see the `tools` module, which also explains
+//! how CI proves that path. The servers come from `session-testenv`, the one
+//! Redis fixture of the workspace, and are stopped on every exit path,
+//! including Ctrl-C and SIGTERM (exit code 130).
 
 mod bench;
-mod certs;
 mod ci;
-mod proc;
-mod redis;
 mod reliability;
+mod tidy;
+mod tools;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -51,6 +54,8 @@ use std::process::ExitCode;
 use std::thread;
 
 use anyhow::{Context, Result, bail};
+use lexopt::prelude::*;
+use session_testenv::{Topologies, contract, process};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -70,7 +75,10 @@ commands:
   soak [--secs <N>]               two gateway replicas (or, without a gateway,
                                   two managers) under load with random Redis
                                   faults, then an audit
-  help                            show this message";
+  help                            show this message
+
+Missing redis-server, redis-cli or nginx are installed with apt-get when
+xtask runs as root.";
 
 fn main() -> ExitCode {
     match run() {
@@ -93,12 +101,12 @@ enum Task {
 }
 
 fn run() -> Result<()> {
-    let task = parse_args(std::env::args_os().skip(1).collect())?;
+    let task = parse_args(std::env::args_os().skip(1))?;
     if task == Task::Help {
         println!("{USAGE}");
         return Ok(());
     }
-    proc::install_interrupt_handler()?;
+    process::install_interrupt_handler("xtask")?;
     match task {
         Task::Test { test_args } => ci::run(&project_root()?, &test_args),
         Task::Redis => serve_redis(),
@@ -108,39 +116,70 @@ fn run() -> Result<()> {
     }
 }
 
-/// Parses the arguments by hand: the grammar is too small to justify a
-/// command-line parsing dependency.
-fn parse_args(args: Vec<OsString>) -> Result<Task> {
-    let mut args = args.into_iter();
-    let Some(command) = args.next() else {
-        bail!("no command given\n\n{USAGE}");
+/// Parses the command line. Every command refuses flags and arguments it
+/// does not know, so a typo is an error rather than a run that silently
+/// does something else.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Task> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let command = match parser.next()? {
+        Some(Value(command)) => command.string()?,
+        Some(Long("help") | Short('h')) => return Ok(Task::Help),
+        Some(other) => bail!("{}\n\n{USAGE}", other.unexpected()),
+        None => bail!("no command given\n\n{USAGE}"),
     };
-    let rest: Vec<OsString> = args.collect();
-    match command.to_str() {
-        Some("test") => match rest.split_first() {
-            None => Ok(Task::Test {
-                test_args: Vec::new(),
-            }),
-            Some((separator, test_args)) if separator == "--" => Ok(Task::Test {
-                test_args: test_args.to_vec(),
-            }),
-            Some((unexpected, _)) => bail!(
-                "unexpected argument {unexpected:?} to `test`; \
-                 put arguments for `cargo test` after `--`\n\n{USAGE}"
-            ),
-        },
-        Some("redis") if rest.is_empty() => Ok(Task::Redis),
-        Some("redis") => bail!("`redis` takes no arguments\n\n{USAGE}"),
-        Some("bench") => match rest.as_slice() {
-            [] => Ok(Task::Bench { quick: false }),
-            [flag] if flag == "--quick" => Ok(Task::Bench { quick: true }),
-            _ => bail!("`bench` takes only `--quick`\n\n{USAGE}"),
-        },
-        Some(name @ ("reliability" | "soak")) => {
-            Ok(Task::Reliability(reliability::parse(name, &rest)?))
+    let task = match command.as_str() {
+        "test" => {
+            // Everything after `--` belongs to `cargo test`, verbatim; lexopt
+            // would turn it into plain values, indistinguishable from stray
+            // arguments before the separator.
+            if parser.raw_args()?.next_if(|arg| arg == "--").is_some() {
+                Task::Test {
+                    test_args: parser.raw_args()?.collect(),
+                }
+            } else {
+                no_more_arguments(
+                    &mut parser,
+                    "test",
+                    "; put arguments for `cargo test` after `--`",
+                )?
+                .unwrap_or(Task::Test {
+                    test_args: Vec::new(),
+                })
+            }
         }
-        Some("help" | "--help" | "-h") => Ok(Task::Help),
+        "redis" => no_more_arguments(&mut parser, "redis", "")?.unwrap_or(Task::Redis),
+        "bench" => {
+            let mut quick = false;
+            while let Some(arg) = parser.next()? {
+                match arg {
+                    Long("quick") => quick = true,
+                    Long("help") | Short('h') => return Ok(Task::Help),
+                    other => bail!("{} to `bench`\n\n{USAGE}", other.unexpected()),
+                }
+            }
+            Task::Bench { quick }
+        }
+        "reliability" | "soak" => match reliability::parse(&command, &mut parser)? {
+            Some(args) => Task::Reliability(args),
+            None => Task::Help,
+        },
+        "help" => no_more_arguments(&mut parser, "help", "")?.unwrap_or(Task::Help),
         _ => bail!("unknown command {command:?}\n\n{USAGE}"),
+    };
+    Ok(task)
+}
+
+/// Fails on any further argument except `--help`, which yields
+/// `Some(Task::Help)`; `hint` is appended to the error.
+fn no_more_arguments(
+    parser: &mut lexopt::Parser,
+    command: &str,
+    hint: &str,
+) -> Result<Option<Task>> {
+    match parser.next()? {
+        None => Ok(None),
+        Some(Long("help") | Short('h')) => Ok(Some(Task::Help)),
+        Some(other) => bail!("{} to `{command}`{hint}\n\n{USAGE}", other.unexpected()),
     }
 }
 
@@ -159,15 +198,16 @@ fn project_root() -> Result<PathBuf> {
 
 /// `cargo xtask redis`: keeps the topologies up for manual test runs.
 fn serve_redis() -> Result<()> {
+    let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI])?;
     let started = std::time::Instant::now();
-    let topologies = redis::Topologies::start()?;
+    let topologies = Topologies::start(&tools.programs())?;
     let elapsed = started.elapsed();
 
     let mut exports = String::new();
     for (key, value) in topologies
         .env()
         .into_iter()
-        .chain([(redis::REQUIRE_REDIS.to_owned(), "1".to_owned())])
+        .chain([(contract::REQUIRE_REDIS, "1".to_owned())])
     {
         writeln!(exports, "export {key}='{value}'")?;
     }
@@ -198,6 +238,10 @@ fn serve_redis() -> Result<()> {
 mod tests {
     use super::*;
 
+    fn parse(list: &[&str]) -> Result<Task> {
+        parse_args(list.iter().map(OsString::from))
+    }
+
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
     }
@@ -205,22 +249,69 @@ mod tests {
     #[test]
     fn parses_test_with_and_without_cargo_test_args() {
         assert_eq!(
-            parse_args(args(&["test"])).ok(),
+            parse(&["test"]).ok(),
             Some(Task::Test { test_args: vec![] })
         );
         assert_eq!(
-            parse_args(args(&["test", "--", "redis", "--nocapture"])).ok(),
+            parse(&["test", "--", "redis", "--nocapture"]).ok(),
             Some(Task::Test {
                 test_args: args(&["redis", "--nocapture"])
+            })
+        );
+        // A second `--` is cargo test's business, passed on as it is.
+        assert_eq!(
+            parse(&["test", "--", "-p", "x", "--", "--nocapture"]).ok(),
+            Some(Task::Test {
+                test_args: args(&["-p", "x", "--", "--nocapture"])
             })
         );
     }
 
     #[test]
-    fn rejects_unknown_commands_and_stray_arguments() {
-        assert!(parse_args(args(&[])).is_err());
-        assert!(parse_args(args(&["bench-everything"])).is_err());
-        assert!(parse_args(args(&["test", "filter"])).is_err());
-        assert!(parse_args(args(&["redis", "extra"])).is_err());
+    fn parses_every_other_command_and_flag() {
+        assert_eq!(parse(&["redis"]).ok(), Some(Task::Redis));
+        assert_eq!(parse(&["bench"]).ok(), Some(Task::Bench { quick: false }));
+        assert_eq!(
+            parse(&["bench", "--quick"]).ok(),
+            Some(Task::Bench { quick: true })
+        );
+        for help in [
+            &["help"][..],
+            &["--help"],
+            &["-h"],
+            &["test", "--help"],
+            &["bench", "-h"],
+        ] {
+            assert_eq!(parse(help).ok(), Some(Task::Help), "{help:?}");
+        }
+        assert!(matches!(parse(&["soak"]), Ok(Task::Reliability(_))));
+    }
+
+    #[test]
+    fn rejects_unknown_commands_flags_and_stray_arguments() {
+        for bad in [
+            &[][..],
+            &["bench-everything"],
+            &["--verbose"],
+            &["test", "filter"],
+            &["test", "--nocapture"],
+            &["redis", "extra"],
+            &["redis", "--port", "1"],
+            &["bench", "--quik"],
+            &["bench", "quick"],
+            &["help", "test"],
+        ] {
+            let error = parse(bad).err().map(|error| error.to_string());
+            assert!(error.is_some(), "{bad:?} was accepted");
+        }
+        let error = parse(&["bench", "--quik"])
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|text| text.starts_with("invalid option '--quik'")),
+            "{error:?}"
+        );
     }
 }

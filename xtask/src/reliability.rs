@@ -22,7 +22,6 @@
 //! replicas on one Redis under MCP load with random Redis faults, then an
 //! audit (or, without a gateway, two managers under load in-process).
 
-use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -31,9 +30,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use lexopt::prelude::*;
+use session_testenv::contract::REQUIRE_REDIS;
+use session_testenv::process::output_with_timeout;
+use session_testenv::{Guard, ScratchDir, Topologies};
 
-use crate::proc::{Guard, ScratchDir, output_with_timeout};
-use crate::redis::{self, Topologies};
+use crate::tools;
 
 /// The fuzz targets in `fuzz/fuzz_targets/`.
 const FUZZ_TARGETS: [&str; 2] = ["decode_session", "session_config"];
@@ -57,47 +59,38 @@ pub(crate) enum Args {
     },
 }
 
-/// Parses the arguments after `reliability` or `soak`.
-pub(crate) fn parse(command: &str, rest: &[OsString]) -> Result<Args> {
-    let mut rest = rest.iter().map(|arg| arg.to_string_lossy().into_owned());
-    let number = |flag: &str, value: Option<String>| -> Result<u64> {
-        value
-            .with_context(|| format!("{flag} needs a number of seconds"))?
+/// Parses the arguments after `reliability` or `soak`; `None` for `--help`.
+pub(crate) fn parse(command: &str, parser: &mut lexopt::Parser) -> Result<Option<Args>> {
+    let seconds = |parser: &mut lexopt::Parser, flag: &str| -> Result<u64> {
+        parser
+            .value()?
             .parse()
             .with_context(|| format!("{flag} needs a number of seconds"))
     };
-    match command {
-        "soak" => {
-            let mut secs = 60;
-            while let Some(arg) = rest.next() {
-                match arg.as_str() {
-                    "--secs" => secs = number("--secs", rest.next())?,
-                    other => bail!("unexpected argument {other:?} to `soak`"),
-                }
-            }
-            Ok(Args::Soak { secs })
-        }
-        _ => {
-            let mut only = None;
-            let mut fuzz_secs = DEFAULT_FUZZ_SECS;
-            while let Some(arg) = rest.next() {
-                match arg.as_str() {
-                    "--fuzz-secs" => fuzz_secs = number("--fuzz-secs", rest.next())?,
-                    "--only" => {
-                        only = Some(rest.next().context("--only needs scenario names")?);
-                    }
-                    other => bail!("unexpected argument {other:?} to `reliability`"),
-                }
-            }
-            Ok(Args::Reliability { only, fuzz_secs })
+    let mut secs = 60;
+    let mut only = None;
+    let mut fuzz_secs = DEFAULT_FUZZ_SECS;
+    let soak = command == "soak";
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("secs") if soak => secs = seconds(parser, "--secs")?,
+            Long("fuzz-secs") if !soak => fuzz_secs = seconds(parser, "--fuzz-secs")?,
+            Long("only") if !soak => only = Some(parser.value()?.string()?),
+            Long("help") | Short('h') => return Ok(None),
+            other => bail!("{} to `{command}`", other.unexpected()),
         }
     }
+    Ok(Some(if soak {
+        Args::Soak { secs }
+    } else {
+        Args::Reliability { only, fuzz_secs }
+    }))
 }
 
 /// Runs the suite or the soak.
 pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
     let started = Instant::now();
-    redis::check_installed()?;
+    let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI])?;
     cargo_step(root, &["build", "-p", "session-reliability"])?;
     let binary = target_dir(root).join("debug").join("session-reliability");
     let scratch = ScratchDir::new("xtask-reliability")?;
@@ -108,6 +101,8 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
             command
                 .current_dir(root)
                 .args(["soak", "--secs", &secs.to_string()]);
+            // The soak starts its own servers, by name.
+            tools.apply_path(&mut command);
             // The soak drives two gateway replicas when the gateway builds,
             // and the library directly otherwise (it says which).
             if root.join("crates/session-gateway/Cargo.toml").is_file() {
@@ -132,16 +127,19 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         Args::Reliability { only, fuzz_secs } => {
             {
                 println!("starting Redis topologies");
-                let topologies = Topologies::start()?;
+                let topologies = Topologies::start(&tools.programs())?;
                 let mut command = Command::new(&binary);
                 command.current_dir(root);
+                // The scenarios that kill, stall or restart Redis start
+                // servers of their own, by name.
+                tools.apply_path(&mut command);
                 if let Some(only) = &only {
                     command.args(["--only", only]);
                 }
                 for (key, value) in topologies.env() {
                     command.env(key, value);
                 }
-                command.env(redis::REQUIRE_REDIS, "1");
+                command.env(REQUIRE_REDIS, "1");
                 let output = scratch.path().join("scenarios.out");
                 let status = run_teed(&mut command, &output)?;
                 lines.extend(verdicts(&output)?);
@@ -195,7 +193,7 @@ fn run_teed(command: &mut Command, output: &Path) -> Result<std::process::ExitSt
         .stdout(file)
         .stderr(Stdio::inherit());
     println!("$ {:?}", command.get_program());
-    let guard = Guard::spawn(command)?;
+    let mut guard = Guard::spawn(command)?;
     let mut reader = fs::File::open(output)?;
     let mut stdout = std::io::stdout();
     loop {
@@ -250,6 +248,7 @@ fn nightly_cargo(root: &Path) -> Command {
 fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
     let present = output_with_timeout(
         nightly_cargo(root).args(["fuzz", "--version"]),
+        None,
         Duration::from_secs(60),
     )
     .map(|output| output.status.success())
@@ -361,36 +360,65 @@ fn fuzz(root: &Path, binary: &Path, scratch: &Path, secs: u64) -> Result<Vec<Str
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
+    fn parse_list(command: &str, list: &[&str]) -> Result<Option<Args>> {
+        parse(
+            command,
+            &mut lexopt::Parser::from_args(list.iter().copied()),
+        )
     }
 
     #[test]
     fn parses_reliability_and_soak() {
         assert_eq!(
-            parse("reliability", &args(&[])).ok(),
+            parse_list("reliability", &[]).ok().flatten(),
             Some(Args::Reliability {
                 only: None,
                 fuzz_secs: DEFAULT_FUZZ_SECS
             })
         );
         assert_eq!(
-            parse(
-                "reliability",
-                &args(&["--fuzz-secs", "5", "--only", "races"])
-            )
-            .ok(),
+            parse_list("reliability", &["--fuzz-secs", "5", "--only", "races"])
+                .ok()
+                .flatten(),
             Some(Args::Reliability {
                 only: Some("races".into()),
                 fuzz_secs: 5
             })
         );
         assert_eq!(
-            parse("soak", &args(&["--secs", "30"])).ok(),
+            parse_list("reliability", &["--fuzz-secs=0"]).ok().flatten(),
+            Some(Args::Reliability {
+                only: None,
+                fuzz_secs: 0
+            })
+        );
+        assert_eq!(
+            parse_list("soak", &["--secs", "30"]).ok().flatten(),
             Some(Args::Soak { secs: 30 })
         );
-        assert!(parse("soak", &args(&["--secs"])).is_err());
-        assert!(parse("soak", &args(&["--secs", "x"])).is_err());
-        assert!(parse("reliability", &args(&["extra"])).is_err());
+        assert_eq!(
+            parse_list("soak", &[]).ok().flatten(),
+            Some(Args::Soak { secs: 60 })
+        );
+        assert!(matches!(parse_list("soak", &["--help"]), Ok(None)));
+    }
+
+    #[test]
+    fn rejects_missing_values_unknown_flags_and_other_commands_flags() {
+        for (command, bad) in [
+            ("soak", &["--secs"][..]),
+            ("soak", &["--secs", "x"]),
+            ("soak", &["--only", "races"]),
+            ("soak", &["--sec", "3"]),
+            ("reliability", &["extra"]),
+            ("reliability", &["--secs", "3"]),
+            ("reliability", &["--only"]),
+            ("reliability", &["--fuzz-secs", "-1"]),
+        ] {
+            assert!(
+                parse_list(command, bad).is_err(),
+                "{command} {bad:?} was accepted"
+            );
+        }
     }
 }

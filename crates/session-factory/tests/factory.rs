@@ -2,9 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use session_factory::{
-    Error, RedisConfig, SessionConfig, SessionType, Topology, Ttl, new_manager,
-};
+use session_factory::{Error, RedisConfig, SessionConfig, SessionType, Topology, Ttl, new_manager};
 
 fn config() -> SessionConfig {
     SessionConfig::new(Ttl::from_secs(60).unwrap())

@@ -25,7 +25,7 @@ fn settings(secs: u64) -> SessionConfig {
 fn live_config() -> Option<RedisConfig> {
     Some(
         RedisConfig::standalone(
-            &test_env("SESSION_TEST_REDIS")?,
+            &test_env(session_testkit::env::REDIS)?,
             &format!("factory-test:{}:", SessionId::new()),
         )
         .unwrap(),

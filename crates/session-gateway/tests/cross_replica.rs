@@ -325,8 +325,8 @@ fn protocol_of(client: &RunningService<RoleClient, ()>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_shares_sessions_across_replicas_behind_nginx() {
     let (Some(redis), Some(nginx)) = (
-        test_env("SESSION_TEST_REDIS"),
-        test_env("SESSION_TEST_NGINX"),
+        test_env(session_testkit::env::REDIS),
+        test_env(session_testkit::env::NGINX),
     ) else {
         return;
     };
@@ -433,7 +433,7 @@ async fn redis_shares_sessions_across_replicas_behind_nginx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_storage_does_not_share_sessions() {
-    let Some(nginx) = test_env("SESSION_TEST_NGINX") else {
+    let Some(nginx) = test_env(session_testkit::env::NGINX) else {
         return;
     };
     let started = Instant::now();
@@ -514,7 +514,7 @@ async fn local_storage_does_not_share_sessions() {
 async fn lazy_connect_starts_before_redis() {
     // `SESSION_TEST_REDIS` is not used, but says Redis tests are wanted (and
     // `redis-server` is installed).
-    if test_env("SESSION_TEST_REDIS").is_none() {
+    if test_env(session_testkit::env::REDIS).is_none() {
         return;
     }
     let started = Instant::now();

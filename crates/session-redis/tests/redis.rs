@@ -467,7 +467,7 @@ async fn tls_with_the_wrong_ca_fails() {
     let Some(config) = config(Topology::Tls) else {
         return;
     };
-    let Some(wrong) = env("SESSION_TEST_REDIS_TLS_WRONG_CA") else {
+    let Some(wrong) = env(session_testkit::env::REDIS_TLS_WRONG_CA) else {
         return;
     };
     let config = with_connect_timeout(config, Duration::from_secs(2))
@@ -483,7 +483,7 @@ async fn tls_with_the_wrong_ca_fails() {
 
 #[tokio::test]
 async fn tls_without_tls_configured_fails_instead_of_hanging() {
-    let Some(addr) = env("SESSION_TEST_REDIS_TLS") else {
+    let Some(addr) = env(session_testkit::env::REDIS_TLS) else {
         return;
     };
     let config = RedisConfig::standalone(&addr, &unique_prefix()).unwrap();
@@ -495,7 +495,7 @@ async fn tls_without_tls_configured_fails_instead_of_hanging() {
 
 #[tokio::test]
 async fn mutual_tls_without_a_client_certificate_fails() {
-    let Some(addr) = env("SESSION_TEST_REDIS_MTLS") else {
+    let Some(addr) = env(session_testkit::env::REDIS_MTLS) else {
         return;
     };
     let Some(ca) = common::ca() else { return };

@@ -16,7 +16,7 @@
 //! them against the wall clock (for servers such as Redis, whose expiry does
 //! not), with a short TTL from [`Harness::ttl`]. The harness function returns
 //! `None` to skip, after printing why; harnesses must refuse to skip when
-//! [`env::REQUIRE_SERVERS`] is set, as it is under `cargo xtask test`
+//! [`env::REQUIRE_REDIS`] is set, as it is under `cargo xtask test`
 //! ([`env::var`] does both).
 //!
 //! # Layout

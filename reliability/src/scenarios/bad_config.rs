@@ -22,7 +22,6 @@ use session_core::{Error, SessionType, Ttl};
 use session_factory::SessionConfig;
 
 use crate::Outcome;
-use crate::servers::ScratchDir;
 
 /// The figure's name.
 pub const NAME: &str = "bad-configuration";
@@ -87,7 +86,7 @@ async fn try_run(outcome: &mut Outcome) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?.to_string();
-    let scratch = ScratchDir::new("bad-config")?;
+    let scratch = crate::env::scratch_dir("bad-config")?;
     let directory = scratch.path().display().to_string();
     let cert = scratch.path().join("cert.pem");
     std::fs::write(

@@ -49,8 +49,9 @@ use session_redis::fred::util::redis_keyslot;
 
 use crate::load::{self, Anomaly, Load, LoadReport, LoadSpec, OpResult, ms};
 use crate::rng::Rng;
-use crate::servers::{self, ClusterNode, HOST, RedisProcess};
 use crate::{Outcome, scenarios};
+use session_testenv::cluster::{self, ClusterNode, Shape};
+use session_testenv::{Cli, HOST, Programs, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "cluster-failover";
@@ -130,7 +131,7 @@ where
 /// The first line of `ROLE` (`master` or `slave`) and, for a replica, its
 /// master's port.
 async fn role(node: &RedisProcess) -> anyhow::Result<(String, Option<u16>)> {
-    let reply = node.cli(&["ROLE"]).await?;
+    let reply = node.cli().run_async(&["ROLE"]).await?;
     let lines: Vec<&str> = reply.lines().map(str::trim).collect();
     let role = lines.first().copied().unwrap_or_default().to_owned();
     let master_port = (role == "slave")
@@ -158,7 +159,9 @@ async fn held_by(port: u16, storage: &RedisStorage, ids: &[SessionId]) -> anyhow
         .iter()
         .map(|id| format!("EXISTS {}\n", storage.key(id)))
         .collect();
-    let output = servers::cli_pipe(port, input).await?;
+    let output = Cli::new(&Programs::default(), port)
+        .pipe_async(input)
+        .await?;
     Ok(output.lines().filter(|line| line.trim() == "1").count())
 }
 
@@ -197,8 +200,17 @@ fn failure_spread(report: &LoadReport, failover_at: Duration) -> String {
 
 async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::new(NAME);
-    let nodes = servers::start_cluster(scratch, "cluster", MASTERS, 1, NODE_TIMEOUT_MS).await?;
-    let view = servers::cluster_agreement(&nodes)
+    let nodes = cluster::start(
+        &Programs::default(),
+        scratch,
+        "cluster",
+        Shape {
+            masters: MASTERS,
+            replicas: 1,
+            node_timeout_ms: NODE_TIMEOUT_MS,
+        },
+    )?;
+    let view = cluster::agreement_async(&nodes)
         .await?
         .context("the cluster settled, then disagreed")?;
     let master_ports = |view: &[ClusterNode]| -> Vec<u16> {
@@ -273,7 +285,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         }
         None
     });
-    let reply = replica.cli(&["CLUSTER", "FAILOVER"]).await?;
+    let reply = replica.cli().run_async(&["CLUSTER", "FAILOVER"]).await?;
     ensure!(reply == "OK", "CLUSTER FAILOVER replied {reply:?}");
     let promoted = poll_until(
         "the replica reports role master",
@@ -294,7 +306,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         started,
         Duration::from_secs(30),
         || async {
-            let Some(view) = servers::cluster_agreement(&nodes).await? else {
+            let Some(view) = cluster::agreement_async(&nodes).await? else {
                 return Ok(false);
             };
             Ok(view.iter().any(|line| {
@@ -313,9 +325,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
     // 3. Confirmed after the switch, on every master of the new view.
     let (after, failed_after) = load::create_many(&manager, CONFIRMED_AFTER, 32, &mut rng).await;
-    let new_view = servers::cluster_agreement(&nodes)
-        .await?
-        .unwrap_or_default();
+    let new_view = cluster::agreement_async(&nodes).await?.unwrap_or_default();
     let mut waits_after = Vec::new();
     for port in master_ports(&new_view) {
         waits_after.push((

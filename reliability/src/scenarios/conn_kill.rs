@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
-use crate::servers::RedisProcess;
 use crate::{Outcome, scenarios};
+use session_testenv::RedisProcess;
 
 /// The figure's name.
 pub const NAME: &str = "connection-killed";
@@ -47,7 +47,10 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let mut killed_connections = Vec::new();
     for _ in 0..KILLS {
         let at = load.now();
-        let reply = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await?;
+        let reply = server
+            .cli()
+            .run_async(&["CLIENT", "KILL", "TYPE", "normal"])
+            .await?;
         killed_connections.push(reply.trim().parse::<u64>().unwrap_or(0));
         kills.push(at);
         tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -55,7 +58,10 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = load.stop(Duration::from_secs(10)).await;
     // The same manager still serves: its client reconnected by itself.
-    let connected_after = server.cli(&["CLIENT", "LIST", "TYPE", "normal"]).await?;
+    let connected_after = server
+        .cli()
+        .run_async(&["CLIENT", "LIST", "TYPE", "normal"])
+        .await?;
     let audit = load::audit(&manager, &report.live).await;
     // Who wrote the sessions whose creator was told AlreadyExists?
     let mut written_by_caller = 0;

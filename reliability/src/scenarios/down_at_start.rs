@@ -17,8 +17,9 @@ use session_core::{Error, SessionId};
 use session_redis::RedisStorage;
 
 use crate::load::ms;
-use crate::servers::{HOST, RedisProcess, free_port};
 use crate::{Outcome, scenarios};
+use session_testenv::ports::free_port;
+use session_testenv::{HOST, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "redis-down-at-start";

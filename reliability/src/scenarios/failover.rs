@@ -42,8 +42,9 @@ use session_redis::fred::prelude::Value;
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
 use crate::rng::Rng;
-use crate::servers::{HOST, RedisProcess, info_field};
 use crate::{Outcome, scenarios};
+use session_testenv::cli::info_field;
+use session_testenv::{HOST, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "sentinel-failover";
@@ -105,7 +106,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         &["--replicaof", HOST, &master_port],
     )?;
     wait_until("the replica syncs", Duration::from_secs(20), || async {
-        let info = replica.cli(&["INFO", "replication"]).await?;
+        let info = replica.cli().run_async(&["INFO", "replication"]).await?;
         Ok(info_field(&info, "master_link_status").as_deref() == Some("up"))
     })
     .await?;
@@ -126,7 +127,10 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         "the sentinel sees the replica",
         Duration::from_secs(30),
         || async {
-            let replicas = sentinel.cli(&["SENTINEL", "REPLICAS", MASTER_NAME]).await?;
+            let replicas = sentinel
+                .cli()
+                .run_async(&["SENTINEL", "REPLICAS", MASTER_NAME])
+                .await?;
             let lines: Vec<&str> = replicas.lines().map(str::trim).collect();
             let flags = lines
                 .windows(2)
@@ -160,12 +164,13 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     // When does the manager's client show up on the promoted server? Its
     // other normal clients are the sentinel's (named `sentinel-...`) and the
     // polling redis-cli itself.
-    let follow_port = replica.port();
+    let follow_cli = replica.cli();
     let follow = tokio::spawn(async move {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(40) {
-            if let Ok(list) =
-                crate::servers::cli(follow_port, &["CLIENT", "LIST", "TYPE", "normal"]).await
+            if let Ok(list) = follow_cli
+                .run_async(&["CLIENT", "LIST", "TYPE", "normal"])
+                .await
                 && list
                     .lines()
                     .filter(|line| !line.contains("cmd=client") && !line.contains("name=sentinel-"))
@@ -178,11 +183,15 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         }
         None
     });
-    let reply = sentinel.cli(&["SENTINEL", "FAILOVER", MASTER_NAME]).await?;
+    let reply = sentinel
+        .cli()
+        .run_async(&["SENTINEL", "FAILOVER", MASTER_NAME])
+        .await?;
     anyhow::ensure!(reply == "OK", "SENTINEL FAILOVER replied {reply:?}");
     let switch = wait_until("the sentinel switches", Duration::from_secs(30), || async {
         let addr = sentinel
-            .cli(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
+            .cli()
+            .run_async(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
             .await?;
         Ok(addr.lines().nth(1).map(str::trim) == Some(replica_port.as_str()))
     })
@@ -193,7 +202,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         "the old master becomes a replica",
         Duration::from_secs(40),
         || async {
-            let info = master.cli(&["INFO", "replication"]).await?;
+            let info = master.cli().run_async(&["INFO", "replication"]).await?;
             Ok(info_field(&info, "role").as_deref() == Some("slave"))
         },
     )
@@ -288,5 +297,5 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
 async fn key_exists(server: &RedisProcess, prefix: &str, id: &SessionId) -> anyhow::Result<bool> {
     let key = format!("{prefix}{id}");
-    Ok(server.cli(&["EXISTS", &key]).await? == "1")
+    Ok(server.cli().run_async(&["EXISTS", &key]).await? == "1")
 }

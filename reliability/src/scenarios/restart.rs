@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::load::{self, Load, LoadSpec, ms};
 use crate::rng::Rng;
-use crate::servers::RedisProcess;
 use crate::{Outcome, scenarios};
+use session_testenv::RedisProcess;
 
 /// The figure's name.
 pub const NAME: &str = "server-restarted";

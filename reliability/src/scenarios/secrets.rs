@@ -212,7 +212,7 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         let variable = format!("SESSION_RELIABILITY_SECRET_{}", std::process::id());
         // Setting a variable would need `unsafe` (edition 2024), so the
         // password comes from a file, and the variable is one never set.
-        let dir = crate::servers::ScratchDir::new("secrets")?;
+        let dir = crate::env::scratch_dir("secrets")?;
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{}\n", servers.acl_password))?;
         let source = PasswordSource::File(file.clone());

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::load::{self, Load, LoadSpec, ms};
 use crate::rng::Rng;
-use crate::servers::{RedisProcess, rss_kib};
 use crate::{Outcome, scenarios};
+use session_testenv::RedisProcess;
+use session_testenv::process::rss_kib;
 
 /// The figure's name.
 pub const NAME: &str = "soak";
@@ -75,7 +76,10 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64) -> anyhow::Result<Outcome
         let at = epoch.elapsed();
         match rng.below(3) {
             0 => {
-                let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await?;
+                let killed = server
+                    .cli()
+                    .run_async(&["CLIENT", "KILL", "TYPE", "normal"])
+                    .await?;
                 faults.push(format!(
                     "{:.1}s kill {killed} connections",
                     at.as_secs_f64()

@@ -20,7 +20,7 @@
 //!   `SIGTERM` ended in a clean exit, and no log shows a panic.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,9 +30,12 @@ use reqwest::StatusCode;
 use session_config::RedisConfig;
 use session_core::SessionId;
 
+use session_testenv::ports::free_port;
+use session_testenv::process::{Signal, rss_kib};
+use session_testenv::{Guard, RedisProcess};
+
 use crate::load::ms;
 use crate::rng::Rng;
-use crate::servers::{self, RedisProcess, free_port, rss_kib};
 use crate::{Outcome, scenarios};
 
 /// The figure's name.
@@ -64,7 +67,9 @@ struct Gateway {
     log: PathBuf,
     binary: PathBuf,
     config: PathBuf,
-    child: Option<Child>,
+    /// The running process; the guard kills and reaps it on drop, and the
+    /// signal handler stops it on Ctrl-C.
+    child: Option<Guard>,
 }
 
 impl Gateway {
@@ -87,24 +92,24 @@ impl Gateway {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(&self.config)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--replica",
-                &self.name,
-                "--local-idle",
-                &format!("{}s", LOCAL_IDLE.as_secs()),
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("cannot start {}", self.binary.display()))?;
-        servers::register(child.id());
+        let child = Guard::spawn(
+            Command::new(&self.binary)
+                .arg("--config")
+                .arg(&self.config)
+                .args([
+                    "--listen",
+                    &format!("127.0.0.1:{}", self.port),
+                    "--replica",
+                    &self.name,
+                    "--local-idle",
+                    &format!("{}s", LOCAL_IDLE.as_secs()),
+                ])
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file),
+        )
+        .with_context(|| format!("cannot start {}", self.binary.display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -114,12 +119,8 @@ impl Gateway {
     /// on the same port. Returns how the process ended.
     async fn restart(&mut self, graceful: bool, down: Duration) -> anyhow::Result<String> {
         let mut child = self.child.take().context("the replica is not running")?;
-        let pid = child.id();
         let ended = if graceful {
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )?;
+            child.signal(Signal::SIGTERM)?;
             let started = Instant::now();
             loop {
                 if let Some(status) = child.try_wait()? {
@@ -127,24 +128,21 @@ impl Gateway {
                 }
                 if started.elapsed() > DRAIN {
                     child.kill()?;
-                    child.wait()?;
                     break format!("SIGTERM: still running after {}, killed", ms(DRAIN));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         } else {
             child.kill()?;
-            child.wait()?;
             "SIGKILL".to_owned()
         };
-        servers::unregister(pid);
         tokio::time::sleep(down).await;
         self.spawn()?;
         Ok(ended)
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(Guard::pid)
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
@@ -155,16 +153,6 @@ impl Gateway {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/mcp", self.port)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            servers::unregister(child.id());
-        }
     }
 }
 
@@ -458,7 +446,10 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         let at = started.elapsed().as_secs_f64();
         match rng.below(5) {
             0 => {
-                let killed = server.cli(&["CLIENT", "KILL", "TYPE", "normal"]).await?;
+                let killed = server
+                    .cli()
+                    .run_async(&["CLIENT", "KILL", "TYPE", "normal"])
+                    .await?;
                 faults.push(format!("{at:.0}s kill {killed}"));
             }
             1 => {

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Load, LoadSpec, OpResult, ms};
-use crate::servers::RedisProcess;
 use crate::{Outcome, scenarios};
+use session_testenv::RedisProcess;
 
 /// The figure's name.
 pub const NAME: &str = "server-stalled";

@@ -1,5 +1,5 @@
 //! Test topologies: the servers `cargo xtask test` starts, found through the
-//! `SESSION_TEST_REDIS*` environment variables (see `xtask/src/redis.rs`).
+//! `SESSION_TEST_REDIS*` environment variables (`session_testkit::env`).
 //!
 //! A test that needs a server and finds no address fails when
 //! `SESSION_TEST_REQUIRE_REDIS` is set (as under `cargo xtask test` and CI);
@@ -18,6 +18,11 @@ use session_redis::fred::interfaces::KeysInterface;
 use session_testkit::Harness;
 
 pub use session_testkit::env::var as env;
+use session_testkit::env::{
+    REDIS, REDIS_ACL, REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_CLUSTER, REDIS_MTLS,
+    REDIS_MTLS_CERT, REDIS_MTLS_KEY, REDIS_SENTINEL, REDIS_SENTINEL_MASTER, REDIS_TLS,
+    REDIS_TLS_CA,
+};
 
 /// The deployments the backend supports.
 #[derive(Clone, Copy, Debug)]
@@ -42,31 +47,28 @@ pub fn config(topology: Topology) -> Option<RedisConfig> {
         Some(RedisConfig::standalone(&env(var)?, &prefix).expect("a valid test address"))
     };
     Some(match topology {
-        Topology::Standalone => standalone("SESSION_TEST_REDIS")?,
-        Topology::Acl => standalone("SESSION_TEST_REDIS_ACL")?.with_auth(Auth::user(
-            env("SESSION_TEST_REDIS_ACL_USER")?,
-            env("SESSION_TEST_REDIS_ACL_PASSWORD")?,
-        )),
-        Topology::Tls => standalone("SESSION_TEST_REDIS_TLS")?
+        Topology::Standalone => standalone(REDIS)?,
+        Topology::Acl => standalone(REDIS_ACL)?
+            .with_auth(Auth::user(env(REDIS_ACL_USER)?, env(REDIS_ACL_PASSWORD)?)),
+        Topology::Tls => standalone(REDIS_TLS)?
             .with_tls(TlsConfig::with_ca(pem(&ca()?)))
             .expect("valid TLS settings"),
-        Topology::Mtls => standalone("SESSION_TEST_REDIS_MTLS")?
-            .with_tls(TlsConfig::with_ca(pem(&ca()?)).with_identity(ClientIdentity {
-                cert_chain: pem(Path::new(&env("SESSION_TEST_REDIS_MTLS_CERT")?)),
-                key: pem(Path::new(&env("SESSION_TEST_REDIS_MTLS_KEY")?)),
-            }))
+        Topology::Mtls => standalone(REDIS_MTLS)?
+            .with_tls(
+                TlsConfig::with_ca(pem(&ca()?)).with_identity(ClientIdentity {
+                    cert_chain: pem(Path::new(&env(REDIS_MTLS_CERT)?)),
+                    key: pem(Path::new(&env(REDIS_MTLS_KEY)?)),
+                }),
+            )
             .expect("valid TLS settings"),
         Topology::Cluster => {
-            let nodes = env("SESSION_TEST_REDIS_CLUSTER")?;
+            let nodes = env(REDIS_CLUSTER)?;
             let seed = nodes.split(',').next().unwrap_or_default().to_owned();
             RedisConfig::cluster(&seed, &prefix).expect("a valid test address")
         }
         Topology::Sentinel => {
-            let sentinel = SentinelConfig::new(
-                env("SESSION_TEST_REDIS_SENTINEL_MASTER")?,
-                [env("SESSION_TEST_REDIS_SENTINEL")?],
-            )
-            .expect("valid sentinel settings");
+            let sentinel = SentinelConfig::new(env(REDIS_SENTINEL_MASTER)?, [env(REDIS_SENTINEL)?])
+                .expect("valid sentinel settings");
             RedisConfig::sentinel(sentinel, &prefix).expect("a valid prefix")
         }
     })
@@ -79,7 +81,7 @@ pub fn pem(path: &Path) -> Pem {
 
 /// The CA that signed the test servers' certificates.
 pub fn ca() -> Option<PathBuf> {
-    env("SESSION_TEST_REDIS_TLS_CA").map(PathBuf::from)
+    env(REDIS_TLS_CA).map(PathBuf::from)
 }
 
 /// The conformance harness for one topology: each `open` is a new client (a

@@ -83,12 +83,26 @@ pub async fn expire_only_shortens<H: Harness>(harness: &H) {
     store.upsert(&longer).await;
     let double = Ttl::new(ttl_times(harness, 2.0)).unwrap();
     assert!(store.storage.expire(&longer.id(), double).await.unwrap());
-    assert!(!store.storage.expire(&session(SessionType::Mcp).id(), half).await.unwrap());
+    assert!(
+        !store
+            .storage
+            .expire(&session(SessionType::Mcp).id(), half)
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(ttl_times(harness, 0.7)).await;
     // Peeking through `get` would slide the TTL, so the count tells.
-    assert_eq!(store.count().await, 1, "only the session not shortened lives");
+    assert_eq!(
+        store.count().await,
+        1,
+        "only the session not shortened lives"
+    );
     tokio::time::sleep(ttl_times(harness, 0.5)).await;
-    assert_eq!(store.count().await, 0, "a longer expire must not extend a session");
+    assert_eq!(
+        store.count().await,
+        0,
+        "a longer expire must not extend a session"
+    );
 }
 
 /// `delete_expired` removes only expired sessions; it reports exactly those

@@ -67,10 +67,16 @@ pub async fn manager_close_then_use_fails<H: Harness>(harness: &H) {
     assert!(manager.is_closed());
     let id = session.id();
     let closed = |result: Result<(), Error>, what: &str| {
-        assert!(matches!(result, Err(Error::Closed)), "{what} after close: {result:?}");
+        assert!(
+            matches!(result, Err(Error::Closed)),
+            "{what} after close: {result:?}"
+        );
     };
     closed(manager.get(&id).await.map(drop), "get");
-    closed(manager.create_with_id(SessionId::new()).await.map(drop), "create_with_id");
+    closed(
+        manager.create_with_id(SessionId::new()).await.map(drop),
+        "create_with_id",
+    );
     closed(manager.upsert((*session).clone()).await.map(drop), "upsert");
     closed(manager.update((*session).clone()).await.map(drop), "update");
     closed(manager.delete(&id).await.map(drop), "delete");

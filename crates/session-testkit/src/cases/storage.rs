@@ -17,7 +17,11 @@ pub async fn round_trip_of_every_session_type<H: Harness>(harness: &H) {
         written.set_metadata("empty", "");
         store.upsert(&written).await;
         let read = store.get(&written.id()).await;
-        assert_eq!(read.as_deref(), Some(&written), "{kind} session did not round-trip");
+        assert_eq!(
+            read.as_deref(),
+            Some(&written),
+            "{kind} session did not round-trip"
+        );
     }
 }
 
@@ -92,12 +96,21 @@ pub async fn close_then_use_fails<H: Harness>(harness: &H) {
     storage.close().await.unwrap();
     let id = written.id();
     let closed = |result: Result<(), Error>, what: &str| {
-        assert!(matches!(result, Err(Error::Closed)), "{what} after close: {result:?}");
+        assert!(
+            matches!(result, Err(Error::Closed)),
+            "{what} after close: {result:?}"
+        );
     };
     closed(storage.get(&id, ttl).await.map(drop), "get");
     closed(storage.upsert(Arc::clone(&written), ttl).await, "upsert");
-    closed(storage.create(Arc::clone(&written), ttl).await.map(drop), "create");
-    closed(storage.update(Arc::clone(&written), ttl).await.map(drop), "update");
+    closed(
+        storage.create(Arc::clone(&written), ttl).await.map(drop),
+        "create",
+    );
+    closed(
+        storage.update(Arc::clone(&written), ttl).await.map(drop),
+        "update",
+    );
     closed(storage.expire(&id, ttl).await.map(drop), "expire");
     closed(storage.delete(&id).await.map(drop), "delete");
     closed(storage.count().await.map(drop), "count");

@@ -19,31 +19,32 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 
+use crate::error::{IoContext, Result};
+
 /// Paths of the generated PEM files.
 #[derive(Debug, Clone)]
-pub(crate) struct TestCerts {
+pub struct TestCerts {
     /// The CA that signed the server and client certificates.
-    pub(crate) ca_cert: PathBuf,
+    pub ca_cert: PathBuf,
     /// A CA that signed nothing the servers use.
-    pub(crate) wrong_ca_cert: PathBuf,
+    pub wrong_ca_cert: PathBuf,
     /// The server certificate, for `localhost` and `127.0.0.1`.
-    pub(crate) server_cert: PathBuf,
+    pub server_cert: PathBuf,
     /// The server certificate's private key.
-    pub(crate) server_key: PathBuf,
+    pub server_key: PathBuf,
     /// The client certificate for mutual TLS.
-    pub(crate) client_cert: PathBuf,
+    pub client_cert: PathBuf,
     /// The client certificate's private key.
-    pub(crate) client_key: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// Generates the CAs and leaf certificates and writes them into `dir`.
-pub(crate) fn generate(dir: &Path) -> Result<TestCerts> {
+pub fn generate(dir: &Path) -> Result<TestCerts> {
     let ca = new_ca("session-rs test CA")?;
     // The wrong CA gets a different name too: a verifier that looks issuers up
     // by name must fail on the signature, not find a look-alike by accident.
@@ -129,5 +130,39 @@ fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
         .mode(mode)
         .open(path)
         .and_then(|mut file| file.write_all(contents.as_bytes()))
-        .with_context(|| format!("failed to write {}", path.display()))
+        .io(|| format!("failed to write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writes_every_file_with_private_keys_readable_only_by_the_owner() {
+        let dir = crate::ScratchDir::new("testenv-certs").expect("scratch dir");
+        let certs = generate(dir.path()).expect("generate");
+        for (path, mode) in [
+            (&certs.ca_cert, 0o644),
+            (&certs.wrong_ca_cert, 0o644),
+            (&certs.server_cert, 0o644),
+            (&certs.server_key, 0o600),
+            (&certs.client_cert, 0o644),
+            (&certs.client_key, 0o600),
+        ] {
+            let text = fs::read_to_string(path).expect("read");
+            assert!(
+                text.starts_with("-----BEGIN "),
+                "{} is not PEM",
+                path.display()
+            );
+            let actual = fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+            assert_eq!(actual, mode, "{}", path.display());
+        }
+        // The two CAs must differ, or the wrong-CA tests prove nothing.
+        assert_ne!(
+            fs::read_to_string(&certs.ca_cert).ok(),
+            fs::read_to_string(&certs.wrong_ca_cert).ok()
+        );
+    }
 }
