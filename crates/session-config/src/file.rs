@@ -17,12 +17,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use session_core::{Codec, ConfigError, Ttl};
 
+use crate::SessionConfig;
 use crate::read::{PASSWORD_FILE_LIMIT, read_file};
 use crate::redis::{
     Addr, Auth, ClientIdentity, ConnectMode, KeyPrefix, Pem, ReconnectPolicy, RedisConfig,
     RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
 };
-use crate::SessionConfig;
 
 /// The top level of a session configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -258,7 +258,10 @@ fn auth(
     env: Option<String>,
     file: Option<PathBuf>,
 ) -> Result<Option<Auth>, ConfigError> {
-    match (username, PasswordSource::from_keys(table, password, env, file)?) {
+    match (
+        username,
+        PasswordSource::from_keys(table, password, env, file)?,
+    ) {
         (username, Some(source)) => Ok(Some(Auth {
             username,
             password: source.resolve(table)?,

@@ -101,7 +101,10 @@ impl SessionConfig {
 
     /// How often expired local sessions are swept (default `ttl / 2`); must
     /// be greater than zero.
-    pub fn with_cleanup_interval(mut self, interval: Option<Duration>) -> Result<Self, ConfigError> {
+    pub fn with_cleanup_interval(
+        mut self,
+        interval: Option<Duration>,
+    ) -> Result<Self, ConfigError> {
         if interval.is_some_and(|interval| interval.is_zero()) {
             return Err(ConfigError::new(
                 "cleanup_interval",
@@ -272,7 +275,10 @@ mod tests {
             ),
             ("ttl = \"0s\"", "ttl"),
             ("ttl = \"-5s\"", "ttl"),
-            ("ttl = \"30m\"\ncleanup_interval = \"0s\"", "cleanup_interval"),
+            (
+                "ttl = \"30m\"\ncleanup_interval = \"0s\"",
+                "cleanup_interval",
+            ),
             ("ttl = \"30m\"\nmax_lifetime = \"0s\"", "max_lifetime"),
             (
                 "ttl = \"30m\"\n[redis]\naddr = \"h:1\"\nkey_prefix = \"sessions\"",
@@ -291,7 +297,10 @@ mod tests {
                 "redis.password",
             ),
             ("ttl = \"30m\"\n[redis]\nkey_prefix = \"s:\"", "redis.addr"),
-            ("ttl = \"30m\"\n[redis]\naddr = \"localhost\"\nkey_prefix = \"s:\"", "redis.addr"),
+            (
+                "ttl = \"30m\"\n[redis]\naddr = \"localhost\"\nkey_prefix = \"s:\"",
+                "redis.addr",
+            ),
             ("max_lifetime = \"1h\"", "ttl"),
             ("ttl = \"30m\"\n[redis]\naddr = \"h:1\"", "redis.key_prefix"),
             (
@@ -381,9 +390,7 @@ mod tests {
         std::fs::write(&large, vec![b'x'; PASSWORD_FILE_LIMIT as usize + 1]).unwrap();
         let at_limit = dir.join("at-limit");
         std::fs::write(&at_limit, vec![b'x'; PASSWORD_FILE_LIMIT as usize]).unwrap();
-        let resolve = |path: &Path| {
-            file::PasswordSource::File(path.to_owned()).resolve("redis")
-        };
+        let resolve = |path: &Path| file::PasswordSource::File(path.to_owned()).resolve("redis");
         for (path, reason) in [
             (fifo.as_path(), "not a regular file"),
             (Path::new("/dev/zero"), "not a regular file"),
@@ -394,7 +401,10 @@ mod tests {
             assert!(error.reason().contains(reason), "{path:?}: {error}");
             assert_eq!(error.field(), Some("redis.password_file"));
         }
-        assert_eq!(resolve(&at_limit).unwrap().expose().len(), PASSWORD_FILE_LIMIT as usize);
+        assert_eq!(
+            resolve(&at_limit).unwrap().expose().len(),
+            PASSWORD_FILE_LIMIT as usize
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -300,7 +300,10 @@ impl SentinelConfig {
             .map(|addr| Addr::parse(&field, addr.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if addrs.is_empty() {
-            return Err(ConfigError::new(field, "needs at least one sentinel address"));
+            return Err(ConfigError::new(
+                field,
+                "needs at least one sentinel address",
+            ));
         }
         Ok(Self {
             master_name,
@@ -496,7 +499,10 @@ impl RedisConfig {
     pub fn standalone(addr: &str, key_prefix: &str) -> Result<Self, ConfigError> {
         let addr = Addr::parse("redis.addr", addr)?;
         let key_prefix = KeyPrefix::parse("redis.key_prefix", key_prefix)?;
-        Ok(Self::new(RedisTopology::Standalone { addr, db: 0 }, key_prefix))
+        Ok(Self::new(
+            RedisTopology::Standalone { addr, db: 0 },
+            key_prefix,
+        ))
     }
 
     /// A cluster, discovered from the node at `seed` (`host:port`).
@@ -715,7 +721,10 @@ mod tests {
     fn invalid_settings_name_their_field() {
         let base = RedisConfig::standalone("127.0.0.1:6379", "s:").unwrap();
         let cases: Vec<(Result<RedisConfig, ConfigError>, &str)> = vec![
-            (RedisConfig::standalone("127.0.0.1:6379", ""), "redis.key_prefix"),
+            (
+                RedisConfig::standalone("127.0.0.1:6379", ""),
+                "redis.key_prefix",
+            ),
             (
                 RedisConfig::standalone("127.0.0.1:6379", "sessions"),
                 "redis.key_prefix",
@@ -726,11 +735,13 @@ mod tests {
                 "redis.db",
             ),
             (
-                base.clone().with_timeouts(Duration::ZERO, Duration::from_secs(1)),
+                base.clone()
+                    .with_timeouts(Duration::ZERO, Duration::from_secs(1)),
                 "redis.connect_timeout",
             ),
             (
-                base.clone().with_timeouts(Duration::from_secs(1), Duration::ZERO),
+                base.clone()
+                    .with_timeouts(Duration::from_secs(1), Duration::ZERO),
                 "redis.command_timeout",
             ),
             (
@@ -748,13 +759,19 @@ mod tests {
             assert_eq!(field(result.unwrap_err()), expected);
         }
         assert_eq!(
-            field(ReconnectPolicy::new(0, Duration::from_secs(2), Duration::from_secs(1)).unwrap_err()),
+            field(
+                ReconnectPolicy::new(0, Duration::from_secs(2), Duration::from_secs(1))
+                    .unwrap_err()
+            ),
             "redis.reconnect.min_delay"
         );
-        assert_eq!(base.clone().with_db(2).unwrap().topology(), &RedisTopology::Standalone {
-            addr: Addr::parse("f", "127.0.0.1:6379").unwrap(),
-            db: 2
-        });
+        assert_eq!(
+            base.clone().with_db(2).unwrap().topology(),
+            &RedisTopology::Standalone {
+                addr: Addr::parse("f", "127.0.0.1:6379").unwrap(),
+                db: 2
+            }
+        );
     }
 
     #[test]

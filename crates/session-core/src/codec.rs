@@ -272,12 +272,12 @@ mod tests {
         let session = sample();
         for codec in [Codec::Bincode, Codec::Json] {
             let bytes = codec.encode_session(&session).unwrap();
-            assert_eq!(
-                decode_session_for(&bytes, &session.id()).unwrap(),
-                session
-            );
+            assert_eq!(decode_session_for(&bytes, &session.id()).unwrap(), session);
             match decode_session_for(&bytes, &SessionId::new()) {
-                Err(CodecError::Decode { codec: named, message }) => {
+                Err(CodecError::Decode {
+                    codec: named,
+                    message,
+                }) => {
                     assert_eq!(named, codec);
                     assert!(message.contains("another id"), "{message}");
                 }

@@ -473,8 +473,14 @@ impl ManagerBuilder {
     /// Builds the manager; a setting out of range is an [`Error::Config`]
     /// naming it.
     pub fn build(self) -> Result<Manager> {
-        if self.cleanup_interval.is_some_and(|interval| interval.is_zero()) {
-            return Err(Error::config("cleanup_interval", "must be greater than zero"));
+        if self
+            .cleanup_interval
+            .is_some_and(|interval| interval.is_zero())
+        {
+            return Err(Error::config(
+                "cleanup_interval",
+                "must be greater than zero",
+            ));
         }
         let expiry = Expiry::new(self.ttl).with_max_lifetime(self.max_lifetime)?;
         let cleanup_interval = self

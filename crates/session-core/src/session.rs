@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::codec::{Codec, CodecError};
 use crate::SessionId;
+use crate::codec::{Codec, CodecError};
 
 /// The kind of transport a session belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -41,13 +41,11 @@ use crate::{Result, Session, SessionId, Ttl};
 pub trait Storage: Send + Sync + 'static {
     /// Inserts `session` with `ttl` if no live session has its id; returns
     /// whether it did.
-    fn create(&self, session: Arc<Session>, ttl: Ttl)
-    -> impl Future<Output = Result<bool>> + Send;
+    fn create(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
 
     /// Replaces a live session, giving it `ttl`; returns whether one was
     /// there to replace.
-    fn update(&self, session: Arc<Session>, ttl: Ttl)
-    -> impl Future<Output = Result<bool>> + Send;
+    fn update(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
 
     /// Inserts or replaces `session`, giving it `ttl`.
     #[doc(alias = "Store")]
@@ -198,8 +196,11 @@ pub(crate) trait DynStorage: Send + Sync + 'static {
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>>;
     fn update(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>>;
     fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<()>>;
-    fn get<'a>(&'a self, id: &'a SessionId, ttl: Ttl)
-    -> BoxFuture<'a, Result<Option<Arc<Session>>>>;
+    fn get<'a>(
+        &'a self,
+        id: &'a SessionId,
+        ttl: Ttl,
+    ) -> BoxFuture<'a, Result<Option<Arc<Session>>>>;
     fn expire<'a>(&'a self, id: &'a SessionId, ttl: Ttl) -> BoxFuture<'a, Result<bool>>;
     fn delete<'a>(&'a self, id: &'a SessionId) -> BoxFuture<'a, Result<bool>>;
     fn delete_expired(&self, before: Instant) -> BoxFuture<'_, Result<Vec<SessionId>>>;

@@ -44,7 +44,11 @@ pub use session_local::LocalStorage;
 /// within its connect timeout, or when rustls refuses a certificate. Without
 /// the `redis` feature, a configuration with Redis settings is an
 /// [`Error::Config`] that says how to enable the feature.
-#[doc(alias = "NewManager", alias = "NewTypedManager", alias = "NewManagerWithRedis")]
+#[doc(
+    alias = "NewManager",
+    alias = "NewTypedManager",
+    alias = "NewManagerWithRedis"
+)]
 pub async fn new_manager(config: &SessionConfig, factory: impl IntoFactory) -> Result<Manager> {
     match config.redis() {
         None => build(config, factory, LocalStorage::new()),
@@ -53,7 +57,11 @@ pub async fn new_manager(config: &SessionConfig, factory: impl IntoFactory) -> R
 }
 
 /// The manager of `config` on `storage`.
-fn build(config: &SessionConfig, factory: impl IntoFactory, storage: impl Storage) -> Result<Manager> {
+fn build(
+    config: &SessionConfig,
+    factory: impl IntoFactory,
+    storage: impl Storage,
+) -> Result<Manager> {
     Manager::builder(storage, config.ttl())
         .factory(factory)
         .max_lifetime(config.expiry().max_lifetime())
