@@ -16,7 +16,7 @@
 //!
 //! The redis-server, sentinel and cluster processes come from
 //! `session-testenv`, the fixture xtask uses too; the variables of the
-//! servers xtask hands over are read in [`env`].
+//! servers xtask hands over are read in [`env`](mod@env).
 //!
 //! What each scenario promises, and what a run measured, is in
 //! `docs/reliability.md`.
