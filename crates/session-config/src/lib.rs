@@ -2,7 +2,7 @@
 //!
 //! A configuration file is read in two steps, each done exactly once:
 //!
-//! 1. serde reads the TOML into the [`file`] types, which mirror the file
+//! 1. serde reads the TOML into the [`file`](mod@file) types, which mirror the file
 //!    table for table and hold what it says, unchecked;
 //! 2. [`TryFrom`] turns those into the settings here, [`SessionConfig`] and
 //!    [`RedisConfig`]: every address parsed, every password and PEM file

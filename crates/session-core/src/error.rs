@@ -17,13 +17,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong in a session operation.
 ///
 /// Messages never contain passwords, key material or session data; see
-/// `ARCHITECTURE.md` ("Secrets never reach Debug, Display, logs or error
-/// messages").
+/// `ARCHITECTURE.md` ("Secrets").
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The caller passed something invalid: a malformed session id, a zero
-    /// TTL, a session that outlived its maximum lifetime.
+    /// The caller passed something invalid: a malformed session id, a
+    /// session that outlived its maximum lifetime, a factory that changed
+    /// the id. (A TTL out of range is a setting: [`Error::Config`].)
     #[error("invalid input: {0}")]
     InvalidInput(String),
 

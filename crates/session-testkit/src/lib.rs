@@ -23,7 +23,7 @@
 //!
 //! - [`cases`]: one function per case, in modules by concern (storage
 //!   operations, atomicity, expiry, codec, manager).
-//! - [`env`]: the `SESSION_TEST_*` variables and how a harness reads them.
+//! - [`env`](mod@env): the `SESSION_TEST_*` variables and how a harness reads them.
 //! - [`TokioClock`]: session timestamps that follow Tokio's (pausable)
 //!   clock, so that a maximum lifetime passes under virtual time too.
 
