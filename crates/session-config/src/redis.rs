@@ -672,8 +672,11 @@ impl RedisConfig {
     /// The client opens sentinel and data connections with one TLS setup, so
     /// sentinel TLS needs data TLS, and the two may not present different
     /// client certificates. Those cannot be expressed; they are errors, not
-    /// silent downgrades.
-    pub(crate) fn check_sentinel_tls(&self) -> Result<(), ConfigError> {
+    /// silent downgrades. The constructors and the file conversion call it;
+    /// a storage calls it too for settings assembled with
+    /// [`RedisConfig::new`], which cannot check what the sentinel settings
+    /// carry.
+    pub fn check_sentinel_tls(&self) -> Result<(), ConfigError> {
         let Some(sentinel_tls) = self.sentinel_config().and_then(SentinelConfig::tls) else {
             return Ok(());
         };

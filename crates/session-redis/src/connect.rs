@@ -174,17 +174,10 @@ pub(crate) fn data_client(
 /// identity given in either is used for both (the configuration refuses two
 /// different ones, and sentinel TLS without data TLS).
 pub(crate) fn tls(config: &RedisConfig) -> Result<Option<FredTls>> {
+    // Settings assembled with `RedisConfig::new` may give the sentinels TLS
+    // without data TLS; dropping it would be a silent downgrade.
+    config.check_sentinel_tls()?;
     let Some(data) = config.tls() else {
-        // The file format refuses this combination; settings built in code
-        // with `RedisConfig::new` can still hold it, and dropping the
-        // sentinels' TLS would be a silent downgrade.
-        if config.sentinel_config().and_then(|s| s.tls()).is_some() {
-            return Err(Error::config(
-                "redis.sentinel.tls",
-                "sentinel TLS without data-node TLS is not supported: the client uses one \
-                 transport for both; set `redis.tls` too",
-            ));
-        }
         return Ok(None);
     };
     let sentinel = config.sentinel_config().and_then(|s| s.tls());
