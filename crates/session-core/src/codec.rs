@@ -1,37 +1,107 @@
 //! The stored-value format.
 //!
-//! Every value a backend stores starts with a four-byte header:
+//! Every value a backend stores starts with a header. Format 2, which this
+//! build writes, is:
 //!
 //! ```text
 //! offset  size  field
 //! 0       2     magic: 0xC5 0x53
-//! 2       1     format version: 1
+//! 2       1     format version: 2
 //! 3       1     codec id: 1 = bincode 2 (serde mode), 2 = JSON
-//! 4       ..    the body, a `Session` encoded with that codec
+//! 4       8     revision, big-endian (see `Revision`)
+//! 12      8     owner tag: the first 8 bytes of `Owner::digest`, zero for none
+//! 20      ..    the body, a `Session` encoded with that codec
 //! ```
 //!
+//! Format 1, which earlier releases wrote, is the first four bytes (version
+//! 1) followed by the body of a session without owner. Both are read; which
+//! one is written is a setting ([`FormatVersion`]), so that a rolling deploy
+//! can keep writing format 1 until no replica of the earlier release is left
+//! (docs/stored-format.md has the procedure). A format 1 value has no
+//! revision number: it reads with the revision [`legacy_revision`] derives
+//! from its bytes, which changes with every write, so a conditional write
+//! still sees a write in between.
+//!
+//! The revision and owner tag sit at fixed offsets in the header so that a
+//! server-side script (Redis Lua) can compare and advance the revision, and
+//! refuse a change of owner, without decoding the body.
+//!
 //! The header is what makes rolling deploys safe: a reader dispatches on the
-//! codec id, so a replica configured for JSON reads what a bincode replica
-//! wrote and the other way round, and a future format version can be read
-//! beside this one. A value that is not in this format (a foreign value under
-//! the key prefix, a truncated write, an unknown version or codec) decodes to
-//! a typed [`CodecError`], never a panic.
+//! version and the codec id, so a replica configured for JSON reads what a
+//! bincode replica wrote and the other way round. A value that is not in
+//! this format (a foreign value under the key prefix, a truncated write, an
+//! unknown version or codec) decodes to a typed [`CodecError`], never a
+//! panic.
 //!
 //! bincode is the default body: it is compact and fast. The crate that
 //! implements it is no longer maintained, which is one more reason it sits
 //! behind this module: it can be replaced with a new codec id without
 //! breaking what is already stored.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::Session;
+use crate::session::SessionV1;
+use crate::{Revision, Session, SessionId};
 
 /// The first two bytes of every stored value.
 pub const MAGIC: [u8; 2] = [0xC5, 0x53];
-/// The format version this build writes.
-pub const FORMAT_VERSION: u8 = 1;
-/// The length of the header in bytes.
-pub const HEADER_LEN: usize = 4;
+/// The format version this build writes by default.
+pub const FORMAT_VERSION: u8 = 2;
+/// The length of the format 2 header in bytes.
+pub const HEADER_LEN: usize = 20;
+/// The length of the format 1 header in bytes.
+pub const HEADER_LEN_V1: usize = 4;
+/// Where the revision sits in a format 2 header.
+pub const REVISION_BYTES: Range<usize> = 4..12;
+/// Where the owner tag sits in a format 2 header.
+pub const OWNER_TAG_BYTES: Range<usize> = 12..20;
+
+/// Which stored format a backend writes. Both are always read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FormatVersion {
+    /// Format 1, as written by releases before owners and revisions: for
+    /// the length of a rolling deploy from such a release, so that its
+    /// replicas can read what the new ones write. It cannot hold an owner.
+    V1,
+    /// Format 2, with the revision and owner tag in the header: the default.
+    #[default]
+    V2,
+}
+
+impl FormatVersion {
+    /// The version byte.
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The format with this version byte.
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+}
+
+/// The revision of a value stored in format 1, which has no revision
+/// number: the first eight bytes of the SHA-1 of the whole value. SHA-1 is
+/// what Redis scripts can compute (`redis.sha1hex`), so a script can derive
+/// the same revision from the value it finds; it serves as a fingerprint
+/// here, not as a protection against forgery (whoever can write the value
+/// can write any revision).
+pub fn legacy_revision(value: &[u8]) -> Revision {
+    use sha1::{Digest, Sha1};
+    let digest = Sha1::digest(value);
+    let mut first = [0; 8];
+    first.copy_from_slice(&digest[..8]);
+    Revision::from_be_bytes(first)
+}
 
 /// The largest body bincode will decode. A corrupt length prefix could
 /// otherwise ask for an allocation of many gigabytes before failing.
@@ -87,13 +157,35 @@ impl Codec {
         }
     }
 
-    /// Encodes a session with its header, ready to store.
+    /// Encodes a session in format 2 with its header, ready to store.
     pub fn encode_session(self, session: &Session) -> Result<Vec<u8>, CodecError> {
+        self.encode_session_as(session, FormatVersion::V2)
+    }
+
+    /// Encodes a session in the given format. Format 1 cannot hold an
+    /// owner: an owned session is [`CodecError::OwnerNeedsFormat2`].
+    pub fn encode_session_as(
+        self,
+        session: &Session,
+        format: FormatVersion,
+    ) -> Result<Vec<u8>, CodecError> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(format.number());
         out.push(self.id());
-        self.encode_into(session, &mut out)?;
+        match format {
+            FormatVersion::V2 => {
+                out.extend_from_slice(&session.revision().to_be_bytes());
+                out.extend_from_slice(
+                    &session.owner().map(|owner| owner.tag()).unwrap_or_default(),
+                );
+                self.encode_into(session, &mut out)?;
+            }
+            FormatVersion::V1 => {
+                let legacy = session.as_v1().ok_or(CodecError::OwnerNeedsFormat2)?;
+                self.encode_into(&legacy, &mut out)?;
+            }
+        }
         Ok(out)
     }
 
@@ -167,47 +259,67 @@ impl std::str::FromStr for Codec {
     }
 }
 
-/// Decodes a stored value, whichever codec wrote it.
+/// Decodes a stored value, whichever format and codec wrote it.
 pub fn decode_session(bytes: &[u8]) -> Result<Session, CodecError> {
-    let codec = header_codec(bytes)?;
-    codec.decode_value(&bytes[HEADER_LEN..])
+    let (format, codec) = header(bytes)?;
+    match format {
+        FormatVersion::V2 => {
+            let mut session: Session = codec.decode_value(&bytes[HEADER_LEN..])?;
+            let mut revision = [0; 8];
+            revision.copy_from_slice(&bytes[REVISION_BYTES]);
+            session.set_revision(Revision::from_be_bytes(revision));
+            let tag = session.owner().map(|owner| owner.tag()).unwrap_or_default();
+            if bytes[OWNER_TAG_BYTES] != tag {
+                return Err(CodecError::Decode {
+                    codec,
+                    message: "the owner tag in the header does not match the stored owner".into(),
+                });
+            }
+            Ok(session)
+        }
+        FormatVersion::V1 => {
+            let legacy: SessionV1 = codec.decode_value(&bytes[HEADER_LEN_V1..])?;
+            Ok(legacy.into_session(legacy_revision(bytes)))
+        }
+    }
 }
 
 /// Decodes the value stored under session `id`'s key, and checks that it is
 /// that session: a value copied or written under another session's key is
 /// corrupt for this one. The error names the codec that wrote the value.
-pub fn decode_session_for(bytes: &[u8], id: &crate::SessionId) -> Result<Session, CodecError> {
-    let codec = header_codec(bytes)?;
-    let session: Session = codec.decode_value(&bytes[HEADER_LEN..])?;
+pub fn decode_session_for(bytes: &[u8], id: &SessionId) -> Result<Session, CodecError> {
+    let session = decode_session(bytes)?;
     if session.id() != *id {
         return Err(CodecError::Decode {
-            codec,
+            codec: header(bytes)?.1,
             message: "the stored session has another id than its key".into(),
         });
     }
     Ok(session)
 }
 
-/// Checks the header and returns the codec it names.
-fn header_codec(bytes: &[u8]) -> Result<Codec, CodecError> {
-    let header = bytes
-        .get(..HEADER_LEN)
-        .ok_or(CodecError::Truncated { len: bytes.len() })?;
-    if header[..2] != MAGIC {
+/// Checks the header and returns the format and codec it names.
+fn header(bytes: &[u8]) -> Result<(FormatVersion, Codec), CodecError> {
+    let truncated = CodecError::Truncated { len: bytes.len() };
+    let start = bytes.get(..HEADER_LEN_V1).ok_or(truncated.clone())?;
+    if start[..2] != MAGIC {
         return Err(CodecError::NotSessionFormat);
     }
-    if header[2] != FORMAT_VERSION {
-        return Err(CodecError::UnsupportedVersion(header[2]));
+    let format =
+        FormatVersion::from_number(start[2]).ok_or(CodecError::UnsupportedVersion(start[2]))?;
+    let codec = Codec::from_id(start[3]).ok_or(CodecError::UnknownCodec(start[3]))?;
+    if format == FormatVersion::V2 && bytes.len() < HEADER_LEN {
+        return Err(truncated);
     }
-    Codec::from_id(header[3]).ok_or(CodecError::UnknownCodec(header[3]))
+    Ok((format, codec))
 }
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
-    /// The value is shorter than the header.
-    #[error("stored value is truncated: {len} bytes, shorter than the {HEADER_LEN}-byte header")]
+    /// The value is shorter than its header.
+    #[error("stored value is truncated: {len} bytes, shorter than its header")]
     Truncated {
         /// The length of the value.
         len: usize,
@@ -216,8 +328,14 @@ pub enum CodecError {
     #[error("stored value is not in the session format (wrong magic bytes)")]
     NotSessionFormat,
     /// The header names a format version this build cannot read.
-    #[error("stored value has format version {0}; this build reads version {FORMAT_VERSION}")]
+    #[error("stored value has format version {0}; this build reads versions 1 and 2")]
     UnsupportedVersion(u8),
+    /// An owned session was to be written in format 1, which has no room for
+    /// an owner.
+    #[error(
+        "an owned session cannot be written in stored format 1; finish the rolling deploy and write format 2"
+    )]
+    OwnerNeedsFormat2,
     /// The header names a codec this build does not know.
     #[error("stored value names unknown codec id {0}")]
     UnknownCodec(u8),
@@ -245,6 +363,14 @@ mod tests {
     use super::*;
     use crate::{SessionId, SessionType};
     use proptest::prelude::*;
+
+    /// A format 2 header with revision 1 and no owner.
+    fn header_v2(codec: Codec) -> Vec<u8> {
+        let mut bytes = vec![0xC5, 0x53, FORMAT_VERSION, codec.id()];
+        bytes.extend_from_slice(&Revision::FIRST.to_be_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        bytes
+    }
 
     fn sample() -> Session {
         let mut session = Session::new(SessionId::new(), SessionType::Streamable);
@@ -283,6 +409,102 @@ mod tests {
                 }
                 other => panic!("expected a decode error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_header_carries_revision_and_owner_tag() {
+        let owner = crate::Owner::new("https://issuer.example", "alice").unwrap();
+        let mut session = Session::new_owned(SessionId::new(), SessionType::Mcp, owner.clone());
+        session.set_revision(Revision::new(0x0102));
+        for codec in [Codec::Bincode, Codec::Json] {
+            let bytes = codec.encode_session(&session).unwrap();
+            assert_eq!(&bytes[REVISION_BYTES], &0x0102_u64.to_be_bytes());
+            assert_eq!(&bytes[OWNER_TAG_BYTES], &owner.tag());
+            let back = decode_session(&bytes).unwrap();
+            assert_eq!(back.revision(), Revision::new(0x0102));
+            assert_eq!(back.owner(), Some(&owner));
+            // A header whose tag disagrees with the body is corrupt.
+            let mut forged = bytes.clone();
+            forged[OWNER_TAG_BYTES.start] ^= 1;
+            assert!(matches!(
+                decode_session(&forged),
+                Err(CodecError::Decode { .. })
+            ));
+            // Format 1 has no room for the owner.
+            assert_eq!(
+                codec.encode_session_as(&session, FormatVersion::V1),
+                Err(CodecError::OwnerNeedsFormat2)
+            );
+        }
+    }
+
+    #[test]
+    fn format_1_is_written_on_request_and_read_with_a_derived_revision() {
+        let session = sample();
+        for codec in [Codec::Bincode, Codec::Json] {
+            let bytes = codec
+                .encode_session_as(&session, FormatVersion::V1)
+                .unwrap();
+            assert_eq!(&bytes[..4], &[0xC5, 0x53, 1, codec.id()]);
+            let back = decode_session(&bytes).unwrap();
+            assert_eq!(back.revision(), legacy_revision(&bytes));
+            assert_eq!(back.owner(), None);
+            let mut expected = session.clone();
+            expected.set_revision(back.revision());
+            assert_eq!(back, expected);
+        }
+    }
+
+    /// Values written by the release before format 2 (captured with its
+    /// codec, in `tests/data/`) read back field for field.
+    #[test]
+    fn golden_values_of_format_1_still_read() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (bytes, codec) in [
+            (
+                &include_bytes!("../tests/data/v1-bincode.bin")[..],
+                Codec::Bincode,
+            ),
+            (
+                &include_bytes!("../tests/data/v1-json.bin")[..],
+                Codec::Json,
+            ),
+        ] {
+            assert_eq!(bytes[2], 1);
+            let session = decode_session(bytes).unwrap();
+            assert_eq!(
+                session.id().to_string(),
+                "0b1c2d3e-4f50-4617-8a9b-0c1d2e3f4a5b"
+            );
+            assert_eq!(session.session_type(), SessionType::Streamable);
+            assert_eq!(
+                session.created_at(),
+                UNIX_EPOCH + Duration::from_millis(1_767_225_600_123)
+            );
+            assert_eq!(
+                session.updated_at(),
+                UNIX_EPOCH + Duration::from_millis(1_767_225_660_456)
+            );
+            assert_eq!(session.get_metadata("user"), Some("alice"));
+            assert_eq!(session.get_metadata("client"), Some("inspector"));
+            assert_eq!(session.owner(), None);
+            assert_eq!(session.revision(), legacy_revision(bytes));
+            match codec {
+                Codec::Bincode => assert_eq!(session.data::<u64>().unwrap(), Some(41)),
+                Codec::Json => assert_eq!(
+                    session.data::<serde_json::Value>().unwrap(),
+                    Some(serde_json::json!({"count": 41}))
+                ),
+            }
+            // Written back in format 1 it is the same bytes, so replicas of
+            // the earlier release read it exactly as they wrote it.
+            assert_eq!(
+                codec
+                    .encode_session_as(&session, FormatVersion::V1)
+                    .unwrap(),
+                bytes
+            );
         }
     }
 
@@ -343,7 +565,7 @@ mod tests {
     #[test]
     fn a_huge_length_prefix_fails_without_allocating_it() {
         // Header, then a bincode varint claiming a u64::MAX-long first field.
-        let mut bytes = vec![0xC5, 0x53, FORMAT_VERSION, Codec::Bincode.id()];
+        let mut bytes = header_v2(Codec::Bincode);
         bytes.extend_from_slice(&[0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
         assert!(matches!(
             decode_session(&bytes),
@@ -360,7 +582,10 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bodies_never_panics(codec in prop_oneof![Just(Codec::Bincode), Just(Codec::Json)],
                                                   body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut bytes = vec![0xC5, 0x53, FORMAT_VERSION, codec.id()];
+            let mut bytes = header_v2(codec);
+            bytes.extend_from_slice(&body);
+            let _ = decode_session(&bytes);
+            let mut bytes = vec![0xC5, 0x53, 1, codec.id()];
             bytes.extend_from_slice(&body);
             let _ = decode_session(&bytes);
         }

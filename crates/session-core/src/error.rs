@@ -58,6 +58,17 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
 
+    /// A read-modify-write found the session changed by another writer on
+    /// every one of its attempts. Nothing was written by the call; trying
+    /// again later may succeed.
+    #[error("session {id} kept changing: {attempts} attempts of a read-modify-write conflicted")]
+    Conflict {
+        /// The session.
+        id: SessionId,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+
     /// The manager or storage was shut down; no operation runs after that.
     #[error("the session store is closed")]
     Closed,
@@ -93,12 +104,34 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation later may succeed: timeouts and
-    /// transient backend failures. A server answers these with 503, not 4xx.
+    /// Whether retrying the same operation later may succeed: timeouts,
+    /// transient backend failures and conflicts. A server answers these
+    /// with 503, not 4xx.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::Conflict { .. } => true,
             Self::Backend { kind, .. } => kind.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Whether a write that failed with this error may nevertheless have
+    /// been applied: the request may have reached the backend and its reply
+    /// been lost (a timeout, a connection that broke, a failover). Such a
+    /// write is never re-sent by this library; the caller decides, knowing
+    /// that a retry may apply it twice. Errors raised before anything was
+    /// sent (invalid input, a closed store, a conflict, a refused
+    /// authentication) are not.
+    pub fn is_outcome_unknown(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Backend { kind, .. } => matches!(
+                kind,
+                BackendErrorKind::Unavailable
+                    | BackendErrorKind::Io
+                    | BackendErrorKind::Routing
+                    | BackendErrorKind::Other
+            ),
             _ => false,
         }
     }
@@ -191,6 +224,12 @@ pub enum Operation {
     Update,
     /// Writing a session whether or not it exists.
     Upsert,
+    /// Writing a session on condition that its revision is unchanged.
+    UpdateIf,
+    /// Listing an owner's sessions.
+    ListOwned,
+    /// Removing every session of an owner.
+    RevokeOwned,
     /// Shortening a session's remaining life.
     Expire,
     /// Removing a session.
@@ -214,6 +253,9 @@ impl Operation {
             Self::Get => "get",
             Self::Update => "update",
             Self::Upsert => "upsert",
+            Self::UpdateIf => "update_if",
+            Self::ListOwned => "list_owned",
+            Self::RevokeOwned => "revoke_owned",
             Self::Expire => "expire",
             Self::Delete => "delete",
             Self::DeleteExpired => "delete_expired",

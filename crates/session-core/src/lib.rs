@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - [`SessionId`], [`SessionType`] and [`Session`]: the data. A session is a
-//!   plain serializable record; storage never holds live objects.
+//!   plain serializable record; storage never holds live objects. A session
+//!   may belong to an [`Owner`] (fixed at creation) and is stored at a
+//!   [`Revision`] that every write advances.
 //! - [`Ttl`] and [`Expiry`]: the expiry policy (a sliding TTL, an optional
 //!   absolute lifetime).
 //! - [`Storage`]: the async contract every backend implements, with its
@@ -56,6 +58,7 @@ mod error;
 mod expiry;
 mod id;
 mod manager;
+mod owner;
 mod session;
 mod storage;
 
@@ -63,6 +66,9 @@ pub use codec::{Codec, CodecError};
 pub use error::{BackendErrorKind, ConfigError, Error, Operation, Result};
 pub use expiry::{Expiry, Ttl};
 pub use id::SessionId;
-pub use manager::{ExpiredCallback, Factory, IntoFactory, Manager, ManagerBuilder};
+pub use manager::{
+    DEFAULT_MODIFY_ATTEMPTS, ExpiredCallback, Factory, IntoFactory, Manager, ManagerBuilder,
+};
+pub use owner::{MAX_OWNER_PART_LEN, Owner, Revision};
 pub use session::{Session, SessionType};
-pub use storage::{Description, Storage, SyncStorage, Topology};
+pub use storage::{Conditional, Description, Storage, SyncStorage, Topology};

@@ -2,7 +2,7 @@
 //! storage.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -12,9 +12,18 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::clock::{Clock, SystemClock};
 use crate::storage::DynStorage;
 use crate::{
-    BackendErrorKind, Description, Error, Expiry, Result, Session, SessionId, SessionType, Storage,
-    Ttl,
+    BackendErrorKind, Conditional, Description, Error, Expiry, Owner, Result, Revision, Session,
+    SessionId, SessionType, Storage, Ttl,
 };
+
+/// How many attempts a read-modify-write makes by default before it gives
+/// up with [`Error::Conflict`].
+pub const DEFAULT_MODIFY_ATTEMPTS: u32 = 16;
+/// The first backoff after a conflict is drawn from zero to this; each
+/// further conflict doubles the bound, up to [`MODIFY_BACKOFF_CAP`].
+const MODIFY_BACKOFF_BASE: Duration = Duration::from_millis(1);
+/// The largest backoff bound between two attempts.
+const MODIFY_BACKOFF_CAP: Duration = Duration::from_millis(64);
 
 /// Makes the session for a new id.
 pub type Factory = Arc<dyn Fn(SessionId) -> Session + Send + Sync>;
@@ -55,6 +64,14 @@ pub type ExpiredCallback = Arc<dyn Fn(&[SessionId]) + Send + Sync>;
 /// - The manager owns the expiry policy ([`Expiry`]): it hands each storage
 ///   call the TTL to apply, capped by the maximum lifetime, and stamps
 ///   `created_at` and `updated_at` from its [`Clock`].
+/// - [`modify`](Manager::modify) is an atomic read-modify-write: optimistic,
+///   retried on conflict with jittered backoff, never lost to a concurrent
+///   writer on any replica; [`update_if`](Manager::update_if) is the
+///   compare-and-set under it, for callers that hold a [`Revision`].
+/// - Sessions may belong to an [`Owner`]: the `_as` methods act on behalf of
+///   a principal and answer another owner's session exactly as an absent one;
+///   [`list_owned`](Manager::list_owned) and
+///   [`revoke_owned`](Manager::revoke_owned) find and end an owner's sessions.
 /// - Every error is typed; timeouts are the storage's (see [`Storage`]).
 ///
 /// A cleanup task sweeps expired sessions every `ttl / 2` (configurable) and
@@ -80,6 +97,9 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cleanup_interval: Duration,
     on_expired: Option<ExpiredCallback>,
+    modify_attempts: u32,
+    /// Reads on behalf of a principal that found another owner's session.
+    foreign_reads: AtomicU64,
     closed: AtomicBool,
     /// Set once the cleanup task was started (or must never start), so the
     /// per-operation check is one atomic load.
@@ -159,10 +179,11 @@ impl Manager {
     /// Stores a prepared session, atomically, if its id is free. Its
     /// timestamps are kept as they are.
     #[doc(alias = "AddSession")]
-    pub async fn create_from(&self, session: Session) -> Result<Arc<Session>> {
+    pub async fn create_from(&self, mut session: Session) -> Result<Arc<Session>> {
         let inner = &self.inner;
         inner.check()?;
         let ttl = inner.ttl_for_new(&session)?;
+        session.set_revision(Revision::FIRST);
         let id = session.id();
         let session = Arc::new(session);
         if call!(inner, create(Arc::clone(&session), ttl))? {
@@ -172,8 +193,52 @@ impl Manager {
         }
     }
 
+    /// Creates a session with a new random id from the factory, owned by
+    /// `owner` for its whole life.
+    pub async fn create_owned(&self, owner: Owner) -> Result<Arc<Session>> {
+        self.inner.check()?;
+        let id = SessionId::new();
+        let mut session = (self.inner.factory)(id);
+        if session.id() != id {
+            return Err(Error::InvalidInput(format!(
+                "the session factory returned a session with id {} for id {id}",
+                session.id()
+            )));
+        }
+        session.set_owner(owner);
+        session.stamp_new(self.inner.clock.now());
+        self.create_from(session).await
+    }
+
+    /// Reads a session on behalf of `principal` (`None`: a caller with no
+    /// authenticated principal): as [`get`](Manager::get), except that a
+    /// session owned by anybody else is answered exactly as an absent one,
+    /// `Ok(None)`, and counted ([`foreign_reads`](Manager::foreign_reads)).
+    /// A session without owner is visible to every principal, as before
+    /// owners existed.
+    pub async fn get_as(
+        &self,
+        id: &SessionId,
+        principal: Option<&Owner>,
+    ) -> Result<Option<Arc<Session>>> {
+        let session = self.get(id).await?;
+        Ok(session.filter(|session| self.inner.visible(session, principal)))
+    }
+
+    /// How many reads on behalf of a principal found a session of another
+    /// owner (and answered it as absent) since the manager was built: a
+    /// figure to alert on, since a client presenting other users' session
+    /// ids is either broken or probing.
+    pub fn foreign_reads(&self) -> u64 {
+        self.inner.foreign_reads.load(Ordering::Relaxed)
+    }
+
     /// Reads a session and refreshes its TTL; `Ok(None)` when it does not
     /// exist or expired. A backend failure is an error, never `Ok(None)`.
+    ///
+    /// This read does not check the owner: it is for code that acts for the
+    /// service itself. Code that acts for a user calls
+    /// [`get_as`](Manager::get_as).
     #[doc(alias = "GetWithError")]
     pub async fn get(&self, id: &SessionId) -> Result<Option<Arc<Session>>> {
         let inner = &self.inner;
@@ -199,34 +264,177 @@ impl Manager {
     }
 
     /// Writes a session whether or not it exists, setting its update time to
-    /// now.
+    /// now; returns it as stored, at its new revision. Last write wins: a
+    /// concurrent change by another writer is overwritten (see
+    /// [`modify`](Manager::modify) for a write that loses nothing).
     #[doc(alias = "UpsertSession")]
     pub async fn upsert(&self, mut session: Session) -> Result<Arc<Session>> {
         let inner = &self.inner;
         inner.check()?;
         session.touch(inner.clock.now());
         let ttl = inner.ttl_for_new(&session)?;
-        let session = Arc::new(session);
-        call!(inner, upsert(Arc::clone(&session), ttl))?;
-        Ok(session)
+        call!(inner, upsert(Arc::new(session), ttl))
     }
 
     /// Writes a session only if it still exists, setting its update time to
     /// now; returns whether it did. A session deleted (or expired, or past
-    /// its maximum lifetime) meanwhile stays deleted.
+    /// its maximum lifetime) meanwhile stays deleted. Last write wins among
+    /// concurrent updates; [`modify`](Manager::modify) and
+    /// [`update_if`](Manager::update_if) do not lose any.
     pub async fn update(&self, mut session: Session) -> Result<bool> {
         let inner = &self.inner;
         inner.check()?;
         let now = inner.clock.now();
         session.touch(now);
         match inner.expiry.ttl_for(&session, now) {
-            Some(ttl) => call!(inner, update(Arc::new(session), ttl)),
+            Some(ttl) => Ok(call!(inner, update(Arc::new(session), ttl))?.is_some()),
             None => {
                 // Past its lifetime: gone, as if it had expired.
                 call!(inner, delete(&session.id()))?;
                 Ok(false)
             }
         }
+    }
+
+    /// Writes a session only if its stored revision is still `expected`
+    /// (typically the [`Session::revision`] of the snapshot it was edited
+    /// from), setting its update time to now. One atomic step on every
+    /// backend: [`Conditional::Conflict`] when another write came first,
+    /// [`Conditional::Absent`] when the session is gone (it is not created),
+    /// and otherwise the session as stored at its new revision. TTL and
+    /// maximum lifetime apply as in [`update`](Manager::update).
+    pub async fn update_if(&self, mut session: Session, expected: Revision) -> Result<Conditional> {
+        let inner = &self.inner;
+        inner.check()?;
+        let now = inner.clock.now();
+        session.touch(now);
+        match inner.expiry.ttl_for(&session, now) {
+            Some(ttl) => call!(inner, update_if(Arc::new(session), expected, ttl)),
+            None => {
+                call!(inner, delete(&session.id()))?;
+                Ok(Conditional::Absent)
+            }
+        }
+    }
+
+    /// Reads a session, changes it with `change` and writes it back, as one
+    /// atomic step: no concurrent write, on this replica or another, is lost
+    /// or overwritten. Returns the session as stored and what `change`
+    /// returned; `Ok(None)` when the session does not exist (it is never
+    /// created).
+    ///
+    /// The write is conditional on the revision that was read
+    /// ([`update_if`](Manager::update_if)). When another writer came first,
+    /// the session is read again and `change` runs again on the new value,
+    /// after a jittered backoff, up to the configured number of attempts
+    /// ([`ManagerBuilder::modify_attempts`]); then the call fails with
+    /// [`Error::Conflict`] having written nothing. So `change` may run
+    /// several times and must only edit the session it is given. An error
+    /// from `change` ends the call at once, with nothing written.
+    ///
+    /// A backend failure is returned as it is, never retried: a write whose
+    /// reply was lost may have been applied ([`Error::is_outcome_unknown`]),
+    /// and sending it again could apply it twice.
+    ///
+    /// `change` must not replace the session's id or owner; doing so is
+    /// [`Error::InvalidInput`], with nothing written.
+    pub async fn modify<T, E, F>(
+        &self,
+        id: &SessionId,
+        change: F,
+    ) -> std::result::Result<Option<(Arc<Session>, T)>, E>
+    where
+        F: FnMut(&mut Session) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        self.modify_checked(id, None, change).await
+    }
+
+    /// [`modify`](Manager::modify) on behalf of `principal`: another owner's
+    /// session is answered as absent, as by [`get_as`](Manager::get_as), and
+    /// `change` does not run.
+    pub async fn modify_as<T, E, F>(
+        &self,
+        id: &SessionId,
+        principal: Option<&Owner>,
+        change: F,
+    ) -> std::result::Result<Option<(Arc<Session>, T)>, E>
+    where
+        F: FnMut(&mut Session) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        self.modify_checked(id, Some(principal), change).await
+    }
+
+    /// The body of both `modify` methods; `principal` is `None` when the
+    /// owner is not checked.
+    async fn modify_checked<T, E, F>(
+        &self,
+        id: &SessionId,
+        principal: Option<Option<&Owner>>,
+        mut change: F,
+    ) -> std::result::Result<Option<(Arc<Session>, T)>, E>
+    where
+        F: FnMut(&mut Session) -> std::result::Result<T, E>,
+        E: From<Error>,
+    {
+        let attempts = self.inner.modify_attempts;
+        let mut backoff = MODIFY_BACKOFF_BASE;
+        for attempt in 1..=attempts {
+            let Some(current) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if let Some(principal) = principal
+                && !self.inner.visible(&current, principal)
+            {
+                return Ok(None);
+            }
+            let mut edited = (*current).clone();
+            let answer = change(&mut edited)?;
+            if edited.id() != current.id() || edited.owner() != current.owner() {
+                return Err(Error::InvalidInput(format!(
+                    "a read-modify-write of session {id} changed its id or owner"
+                ))
+                .into());
+            }
+            match self.update_if(edited, current.revision()).await? {
+                Conditional::Written(stored) => return Ok(Some((stored, answer))),
+                Conditional::Absent => return Ok(None),
+                Conditional::Conflict(_) if attempt < attempts => {
+                    // Full jitter: contenders that collided spread out
+                    // instead of colliding again in lockstep.
+                    let bound = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX);
+                    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=bound))).await;
+                    backoff = (backoff * 2).min(MODIFY_BACKOFF_CAP);
+                }
+                Conditional::Conflict(_) => {}
+            }
+        }
+        Err(Error::Conflict { id: *id, attempts }.into())
+    }
+
+    /// The live sessions of `owner` (within their maximum lifetime), in no
+    /// particular order, without refreshing their TTLs. O(sessions of that
+    /// owner) on every backend.
+    pub async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        let inner = &self.inner;
+        inner.check()?;
+        let mut sessions = call!(inner, list_owned(owner))?;
+        if inner.expiry.max_lifetime().is_some() {
+            let now = inner.clock.now();
+            sessions.retain(|session| inner.expiry.ttl_for(session, now).is_some());
+        }
+        Ok(sessions)
+    }
+
+    /// Ends every session of `owner` ("log out everywhere", or a revocation
+    /// on password change) and returns their ids. Every session the owner
+    /// had when the call started is removed; one created while it runs may
+    /// survive, and is then listed by [`list_owned`](Manager::list_owned).
+    pub async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        let inner = &self.inner;
+        inner.check()?;
+        call!(inner, revoke_owned(owner))
     }
 
     /// Removes a session; returns whether it existed. Removing a missing
@@ -288,6 +496,17 @@ impl fmt::Debug for Manager {
 }
 
 impl Inner {
+    /// Whether `principal` may see `session`; counts the refusals.
+    fn visible(&self, session: &Session, principal: Option<&Owner>) -> bool {
+        let visible = session.is_visible_to(principal);
+        if !visible {
+            self.foreign_reads.fetch_add(1, Ordering::Relaxed);
+            // The session id is a bearer credential and stays out of logs.
+            tracing::debug!("a read on behalf of a principal found another owner's session");
+        }
+        visible
+    }
+
     /// Fails once closed, and starts the cleanup task on first use if the
     /// manager was built outside a runtime.
     fn check(self: &Arc<Self>) -> Result<()> {
@@ -406,6 +625,7 @@ pub struct ManagerBuilder {
     cleanup_interval: Option<Duration>,
     on_expired: Option<ExpiredCallback>,
     clock: Arc<dyn Clock>,
+    modify_attempts: u32,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -432,7 +652,15 @@ impl ManagerBuilder {
             cleanup_interval: None,
             on_expired: None,
             clock: Arc::new(SystemClock),
+            modify_attempts: DEFAULT_MODIFY_ATTEMPTS,
         }
+    }
+
+    /// How many attempts [`Manager::modify`] makes before it fails with
+    /// [`Error::Conflict`] (default [`DEFAULT_MODIFY_ATTEMPTS`]); at least 1.
+    pub fn modify_attempts(mut self, attempts: u32) -> Self {
+        self.modify_attempts = attempts;
+        self
     }
 
     /// What makes each new session: a closure from id to [`Session`], or a
@@ -482,6 +710,9 @@ impl ManagerBuilder {
                 "must be greater than zero",
             ));
         }
+        if self.modify_attempts == 0 {
+            return Err(Error::config("modify_attempts", "must be at least 1"));
+        }
         let expiry = Expiry::new(self.ttl).with_max_lifetime(self.max_lifetime)?;
         let cleanup_interval = self
             .cleanup_interval
@@ -495,6 +726,8 @@ impl ManagerBuilder {
             clock: self.clock,
             cleanup_interval,
             on_expired: self.on_expired,
+            modify_attempts: self.modify_attempts,
+            foreign_reads: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             cleanup_armed: AtomicBool::new(false),
             cleanup: Mutex::new(Cleanup::NotStarted),

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::SessionId;
 use crate::codec::{Codec, CodecError};
+use crate::{Owner, Revision, SessionId};
 
 /// The kind of transport a session belongs to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -51,6 +51,14 @@ impl fmt::Display for SessionType {
 /// User data is any serde type of the caller's, stored encoded with a codec
 /// (see [`Session::set_data`]), so the record stays one concrete type that
 /// every backend can store.
+///
+/// A session may have an [`Owner`], given when it is created
+/// ([`Session::new_owned`], [`Manager::create_owned`](crate::Manager::create_owned))
+/// and never changed, and carries the [`Revision`] it was stored at, which
+/// the storage assigns on every write.
+///
+/// Its serde form is the stored body: the revision is not part of it (the
+/// stored-value header carries it, see [`codec`](crate::codec)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Session {
     id: SessionId,
@@ -60,6 +68,19 @@ pub struct Session {
     updated_at: SystemTime,
     metadata: BTreeMap<String, String>,
     data: Option<UserData>,
+    // Last, so that the fields before it are laid out as in format 1. The
+    // default only matters for self-describing bodies (JSON); bincode reads
+    // format 1 through `SessionV1`.
+    #[serde(default)]
+    owner: Option<Owner>,
+    #[serde(skip, default = "first_revision")]
+    revision: Revision,
+}
+
+/// The revision of a session deserialized outside the codec, which has no
+/// header to take one from: that of a new session.
+fn first_revision() -> Revision {
+    Revision::FIRST
 }
 
 impl Session {
@@ -75,7 +96,48 @@ impl Session {
             updated_at: now,
             metadata: BTreeMap::new(),
             data: None,
+            owner: None,
+            revision: Revision::FIRST,
         }
+    }
+
+    /// A new session of the given type that belongs to `owner`; otherwise as
+    /// [`Session::new`]. The owner is fixed for the session's whole life.
+    pub fn new_owned(id: SessionId, session_type: SessionType, owner: Owner) -> Self {
+        let mut session = Self::new(id, session_type);
+        session.owner = Some(owner);
+        session
+    }
+
+    /// Who the session belongs to; `None` for a session without owner.
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_ref()
+    }
+
+    /// Whether a caller acting for `principal` may see this session: always
+    /// when it has no owner, otherwise only when `principal` is its owner.
+    pub fn is_visible_to(&self, principal: Option<&Owner>) -> bool {
+        match &self.owner {
+            None => true,
+            Some(owner) => principal == Some(owner),
+        }
+    }
+
+    /// The revision this snapshot was stored at.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Sets the revision: for storage implementations, which assign it on
+    /// every write and read it back with the value. Whatever revision a
+    /// session carries when it is written, the storage stores its own.
+    pub fn set_revision(&mut self, revision: Revision) {
+        self.revision = revision;
+    }
+
+    /// Gives a session its owner as the manager creates it.
+    pub(crate) fn set_owner(&mut self, owner: Owner) {
+        self.owner = Some(owner);
     }
 
     /// The session's id.
@@ -183,6 +245,66 @@ impl Session {
     /// Removes the user data.
     pub fn clear_data(&mut self) {
         self.data = None;
+    }
+}
+
+/// A session as stored in format 1, before owners and revisions: the same
+/// fields in the same order, so that bincode, which is not self-describing,
+/// reads and writes exactly those bytes.
+#[derive(Deserialize)]
+pub(crate) struct SessionV1 {
+    id: SessionId,
+    #[serde(rename = "type")]
+    session_type: SessionType,
+    created_at: SystemTime,
+    updated_at: SystemTime,
+    metadata: BTreeMap<String, String>,
+    data: Option<UserData>,
+}
+
+impl SessionV1 {
+    /// The session, without owner, at `revision`.
+    pub(crate) fn into_session(self, revision: Revision) -> Session {
+        Session {
+            id: self.id,
+            session_type: self.session_type,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            metadata: self.metadata,
+            data: self.data,
+            owner: None,
+            revision,
+        }
+    }
+}
+
+/// A borrowed session in the shape of format 1, for writing it.
+#[derive(Serialize)]
+pub(crate) struct SessionV1Ref<'a> {
+    id: &'a SessionId,
+    #[serde(rename = "type")]
+    session_type: &'a SessionType,
+    created_at: &'a SystemTime,
+    updated_at: &'a SystemTime,
+    metadata: &'a BTreeMap<String, String>,
+    data: &'a Option<UserData>,
+}
+
+impl Session {
+    /// The session in the shape of format 1; `None` for an owned session,
+    /// which that format cannot hold.
+    pub(crate) fn as_v1(&self) -> Option<SessionV1Ref<'_>> {
+        if self.owner.is_some() {
+            return None;
+        }
+        Some(SessionV1Ref {
+            id: &self.id,
+            session_type: &self.session_type,
+            created_at: &self.created_at,
+            updated_at: &self.updated_at,
+            metadata: &self.metadata,
+            data: &self.data,
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::{Result, Session, SessionId, Ttl};
+use crate::{Owner, Result, Revision, Session, SessionId, Ttl};
 
 /// Where sessions are kept.
 ///
@@ -16,14 +16,27 @@ use crate::{Result, Session, SessionId, Ttl};
 ///
 /// - [`create`](Storage::create) inserts only if no live session has the id
 ///   (Redis `SET NX`), so two replicas can never both create one id;
-/// - [`update`](Storage::update) writes only if the session is present (Redis
-///   `SET XX`), so an update racing a delete never brings the session back;
-/// - [`upsert`](Storage::upsert) writes unconditionally;
+/// - [`update`](Storage::update) writes only if the session is present, so an
+///   update racing a delete never brings the session back;
+/// - [`upsert`](Storage::upsert) writes whether or not the session exists;
+/// - [`update_if`](Storage::update_if) writes only if the stored revision is
+///   the one given: the compare-and-set that read-modify-write is built on;
 /// - [`get`](Storage::get) reads and pushes the sliding TTL forward, and
 ///   returns `Ok(None)` for an absent or expired session: "not found" is never
 ///   an error, and "backend unavailable" is never `Ok(None)`;
 /// - [`expire`](Storage::expire) only ever shortens a session's life;
-/// - [`delete`](Storage::delete) is idempotent.
+/// - [`delete`](Storage::delete) is idempotent;
+/// - [`list_owned`](Storage::list_owned) and
+///   [`revoke_owned`](Storage::revoke_owned) find an owner's sessions in
+///   O(sessions of that owner).
+///
+/// **Revisions and owners.** A create stores [`Revision::FIRST`]; every
+/// successful write stores the next revision after the stored one, whatever
+/// revision the written session carried, and returns the session as stored.
+/// A session's owner never changes: a write whose session names another
+/// owner than the stored one (or an owner where there was none, or none
+/// where there was one) is refused with
+/// [`Error::InvalidInput`](crate::Error::InvalidInput) and writes nothing.
 ///
 /// Storages are policy-free: every write and read comes with the TTL to
 /// apply, which the manager computed from its expiry policy (the sliding TTL,
@@ -39,17 +52,50 @@ use crate::{Result, Session, SessionId, Ttl};
 /// step may take; a second timer around it would cost a timer registration
 /// per call and could only disagree.
 pub trait Storage: Send + Sync + 'static {
-    /// Inserts `session` with `ttl` if no live session has its id; returns
-    /// whether it did.
+    /// Inserts `session` with `ttl` at [`Revision::FIRST`] if no live
+    /// session has its id; returns whether it did. The manager hands it
+    /// sessions already at [`Revision::FIRST`].
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Replaces a live session, giving it `ttl`; returns whether one was
-    /// there to replace.
-    fn update(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send;
+    /// Replaces a live session at the next revision, giving it `ttl`;
+    /// returns the session as stored, or `None` when none was there to
+    /// replace.
+    fn update(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Option<Arc<Session>>>> + Send;
 
-    /// Inserts or replaces `session`, giving it `ttl`.
+    /// Inserts `session` (at [`Revision::FIRST`]) or replaces it (at the
+    /// next revision), giving it `ttl`; returns the session as stored.
     #[doc(alias = "Store")]
-    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<()>> + Send;
+    fn upsert(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Arc<Session>>> + Send;
+
+    /// Replaces a live session only if its stored revision is `expected`,
+    /// at the next revision, giving it `ttl`. One atomic step: no write can
+    /// land between the comparison and the write.
+    fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Conditional>> + Send;
+
+    /// The live sessions of `owner`, in no particular order, without
+    /// touching their TTLs. A session that expired or was deleted is never
+    /// listed. O(sessions of that owner).
+    fn list_owned(&self, owner: &Owner) -> impl Future<Output = Result<Vec<Arc<Session>>>> + Send;
+
+    /// Removes every session of `owner` that was live when the call started,
+    /// and returns their ids. A session of that owner created while the call
+    /// runs may survive it; if it does, it is listed by
+    /// [`list_owned`](Storage::list_owned) afterwards. O(sessions of that
+    /// owner).
+    fn revoke_owned(&self, owner: &Owner) -> impl Future<Output = Result<Vec<SessionId>>> + Send;
 
     /// Reads a live session and gives it `ttl` from now.
     #[doc(alias = "Load")]
@@ -101,6 +147,21 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// What a conditional write ([`Storage::update_if`]) did.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Conditional {
+    /// The stored revision was the expected one: the session was written,
+    /// and this is it as stored, at its new revision.
+    Written(Arc<Session>),
+    /// Another write came first: the session is stored at this revision,
+    /// and nothing was written.
+    Conflict(Revision),
+    /// No live session has the id: nothing was written, and nothing was
+    /// created.
+    Absent,
+}
+
 /// A [`Storage`] whose operations complete without waiting, exposed through
 /// [`Storage::as_sync`]: the same contract, method for method, called
 /// synchronously.
@@ -108,9 +169,16 @@ pub trait SyncStorage: Send + Sync {
     /// [`Storage::create`], synchronously.
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool>;
     /// [`Storage::update`], synchronously.
-    fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool>;
+    fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>>;
     /// [`Storage::upsert`], synchronously.
-    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()>;
+    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>>;
+    /// [`Storage::update_if`], synchronously.
+    fn update_if(&self, session: Arc<Session>, expected: Revision, ttl: Ttl)
+    -> Result<Conditional>;
+    /// [`Storage::list_owned`], synchronously.
+    fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>>;
+    /// [`Storage::revoke_owned`], synchronously.
+    fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>>;
     /// [`Storage::get`], synchronously.
     fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>>;
     /// [`Storage::expire`], synchronously.
@@ -194,8 +262,20 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// are called through [`SyncStorage`] instead and pay nothing.
 pub(crate) trait DynStorage: Send + Sync + 'static {
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>>;
-    fn update(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>>;
-    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<()>>;
+    fn update(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> BoxFuture<'_, Result<Option<Arc<Session>>>>;
+    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<Arc<Session>>>;
+    fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> BoxFuture<'_, Result<Conditional>>;
+    fn list_owned<'a>(&'a self, owner: &'a Owner) -> BoxFuture<'a, Result<Vec<Arc<Session>>>>;
+    fn revoke_owned<'a>(&'a self, owner: &'a Owner) -> BoxFuture<'a, Result<Vec<SessionId>>>;
     fn get<'a>(
         &'a self,
         id: &'a SessionId,
@@ -215,11 +295,29 @@ impl<S: Storage> DynStorage for S {
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>> {
         Box::pin(Storage::create(self, session, ttl))
     }
-    fn update(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>> {
+    fn update(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> BoxFuture<'_, Result<Option<Arc<Session>>>> {
         Box::pin(Storage::update(self, session, ttl))
     }
-    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<()>> {
+    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<Arc<Session>>> {
         Box::pin(Storage::upsert(self, session, ttl))
+    }
+    fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> BoxFuture<'_, Result<Conditional>> {
+        Box::pin(Storage::update_if(self, session, expected, ttl))
+    }
+    fn list_owned<'a>(&'a self, owner: &'a Owner) -> BoxFuture<'a, Result<Vec<Arc<Session>>>> {
+        Box::pin(Storage::list_owned(self, owner))
+    }
+    fn revoke_owned<'a>(&'a self, owner: &'a Owner) -> BoxFuture<'a, Result<Vec<SessionId>>> {
+        Box::pin(Storage::revoke_owned(self, owner))
     }
     fn get<'a>(
         &'a self,

@@ -33,11 +33,14 @@
 
 pub mod map;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use dashmap::DashMap;
 use session_core::{
-    Description, Error, Result, Session, SessionId, Storage, SyncStorage, Topology, Ttl,
+    Conditional, Description, Error, Owner, Result, Revision, Session, SessionId, Storage,
+    SyncStorage, Topology, Ttl,
 };
 use tokio::time::Instant;
 
@@ -52,6 +55,13 @@ use crate::map::ExpiringMap;
 /// every read and write; an expired session is invisible at once, and
 /// [`Storage::delete_expired`] frees its memory. Clones share the same
 /// sessions.
+///
+/// Writes that compare (update, conditional update, upsert) run under the
+/// entry's shard lock, so a revision is compared and advanced in one step.
+/// Owned sessions are also indexed by owner: an owner's entry in the index
+/// is locked while its session is inserted, so a listing or a revocation
+/// sees a new owned session either in both the map and the index or in
+/// neither. Deletes and sweeps take ids out of the index after the map.
 #[derive(Clone, Default)]
 pub struct LocalStorage {
     inner: Arc<Inner>,
@@ -60,7 +70,36 @@ pub struct LocalStorage {
 #[derive(Default)]
 struct Inner {
     map: ExpiringMap<SessionId, Arc<Session>>,
+    /// The ids of each owner's sessions. It may still hold an id whose
+    /// session is gone (a delete between the map and the index); listing
+    /// checks every id against the map and drops those.
+    owners: DashMap<Owner, HashSet<SessionId>>,
     closed: AtomicBool,
+}
+
+/// Why a comparing write left the stored session as it was.
+enum Refusal {
+    Conflict(Revision),
+    Invalid(Error),
+}
+
+/// The session as written over `current`: at the revision after it, and
+/// only if it keeps the owner.
+fn successor(current: &Session, mut session: Arc<Session>) -> Result<Arc<Session>> {
+    if current.owner() != session.owner() {
+        return Err(owner_change(&session));
+    }
+    let revision = current.revision().next()?;
+    // The manager hands over the only reference, so this edits in place.
+    Arc::make_mut(&mut session).set_revision(revision);
+    Ok(session)
+}
+
+fn owner_change(session: &Session) -> Error {
+    Error::InvalidInput(format!(
+        "a write would change the owner of session {}; an owner is fixed when the session is created",
+        session.id()
+    ))
 }
 
 impl std::fmt::Debug for LocalStorage {
@@ -92,27 +131,129 @@ impl LocalStorage {
             Ok(())
         }
     }
+
+    /// Takes `id` out of the index of `owner`, and the owner out of the
+    /// index when it has no session left.
+    fn unindex(&self, owner: &Owner, id: &SessionId) {
+        if let Some(mut ids) = self.inner.owners.get_mut(owner) {
+            ids.remove(id);
+        }
+        self.inner.owners.remove_if(owner, |_, ids| ids.is_empty());
+    }
 }
 
 impl SyncStorage for LocalStorage {
-    fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+    fn create(&self, mut session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         self.check_open()?;
-        Ok(self
-            .inner
-            .map
-            .insert_if_absent(session.id(), session, ttl.get()))
+        if session.revision() != Revision::FIRST {
+            Arc::make_mut(&mut session).set_revision(Revision::FIRST);
+        }
+        let id = session.id();
+        let Some(owner) = session.owner().cloned() else {
+            return Ok(self.inner.map.insert_if_absent(id, session, ttl.get()));
+        };
+        // The owner's index entry stays locked until the session is in the
+        // map: see the type's documentation.
+        let mut ids = self.inner.owners.entry(owner.clone()).or_default();
+        let created = self.inner.map.insert_if_absent(id, session, ttl.get());
+        if created {
+            ids.insert(id);
+        } else {
+            drop(ids);
+            // The entry this call made for nothing.
+            self.inner.owners.remove_if(&owner, |_, ids| ids.is_empty());
+        }
+        Ok(created)
     }
 
-    fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+    fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
         let id = session.id();
-        Ok(self.inner.map.replace_if_present(&id, session, ttl.get()))
+        self.inner
+            .map
+            .replace_with(&id, ttl.get(), |current| successor(current, session))
+            .transpose()
     }
 
-    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+    fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>> {
         self.check_open()?;
-        self.inner.map.upsert(session.id(), session, ttl.get());
-        Ok(())
+        let id = session.id();
+        let write = |session: Arc<Session>| {
+            self.inner
+                .map
+                .upsert_with(id, ttl.get(), |current| match current {
+                    Some(current) => successor(current, session),
+                    None => {
+                        let mut session = session;
+                        Arc::make_mut(&mut session).set_revision(Revision::FIRST);
+                        Ok(session)
+                    }
+                })
+        };
+        let Some(owner) = session.owner().cloned() else {
+            return write(session);
+        };
+        let mut ids = self.inner.owners.entry(owner).or_default();
+        let stored = write(session)?;
+        ids.insert(id);
+        Ok(stored)
+    }
+
+    fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> Result<Conditional> {
+        self.check_open()?;
+        let id = session.id();
+        let outcome = self.inner.map.replace_with(&id, ttl.get(), |current| {
+            if current.revision() != expected {
+                return Err(Refusal::Conflict(current.revision()));
+            }
+            successor(current, session).map_err(Refusal::Invalid)
+        });
+        match outcome {
+            None => Ok(Conditional::Absent),
+            Some(Ok(stored)) => Ok(Conditional::Written(stored)),
+            Some(Err(Refusal::Conflict(current))) => Ok(Conditional::Conflict(current)),
+            Some(Err(Refusal::Invalid(error))) => Err(error),
+        }
+    }
+
+    /// O(sessions of the owner), under the lock of the owner's index entry.
+    fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        self.check_open()?;
+        let mut live = Vec::new();
+        if let Some(mut ids) = self.inner.owners.get_mut(owner) {
+            ids.retain(|id| match self.inner.map.peek(id) {
+                Some(session) if session.owner() == Some(owner) => {
+                    live.push(session);
+                    true
+                }
+                _ => false,
+            });
+        }
+        self.inner.owners.remove_if(owner, |_, ids| ids.is_empty());
+        Ok(live)
+    }
+
+    /// Takes the owner's whole index entry in one step, then removes each of
+    /// its sessions: a session created after that step starts a new entry,
+    /// survives, and is listed.
+    fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        self.check_open()?;
+        let Some((_, ids)) = self.inner.owners.remove(owner) else {
+            return Ok(Vec::new());
+        };
+        Ok(ids
+            .into_iter()
+            .filter(|id| {
+                self.inner
+                    .map
+                    .remove_live_if(id, |session| session.owner() == Some(owner))
+            })
+            .collect())
     }
 
     fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
@@ -127,12 +268,27 @@ impl SyncStorage for LocalStorage {
 
     fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check_open()?;
-        Ok(self.inner.map.remove(id))
+        let Some((session, alive)) = self.inner.map.take(id) else {
+            return Ok(false);
+        };
+        if let Some(owner) = session.owner() {
+            self.unindex(owner, id);
+        }
+        Ok(alive)
     }
 
     fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
         self.check_open()?;
-        Ok(self.inner.map.sweep(before))
+        let swept = self.inner.map.sweep_entries(before);
+        Ok(swept
+            .into_iter()
+            .map(|(id, session)| {
+                if let Some(owner) = session.owner() {
+                    self.unindex(owner, &id);
+                }
+                id
+            })
+            .collect())
     }
 
     /// Exact, O(sessions).
@@ -145,6 +301,7 @@ impl SyncStorage for LocalStorage {
     fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.map.clear();
+        self.inner.owners.clear();
         Ok(())
     }
 }
@@ -153,11 +310,25 @@ impl Storage for LocalStorage {
     async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         SyncStorage::create(self, session, ttl)
     }
-    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         SyncStorage::update(self, session, ttl)
     }
-    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>> {
         SyncStorage::upsert(self, session, ttl)
+    }
+    async fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> Result<Conditional> {
+        SyncStorage::update_if(self, session, expected, ttl)
+    }
+    async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        SyncStorage::list_owned(self, owner)
+    }
+    async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        SyncStorage::revoke_owned(self, owner)
     }
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         SyncStorage::get(self, id, ttl)

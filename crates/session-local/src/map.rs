@@ -171,6 +171,85 @@ where
         true
     }
 
+    /// Replaces the value of a live entry with what `replace` makes of it, in
+    /// one step under the shard's write lock: no other write of the entry
+    /// can land between the read and the write. `replace` may refuse with an
+    /// error, and the entry is left as it was. `None` when the key is absent
+    /// or expired (`replace` does not run).
+    pub fn replace_with<Q, E>(
+        &self,
+        key: &Q,
+        ttl: Duration,
+        replace: impl FnOnce(&V) -> Result<V, E>,
+    ) -> Option<Result<V, E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut slot = self.entries.get_mut(key)?;
+        let now = Instant::now();
+        if slot.deadline.load(Ordering::Acquire) <= self.nanos(now) {
+            return None;
+        }
+        Some(replace(&slot.value).map(|value| {
+            *slot = self.slot(value.clone(), now, ttl);
+            value
+        }))
+    }
+
+    /// Inserts or replaces the value under `key` with what `make` makes of
+    /// the live value (`None` when there is none), in one step under the
+    /// shard's write lock. `make` may refuse with an error, and the entry is
+    /// left as it was.
+    pub fn upsert_with<E>(
+        &self,
+        key: K,
+        ttl: Duration,
+        make: impl FnOnce(Option<&V>) -> Result<V, E>,
+    ) -> Result<V, E> {
+        match self.entries.entry(key) {
+            Entry::Occupied(mut occupied) => {
+                let now = Instant::now();
+                let alive = occupied.get().deadline.load(Ordering::Acquire) > self.nanos(now);
+                let value = make(alive.then_some(&occupied.get().value))?;
+                occupied.insert(self.slot(value.clone(), now, ttl));
+                Ok(value)
+            }
+            Entry::Vacant(vacant) => {
+                let value = make(None)?;
+                vacant.insert(self.slot(value.clone(), Instant::now(), ttl));
+                Ok(value)
+            }
+        }
+    }
+
+    /// Removes the entry under `key` if it is live and `condition` holds for
+    /// its value; returns whether it did.
+    pub fn remove_live_if<Q>(&self, key: &Q, condition: impl FnOnce(&V) -> bool) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.nanos(Instant::now());
+        self.entries
+            .remove_if(key, |_, slot| {
+                slot.deadline.load(Ordering::Acquire) > now && condition(&slot.value)
+            })
+            .is_some()
+    }
+
+    /// Removes `key` and returns its value, live or not, with whether it was
+    /// live.
+    pub fn take<Q>(&self, key: &Q) -> Option<(V, bool)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (_, slot) = self.entries.remove(key)?;
+        let alive = slot.deadline.load(Ordering::Acquire) > self.nanos(Instant::now());
+        Some((slot.value, alive))
+    }
+
     /// Inserts or replaces the value under `key` unconditionally.
     pub fn upsert(&self, key: K, value: V, ttl: Duration) {
         // The clock is read under the shard's write lock, as in every other
@@ -274,6 +353,16 @@ where
     /// are dropped after the lock is released, because freeing a session's
     /// allocations under the lock is what used to stall readers of the shard.
     pub fn sweep(&self, before: Instant) -> Vec<K> {
+        self.sweep_entries(before)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
+    }
+
+    /// [`ExpiringMap::sweep`], returning the removed values with their keys
+    /// (for a caller that keeps an index of them). The values are handed out
+    /// after every lock is released.
+    pub fn sweep_entries(&self, before: Instant) -> Vec<(K, V)> {
         let cutoff = self.nanos(before);
         let expired = |slot: &Slot<V>| slot.deadline.load(Ordering::Acquire) <= cutoff;
         let candidates: Vec<K> = self
@@ -287,8 +376,7 @@ where
             // `remove_if` holds the shard's write lock only for this entry;
             // the value it hands back is dropped outside the lock.
             if let Some((key, slot)) = self.entries.remove_if(&key, |_, slot| expired(slot)) {
-                drop(slot);
-                removed.push(key);
+                removed.push((key, slot.value));
             }
         }
         removed

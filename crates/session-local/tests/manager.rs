@@ -264,10 +264,24 @@ impl Storage for Stalled {
     async fn create(&self, _: Arc<Session>, _: Ttl) -> session_core::Result<bool> {
         std::future::pending().await
     }
-    async fn update(&self, _: Arc<Session>, _: Ttl) -> session_core::Result<bool> {
+    async fn update(&self, _: Arc<Session>, _: Ttl) -> session_core::Result<Option<Arc<Session>>> {
         std::future::pending().await
     }
-    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> session_core::Result<()> {
+    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> session_core::Result<Arc<Session>> {
+        std::future::pending().await
+    }
+    async fn update_if(
+        &self,
+        _: Arc<Session>,
+        _: session_core::Revision,
+        _: Ttl,
+    ) -> session_core::Result<session_core::Conditional> {
+        std::future::pending().await
+    }
+    async fn list_owned(&self, _: &session_core::Owner) -> session_core::Result<Vec<Arc<Session>>> {
+        std::future::pending().await
+    }
+    async fn revoke_owned(&self, _: &session_core::Owner) -> session_core::Result<Vec<SessionId>> {
         std::future::pending().await
     }
     async fn get(&self, _: &SessionId, _: Ttl) -> session_core::Result<Option<Arc<Session>>> {

@@ -39,6 +39,7 @@ impl<S: Storage> Fixture<S> {
             .update(Arc::new(session.clone()), self.ttl)
             .await
             .expect("update failed")
+            .is_some()
     }
 
     /// Writes `session` whether or not it exists.

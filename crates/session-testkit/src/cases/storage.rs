@@ -102,7 +102,10 @@ pub async fn close_then_use_fails<H: Harness>(harness: &H) {
         );
     };
     closed(storage.get(&id, ttl).await.map(drop), "get");
-    closed(storage.upsert(Arc::clone(&written), ttl).await, "upsert");
+    closed(
+        storage.upsert(Arc::clone(&written), ttl).await.map(drop),
+        "upsert",
+    );
     closed(
         storage.create(Arc::clone(&written), ttl).await.map(drop),
         "create",
