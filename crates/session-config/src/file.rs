@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use session_core::codec::FormatVersion;
 use session_core::{Codec, ConfigError, Ttl};
 
 use crate::SessionConfig;
@@ -92,6 +93,10 @@ pub struct RedisFile {
     /// The codec of values written.
     #[serde(default)]
     pub codec: Codec,
+    /// The stored format written: 2 (the default) or 1, for the length of a
+    /// rolling deploy from a release that reads only format 1.
+    #[serde(default)]
+    pub stored_format: Option<u8>,
     /// How stale a TTL refresh may be (default 1/64 of the TTL).
     #[serde(default, with = "humantime_serde")]
     pub refresh_window: Option<Duration>,
@@ -388,6 +393,7 @@ impl TryFrom<RedisFile> for RedisConfig {
             .with_connect(file.connect)
             .with_reconnect(reconnect)
             .with_codec(file.codec)
+            .with_stored_format(stored_format(file.stored_format)?)
             .with_refresh_window(file.refresh_window);
         if let Some(auth) = auth(
             TABLE,
@@ -422,4 +428,17 @@ impl TryFrom<SessionFile> for SessionConfig {
         }
         Ok(config)
     }
+}
+
+/// The `stored_format` setting: a format version this build writes.
+fn stored_format(number: Option<u8>) -> Result<FormatVersion, ConfigError> {
+    let Some(number) = number else {
+        return Ok(FormatVersion::default());
+    };
+    FormatVersion::from_number(number).ok_or_else(|| {
+        ConfigError::new(
+            "redis.stored_format",
+            format!("{number} is not a stored format this build writes: expected 1 or 2"),
+        )
+    })
 }

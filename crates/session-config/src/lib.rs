@@ -201,6 +201,32 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_format_is_2_unless_told_1() {
+        let parse = |extra: &str| {
+            SessionConfig::from_toml(
+                &format!(
+                    "ttl = \"1m\"\n[redis]\naddr = \"127.0.0.1:6379\"\nkey_prefix = \"s:\"\n{extra}"
+                ),
+                "redis.toml",
+            )
+        };
+        use session_core::codec::FormatVersion;
+        let stored = |config: SessionConfig| config.redis().unwrap().stored_format();
+        assert_eq!(stored(parse("").unwrap()), FormatVersion::V2);
+        assert_eq!(
+            stored(parse("stored_format = 1").unwrap()),
+            FormatVersion::V1
+        );
+        assert_eq!(
+            stored(parse("stored_format = 2").unwrap()),
+            FormatVersion::V2
+        );
+        let error = parse("stored_format = 3").unwrap_err();
+        assert_eq!(error.field(), Some("redis.stored_format"));
+        assert!(error.reason().contains("expected 1 or 2"), "{error}");
+    }
+
+    #[test]
     fn a_redis_table_is_read_whole() {
         let config = SessionConfig::from_toml(
             r#"

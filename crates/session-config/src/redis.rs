@@ -16,6 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use session_core::codec::FormatVersion;
 use session_core::{Codec, ConfigError};
 
 use crate::read::{FILE_LIMIT, read_file};
@@ -475,6 +476,7 @@ pub struct RedisConfig {
     connect: ConnectMode,
     reconnect: ReconnectPolicy,
     codec: Codec,
+    stored_format: FormatVersion,
     refresh_window: Option<Duration>,
 }
 
@@ -491,6 +493,7 @@ impl RedisConfig {
             connect: ConnectMode::default(),
             reconnect: ReconnectPolicy::default(),
             codec: Codec::default(),
+            stored_format: FormatVersion::default(),
             refresh_window: None,
         }
     }
@@ -586,6 +589,15 @@ impl RedisConfig {
         self
     }
 
+    /// The stored format written: format 2 by default, format 1 while a
+    /// rolling deploy from a release that reads only format 1 is under way
+    /// (docs/stored-format.md). Both formats are always read. Format 1
+    /// cannot hold an owner: writing an owned session is then refused.
+    pub fn with_stored_format(mut self, format: FormatVersion) -> Self {
+        self.stored_format = format;
+        self
+    }
+
     /// The codec of values written (values in either codec are always read).
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -643,6 +655,11 @@ impl RedisConfig {
     /// The codec of values written.
     pub fn codec(&self) -> Codec {
         self.codec
+    }
+
+    /// The stored format written (both are always read).
+    pub fn stored_format(&self) -> FormatVersion {
+        self.stored_format
     }
 
     /// The refresh window; `None` is 1/64 of the TTL.

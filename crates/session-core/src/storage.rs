@@ -147,9 +147,10 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
-/// What a conditional write ([`Storage::update_if`]) did.
+/// What a conditional write ([`Storage::update_if`]) did: one of exactly
+/// three outcomes (an error is the fourth, and says whether the write may
+/// have been applied: [`Error::is_outcome_unknown`](crate::Error::is_outcome_unknown)).
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub enum Conditional {
     /// The stored revision was the expected one: the session was written,
     /// and this is it as stored, at its new revision.

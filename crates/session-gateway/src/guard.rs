@@ -39,7 +39,7 @@
 //! tools take them with rmcp's `Extension<Parts>`), for a session it holds
 //! and for one it restores alike. So a tool needs no read of its own: a
 //! `tools/call counter` costs one store read (the guard's) and one write
-//! (the tool's `Manager::update`) on a replica that holds the session.
+//! (the tool's conditional `Manager::update_if`) on a replica that holds the session.
 //!
 //! On a replica that does not hold the session (a cold replica: another one
 //! served the session so far, or this one dropped its idle copy), rmcp's

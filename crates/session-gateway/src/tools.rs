@@ -17,7 +17,7 @@ use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::json;
-use session_factory::{Manager, Session};
+use session_factory::{Conditional, Error, Manager, Session};
 
 use crate::answer::Refusal;
 use crate::guard::LoadedSession;
@@ -71,36 +71,46 @@ impl GatewayTools {
     /// `counter`: increments the session's counter and returns
     /// `{"count":N,"replica":..,"session":..}`.
     ///
-    /// The counter is the session's metadata key `counter`, read from the
-    /// session the guard loaded for this request and written with
-    /// `Manager::update`, so every replica sees the same count, and a call
-    /// costs one store read (the guard's) and one write. Read and write are
-    /// two operations: two calls on one session that run at once can both
-    /// read N and both write N + 1 (last write wins; there is no
-    /// compare-and-set).
+    /// The counter is the session's metadata key `counter`. The increment is
+    /// an atomic read-modify-write, so concurrent calls on one session, on
+    /// any replicas, each count once: the tool first writes the session the
+    /// guard loaded for this request back with the counter incremented, on
+    /// condition that nobody wrote it since (`Manager::update_if` with the
+    /// revision the guard read), which costs one store read (the guard's)
+    /// and one write; only when another call came first does it fall back
+    /// to `Manager::modify`, which reads again and retries until its write
+    /// lands.
     #[tool(
         description = "Increments a counter kept in this MCP session (shared by every replica) and returns {\"count\":N,\"replica\":...,\"session\":...}."
     )]
     pub async fn counter(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
         let loaded = loaded_session(&parts)?;
         let id = loaded.id();
+        let store_error = |error: Error| ErrorData::from(Refusal::store_error(&id, &error));
         let mut session = Session::clone(loaded.session());
-        let count = session
-            .get_metadata(COUNTER_KEY)
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        session.set_metadata(COUNTER_KEY, count.to_string());
-        let updated = self
+        let count = increment(&mut session);
+        let first = self
             .manager
-            .update(session)
+            .update_if(session, loaded.session().revision())
             .await
-            .map_err(|error| Refusal::store_error(&id, &error))?;
-        if !updated {
-            // Deleted or expired since the guard's read: `update` never
+            .map_err(store_error)?;
+        let count = match first {
+            Conditional::Written(_) => count,
+            // Deleted or expired since the guard's read: a write never
             // resurrects a session.
-            return Err(Refusal::SessionNotFound.into());
-        }
+            Conditional::Absent => return Err(Refusal::SessionNotFound.into()),
+            Conditional::Conflict(_) => {
+                let modified = self
+                    .manager
+                    .modify(&id, |session| Ok::<_, Error>(increment(session)))
+                    .await
+                    .map_err(store_error)?;
+                match modified {
+                    Some((_, count)) => count,
+                    None => return Err(Refusal::SessionNotFound.into()),
+                }
+            }
+        };
         Ok(json!({
             "count": count,
             "replica": &*self.replica,
@@ -150,4 +160,16 @@ fn loaded_session(parts: &Parts) -> Result<&LoadedSession, ErrorData> {
             None,
         )
     })
+}
+
+/// Increments the `counter` metadata of `session` and returns the new count;
+/// a value that is not a number counts as 0.
+fn increment(session: &mut Session) -> u64 {
+    let count = session
+        .get_metadata(COUNTER_KEY)
+        .and_then(|value| value.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    session.set_metadata(COUNTER_KEY, count.to_string());
+    count
 }

@@ -13,8 +13,8 @@ use axum::http::{Request, Response, StatusCode};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 use session_factory::{
-    BackendErrorKind, Description, Error, LocalStorage, Manager, Result, Session, SessionId,
-    SessionType, Storage, Topology, Ttl,
+    BackendErrorKind, Conditional, Description, Error, LocalStorage, Manager, Owner, Result,
+    Revision, Session, SessionId, SessionType, Storage, Topology, Ttl,
 };
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tokio::time::Instant;
@@ -47,10 +47,19 @@ impl Storage for Failing {
     async fn create(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
         Err((self.0)())
     }
-    async fn update(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
+    async fn update(&self, _: Arc<Session>, _: Ttl) -> Result<Option<Arc<Session>>> {
         Err((self.0)())
     }
-    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> Result<()> {
+    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> Result<Arc<Session>> {
+        Err((self.0)())
+    }
+    async fn update_if(&self, _: Arc<Session>, _: Revision, _: Ttl) -> Result<Conditional> {
+        Err((self.0)())
+    }
+    async fn list_owned(&self, _: &Owner) -> Result<Vec<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn revoke_owned(&self, _: &Owner) -> Result<Vec<SessionId>> {
         Err((self.0)())
     }
     async fn get(&self, _: &SessionId, _: Ttl) -> Result<Option<Arc<Session>>> {
@@ -313,11 +322,25 @@ impl Storage for Faulty {
     async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         self.inner.create(session, ttl).await
     }
-    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         self.inner.update(session, ttl).await
     }
-    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>> {
         self.inner.upsert(session, ttl).await
+    }
+    async fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> Result<Conditional> {
+        self.inner.update_if(session, expected, ttl).await
+    }
+    async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        self.inner.list_owned(owner).await
+    }
+    async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        self.inner.revoke_owned(owner).await
     }
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         let index = self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -17,7 +17,8 @@ use axum::Router;
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::json;
 use session_factory::{
-    Description, LocalStorage, Manager, Result, Session, SessionId, SessionType, Storage, Ttl,
+    Conditional, Description, LocalStorage, Manager, Owner, Result, Revision, Session, SessionId,
+    SessionType, Storage, Ttl,
 };
 use session_gateway::Gateway;
 use tokio::time::Instant;
@@ -31,6 +32,7 @@ struct Ops {
     create: usize,
     get: usize,
     update: usize,
+    update_if: usize,
     upsert: usize,
     expire: usize,
     delete: usize,
@@ -42,6 +44,7 @@ struct Counters {
     create: AtomicUsize,
     get: AtomicUsize,
     update: AtomicUsize,
+    update_if: AtomicUsize,
     upsert: AtomicUsize,
     expire: AtomicUsize,
     delete: AtomicUsize,
@@ -66,6 +69,7 @@ impl Counting {
             create: take(&self.ops.create),
             get: take(&self.ops.get),
             update: take(&self.ops.update),
+            update_if: take(&self.ops.update_if),
             upsert: take(&self.ops.upsert),
             expire: take(&self.ops.expire),
             delete: take(&self.ops.delete),
@@ -83,13 +87,28 @@ impl Storage for Counting {
         bump(&self.ops.create);
         self.inner.create(session, ttl).await
     }
-    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         bump(&self.ops.update);
         self.inner.update(session, ttl).await
     }
-    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>> {
         bump(&self.ops.upsert);
         self.inner.upsert(session, ttl).await
+    }
+    async fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> Result<Conditional> {
+        bump(&self.ops.update_if);
+        self.inner.update_if(session, expected, ttl).await
+    }
+    async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        self.inner.list_owned(owner).await
+    }
+    async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        self.inner.revoke_owned(owner).await
     }
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         bump(&self.ops.get);
@@ -178,8 +197,8 @@ async fn the_guards_session_reaches_the_tools_live_and_restored() {
 }
 
 /// The store operations of one `tools/call counter`: one read (the guard's)
-/// and one write (the tool's `update`) on a warm replica; on a cold one,
-/// rmcp's restore adds one read of its own.
+/// and one write (the tool's conditional `update_if`) on a warm replica; on
+/// a cold one, rmcp's restore adds one read of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counter_call_costs_one_read_and_one_write() {
     let [(_, a_router, a_ops), (b, b_router, b_ops)] = two_replicas();
@@ -200,14 +219,14 @@ async fn a_counter_call_costs_one_read_and_one_write() {
     );
 
     // Warm: `a` holds the session. The guard's read, handed to the tool,
-    // and the tool's `update`.
+    // and the tool's conditional write.
     assert_eq!(
         call_tool(&a_router, &id, "counter", 2).await,
         json!({"count": 1, "replica": "a", "session": id})
     );
     let one_read_one_write = Ops {
         get: 1,
-        update: 1,
+        update_if: 1,
         ..Ops::default()
     };
     assert_eq!(a_ops.take(), one_read_one_write);
@@ -217,7 +236,7 @@ async fn a_counter_call_costs_one_read_and_one_write() {
     // restore, whose `SessionStore::load` reads the session again for the
     // saved `initialize` parameters (it is given the session id only, not
     // the request, so it cannot use the guard's read); and the tool's
-    // `update`. The restore writes nothing.
+    // conditional write. The restore writes nothing.
     assert!(!holds(&b, &id).await, "b must start cold");
     assert_eq!(
         call_tool(&b_router, &id, "counter", 3).await,
@@ -227,7 +246,7 @@ async fn a_counter_call_costs_one_read_and_one_write() {
         b_ops.take(),
         Ops {
             get: 2,
-            update: 1,
+            update_if: 1,
             ..Ops::default()
         }
     );

@@ -68,6 +68,8 @@
 
 mod connect;
 mod errors;
+mod owners;
+mod scripts;
 mod sentinel_watch;
 
 use std::collections::HashSet;
@@ -82,15 +84,16 @@ use fred::prelude::{Expiration, SetOptions, Value};
 use fred::types::{ClientState, ClusterHash, CustomCommand, ExpireOptions};
 use futures_util::TryStreamExt;
 use session_config::{ConnectMode, RedisConfig};
-use session_core::codec::{self, Codec};
+use session_core::codec::{self, Codec, CodecError, FormatVersion};
 use session_core::{
-    BackendErrorKind, Description, Error, Operation, Result, Session, SessionId, Storage, Topology,
-    Ttl,
+    BackendErrorKind, Conditional, Description, Error, Operation, Owner, Result, Revision, Session,
+    SessionId, Storage, Topology, Ttl,
 };
 use session_local::map::ExpiringMap;
 use tokio::time::Instant;
 
 use crate::errors::ErrorContext;
+use crate::scripts::{Refused, Scripts, WriteMode, Written};
 use crate::sentinel_watch::SentinelWatch;
 
 pub use fred;
@@ -100,6 +103,7 @@ pub use fred;
 pub struct RedisStorage {
     inner: Arc<Inner>,
     codec: Codec,
+    format: FormatVersion,
 }
 
 struct Inner {
@@ -121,6 +125,8 @@ struct Inner {
     refused: Mutex<Option<Error>>,
     /// In sentinel mode, the subscribers that hear a failover announced.
     sentinel_watch: Option<SentinelWatch>,
+    /// The scripts of the comparing writes, digested once.
+    scripts: Scripts,
 }
 
 impl Drop for Inner {
@@ -217,6 +223,7 @@ impl RedisStorage {
             sentinel_watch,
         );
         storage.codec = config.codec();
+        storage.format = config.stored_format();
         if config.connect_mode() == ConnectMode::Lazy {
             // Spawns the connection task, which keeps retrying under the
             // reconnect policy; commands wait for it (up to their timeout).
@@ -298,13 +305,24 @@ impl RedisStorage {
             refreshed: ExpiringMap::new(),
             refused: Mutex::new(None),
             sentinel_watch,
+            scripts: Scripts::new(),
         });
         spawn_refresh_sweeper(Arc::downgrade(&inner));
         spawn_refusal_watch(&inner);
         Self {
             inner,
             codec: Codec::default(),
+            format: FormatVersion::default(),
         }
+    }
+
+    /// Writes new values in stored format `format` (`RedisConfig::stored_format`,
+    /// format 2 by default). Both formats are always read; format 1 is for
+    /// the length of a rolling deploy from a release that reads only it, and
+    /// cannot hold an owner.
+    pub fn with_stored_format(mut self, format: FormatVersion) -> Self {
+        self.format = format;
+        self
     }
 
     /// Writes new values with `codec` (`RedisConfig::codec`, bincode by
@@ -462,22 +480,24 @@ impl RedisStorage {
     }
 
     fn encode(&self, session: &Session) -> Result<Bytes> {
-        Ok(Bytes::from(self.codec.encode_session(session)?))
+        Ok(Bytes::from(
+            self.codec.encode_session_as(session, self.format)?,
+        ))
     }
 
-    /// One `SET` with the given condition; returns whether Redis wrote.
-    async fn set(
-        &self,
-        operation: Operation,
-        session: &Session,
-        ttl: Ttl,
-        condition: Option<SetOptions>,
-    ) -> Result<bool> {
+    /// `SET key value NX PX ttl`, the value at [`Revision::FIRST`]; returns
+    /// whether Redis wrote.
+    async fn create_key(&self, session: &Session, ttl: Ttl) -> Result<bool> {
         self.check_open()?;
         let started = Instant::now();
         let key = self.key_bytes(&session.id());
         let client = &self.inner.client;
-        let value = self.encode(session)?;
+        let mut value = self.codec.encode_session_as(session, self.format)?;
+        if self.format == FormatVersion::V2 {
+            value[codec::REVISION_BYTES].copy_from_slice(&Revision::FIRST.to_be_bytes());
+        }
+        let value = Bytes::from(value);
+        let condition = Some(SetOptions::NX);
         let reply: Value = self
             .redirected(started, || {
                 client.set(
@@ -489,13 +509,83 @@ impl RedisStorage {
                 )
             })
             .await
-            .map_err(self.map(operation))?;
-        // `SET` answers OK when it wrote and nil when NX/XX prevented it.
+            .map_err(self.map(Operation::Create))?;
+        // `SET` answers OK when it wrote and nil when NX prevented it.
         let written = !reply.is_null();
         if written {
             self.note_refresh(session.id(), ttl);
         }
         Ok(written)
+    }
+
+    /// One run of the write script: update, upsert or conditional update.
+    /// Returns the session as stored when it wrote.
+    async fn write(
+        &self,
+        operation: Operation,
+        mut session: Arc<Session>,
+        ttl: Ttl,
+        mode: WriteMode,
+    ) -> Result<(Written, Option<Arc<Session>>)> {
+        self.check_open()?;
+        let started = Instant::now();
+        let id = session.id();
+        let key = self.key_bytes(&id);
+        let value = self.encode(&session)?;
+        let client = &self.inner.client;
+        let [mode_arg, expected] = mode.args();
+        let args = vec![
+            Value::Bytes(value.clone()),
+            Value::from(millis(ttl)),
+            mode_arg,
+            expected,
+        ];
+        let script = &self.inner.scripts.write;
+        let reply: Value = self
+            .redirected(started, || script.run(client, key.clone(), args.clone()))
+            .await
+            .map_err(|error| self.script_error(operation, &session, &error))?;
+        let written = scripts::written(reply).ok_or_else(|| {
+            Error::backend(
+                BackendErrorKind::Protocol,
+                format!("{operation}: the write script answered something unexpected"),
+            )
+        })?;
+        let Written::Stored(revision) = written else {
+            if written == Written::Absent {
+                self.inner.refreshed.remove(&id);
+            }
+            return Ok((written, None));
+        };
+        self.note_refresh(id, ttl);
+        // A value in format 1 has no revision number: its revision is
+        // derived from its bytes, as when it is read back.
+        let revision = revision.unwrap_or_else(|| codec::legacy_revision(&value));
+        // The manager hands over the only reference, so this edits in place.
+        Arc::make_mut(&mut session).set_revision(revision);
+        Ok((Written::Stored(Some(revision)), Some(session)))
+    }
+
+    /// Maps an error of a script run: the script's own refusals become the
+    /// core's errors for them, everything else as any command error.
+    fn script_error(
+        &self,
+        operation: Operation,
+        session: &Session,
+        error: &fred::error::Error,
+    ) -> Error {
+        match Refused::of(error) {
+            Some(Refused::Owner) => Error::InvalidInput(format!(
+                "{operation}: the write would change the owner of session {}; an owner is fixed when the session is created",
+                session.id()
+            )),
+            Some(Refused::Revision) => Error::InvalidInput(format!(
+                "{operation}: the stored revision of session {} has no successor that fits",
+                session.id()
+            )),
+            Some(Refused::Format) => Error::Codec(CodecError::NotSessionFormat),
+            None => self.map(operation)(error.clone()),
+        }
     }
 }
 
@@ -603,19 +693,60 @@ fn glob_escape(prefix: &str) -> String {
 
 impl Storage for RedisStorage {
     async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
-        self.set(Operation::Create, &session, ttl, Some(SetOptions::NX))
-            .await
+        match session.owner() {
+            None => self.create_key(&session, ttl).await,
+            Some(owner) => self.create_owned(owner, &session, ttl).await,
+        }
     }
 
-    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
-        self.set(Operation::Update, &session, ttl, Some(SetOptions::XX))
-            .await
+    async fn update(&self, session: Arc<Session>, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        self.index_before_write(Operation::Update, &session, ttl)
+            .await?;
+        let (_, stored) = self
+            .write(Operation::Update, session, ttl, WriteMode::Update)
+            .await?;
+        Ok(stored)
     }
 
-    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<()> {
-        self.set(Operation::Upsert, &session, ttl, None)
-            .await
-            .map(drop)
+    async fn upsert(&self, session: Arc<Session>, ttl: Ttl) -> Result<Arc<Session>> {
+        self.index_before_write(Operation::Upsert, &session, ttl)
+            .await?;
+        match self
+            .write(Operation::Upsert, session, ttl, WriteMode::Upsert)
+            .await?
+        {
+            (_, Some(stored)) => Ok(stored),
+            (_, None) => Err(Error::backend(
+                BackendErrorKind::Protocol,
+                "upsert: the write script wrote nothing",
+            )),
+        }
+    }
+
+    async fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> Result<Conditional> {
+        self.index_before_write(Operation::UpdateIf, &session, ttl)
+            .await?;
+        match self
+            .write(Operation::UpdateIf, session, ttl, WriteMode::If(expected))
+            .await?
+        {
+            (_, Some(stored)) => Ok(Conditional::Written(stored)),
+            (Written::Conflict(current), None) => Ok(Conditional::Conflict(current)),
+            (_, None) => Ok(Conditional::Absent),
+        }
+    }
+
+    async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        self.owned_sessions(owner).await
+    }
+
+    async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        self.revoke(owner).await
     }
 
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
@@ -664,7 +795,12 @@ impl Storage for RedisStorage {
                 ));
             }
         };
-        Ok(Some(Arc::new(codec::decode_session_for(&bytes, id)?)))
+        let session = codec::decode_session_for(&bytes, id)?;
+        if !fresh && session.owner().is_some() {
+            // Boxed: a path of owned sessions only, once per half TTL.
+            Box::pin(self.index_after_read(&session, ttl, started)).await?;
+        }
+        Ok(Some(Arc::new(session)))
     }
 
     async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
@@ -730,7 +866,17 @@ impl Storage for RedisStorage {
                 .await
         }
         .map_err(self.map(Operation::Count))?;
-        Ok(keys.len())
+        // Owner indexes share the prefix; only session keys count.
+        let prefix = self.inner.key_prefix.as_bytes();
+        Ok(keys
+            .iter()
+            .filter(|key| {
+                key.as_bytes()
+                    .strip_prefix(prefix)
+                    .and_then(|id| std::str::from_utf8(id).ok())
+                    .is_some_and(|id| SessionId::parse(id).is_ok())
+            })
+            .count())
     }
 
     /// Sends `PING`: a health check that does not touch sessions.
