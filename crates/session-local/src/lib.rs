@@ -124,6 +124,14 @@ impl LocalStorage {
         self.inner.map.len()
     }
 
+    /// Whether a live session is stored under `id`, found without reading
+    /// it: its deadline does not slide. For tests and diagnostics, like
+    /// [`entries`](LocalStorage::entries); it works on a closed store too
+    /// (which holds nothing).
+    pub fn contains(&self, id: &SessionId) -> bool {
+        self.inner.map.peek(id).is_some()
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
