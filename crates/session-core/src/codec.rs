@@ -13,11 +13,11 @@
 //! 20      ..    the body, a `Session` encoded with that codec
 //! ```
 //!
-//! Format 1, which earlier releases wrote, is the first four bytes (version
-//! 1) followed by the body of a session without owner. Both are read; which
-//! one is written is a setting ([`FormatVersion`]), so that a rolling deploy
-//! can keep writing format 1 until no replica of the earlier release is left
-//! (docs/stored-format.md has the procedure). A format 1 value has no
+//! Format 1, which earlier releases wrote, is the first four bytes
+//! (version 1) followed by the body of a session without owner. Both are
+//! read; which one is written is a setting ([`FormatVersion`]), so that a
+//! rolling deploy can keep writing format 1 until no replica of the earlier
+//! release is left (docs/stored-format.md has the procedure). A format 1 value has no
 //! revision number: it reads with the revision [`legacy_revision`] derives
 //! from its bytes, which changes with every write, so a conditional write
 //! still sees a write in between.

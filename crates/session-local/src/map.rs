@@ -191,9 +191,8 @@ where
         if slot.deadline.load(Ordering::Acquire) <= self.nanos(now) {
             return None;
         }
-        Some(replace(&slot.value).map(|value| {
+        Some(replace(&slot.value).inspect(|value| {
             *slot = self.slot(value.clone(), now, ttl);
-            value
         }))
     }
 
