@@ -128,6 +128,9 @@ pub async fn a_write_that_changes_the_owner_is_refused<H: Harness>(harness: &H) 
                 "{how} changing the owner {what} gave {result:?}"
             );
         };
+        // The conditional writes name the stored revision (nothing is ever
+        // written here, so it stays the first), so that only the owner check
+        // can refuse them.
         let ttl = store.ttl;
         let forged_arc = || Arc::new(forged.clone());
         invalid(
