@@ -124,6 +124,14 @@ impl LocalStorage {
         self.inner.map.len()
     }
 
+    /// Whether a live session is stored under `id`, found without reading
+    /// it: its deadline does not slide. For tests and diagnostics, like
+    /// [`entries`](LocalStorage::entries); it works on a closed store too
+    /// (which holds nothing).
+    pub fn contains(&self, id: &SessionId) -> bool {
+        self.inner.map.peek(id).is_some()
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)
@@ -193,10 +201,21 @@ impl SyncStorage for LocalStorage {
         let Some(owner) = session.owner().cloned() else {
             return write(session);
         };
-        let mut ids = self.inner.owners.entry(owner).or_default();
-        let stored = write(session)?;
-        ids.insert(id);
-        Ok(stored)
+        let mut ids = self.inner.owners.entry(owner.clone()).or_default();
+        match write(session) {
+            Ok(stored) => {
+                ids.insert(id);
+                Ok(stored)
+            }
+            Err(error) => {
+                drop(ids);
+                // A refused write (one that would change the owner) must not
+                // leave behind the index entry this call made: each refusal
+                // for a new owner would otherwise keep one for good.
+                self.inner.owners.remove_if(&owner, |_, ids| ids.is_empty());
+                Err(error)
+            }
+        }
     }
 
     fn update_if(
@@ -356,5 +375,33 @@ impl Storage for LocalStorage {
     }
     fn as_sync(&self) -> Option<&dyn SyncStorage> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use session_core::SessionType;
+
+    /// An upsert refused for changing the owner leaves no entry in the owner
+    /// index: before the fix, every refusal naming a new owner kept an empty
+    /// entry until that owner was listed or revoked.
+    #[tokio::test]
+    async fn a_refused_upsert_leaves_no_owner_index_entry() {
+        let storage = LocalStorage::new();
+        let ttl = Ttl::from_secs(60).unwrap();
+        let ownerless = Session::new(SessionId::new(), SessionType::Mcp);
+        assert!(SyncStorage::create(&storage, Arc::new(ownerless.clone()), ttl).unwrap());
+        for subject in ["a", "b", "c"] {
+            let owner = Owner::new("https://issuer.test", subject).unwrap();
+            let forged = Session::new_owned(ownerless.id(), SessionType::Mcp, owner);
+            assert!(matches!(
+                SyncStorage::upsert(&storage, Arc::new(forged), ttl),
+                Err(Error::InvalidInput(_))
+            ));
+        }
+        assert!(storage.inner.owners.is_empty());
     }
 }

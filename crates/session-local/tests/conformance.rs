@@ -26,6 +26,12 @@ impl Harness for Local {
         // Local storage keeps `Arc<Session>` values, never bytes.
         false
     }
+
+    async fn raw_exists(&self, id: &SessionId) -> Option<bool> {
+        // Beneath the reads: a live entry in the map, found without sliding
+        // its deadline.
+        Some(self.storage.contains(id))
+    }
 }
 
 async fn harness() -> Option<Local> {

@@ -3,5 +3,9 @@
 pub mod atomicity;
 pub mod codec;
 pub mod expiry;
+pub mod listing;
 pub mod manager;
+pub mod migration;
+pub mod owners;
+pub mod revisions;
 pub mod storage;

@@ -1,10 +1,13 @@
 //! Small helpers that keep the cases short: one call per step, each failing
 //! with a message that says which step failed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::{Manager, Session, SessionId, SessionType, Storage, Ttl};
+use session_core::{
+    Conditional, Manager, Owner, Revision, Session, SessionId, SessionType, Storage, Ttl,
+};
 
 use crate::{Harness, TokioClock};
 
@@ -76,6 +79,65 @@ impl<S: Storage> Fixture<S> {
     pub async fn count(&self) -> usize {
         self.storage.count().await.expect("count failed")
     }
+
+    /// Writes `session` if it is stored at revision `expected`.
+    pub async fn update_if(&self, session: &Session, expected: Revision) -> Conditional {
+        self.storage
+            .update_if(Arc::new(session.clone()), expected, self.ttl)
+            .await
+            .expect("update_if failed")
+    }
+
+    /// The ids of the live sessions of `owner`, after checking that each
+    /// listed session does belong to `owner` and is listed once.
+    pub async fn owned_ids(&self, owner: &Owner) -> BTreeSet<SessionId> {
+        let listed = self
+            .storage
+            .list_owned(owner)
+            .await
+            .expect("list_owned failed");
+        let ids: BTreeSet<SessionId> = listed.iter().map(|session| session.id()).collect();
+        assert_eq!(ids.len(), listed.len(), "a session was listed twice");
+        for session in &listed {
+            assert_eq!(
+                session.owner(),
+                Some(owner),
+                "list_owned of {owner} returned another owner's session {}",
+                session.id()
+            );
+        }
+        ids
+    }
+
+    /// Revokes every session of `owner`; returns the ids removed, after
+    /// checking that none is reported twice.
+    pub async fn revoke_owned(&self, owner: &Owner) -> BTreeSet<SessionId> {
+        let removed = self
+            .storage
+            .revoke_owned(owner)
+            .await
+            .expect("revoke_owned failed");
+        let ids: BTreeSet<SessionId> = removed.iter().copied().collect();
+        assert_eq!(ids.len(), removed.len(), "a revoked id was reported twice");
+        ids
+    }
+}
+
+/// Panics if the harness can tell that a value is stored for `id`: the
+/// check beneath the storage's reads that a refused or conditional write
+/// left nothing behind. A harness that cannot tell answers `None`, and the
+/// reads the caller makes are then the whole check.
+pub(crate) async fn assert_nothing_stored<H: Harness>(harness: &H, id: &SessionId, after: &str) {
+    assert_ne!(
+        harness.raw_exists(id).await,
+        Some(true),
+        "a value is stored for session {id} after {after}"
+    );
+}
+
+/// An owner with a fixed test issuer and the subject `subject`.
+pub(crate) fn owner(subject: &str) -> Owner {
+    Owner::new("https://issuer.test", subject).expect("a valid owner")
 }
 
 /// A new session of type `kind` with a random id.

@@ -22,7 +22,8 @@
 //! # Layout
 //!
 //! - [`cases`]: one function per case, in modules by concern (storage
-//!   operations, atomicity, expiry, codec, manager).
+//!   operations, atomicity, expiry, codec, manager, revisions, owners,
+//!   listing and revocation, stored-format migration).
 //! - [`env`](mod@env): the `SESSION_TEST_*` variables and how a harness reads them.
 //! - [`TokioClock`]: session timestamps that follow Tokio's (pausable)
 //!   clock, so that a maximum lifetime passes under virtual time too.
@@ -66,6 +67,15 @@ pub trait Harness: Send + Sync + 'static {
     /// `true`; returns `false` for backends that keep values rather than
     /// bytes (local storage), where a corrupt stored value cannot exist.
     fn write_raw(&self, id: &SessionId, bytes: &[u8]) -> impl Future<Output = bool> + Send;
+
+    /// Whether a live value is stored where session `id` would be, looked up
+    /// beneath the storage's own reads: without decoding it and without
+    /// sliding its TTL (Redis: `EXISTS` on the session's key). `None` when
+    /// the backend cannot tell; the cases then rely on reads alone.
+    ///
+    /// The cases use it to check that a refused or conditional write left
+    /// nothing behind, not even a value that a read would not return.
+    fn raw_exists(&self, id: &SessionId) -> impl Future<Output = Option<bool>> + Send;
 }
 
 /// Generates one `#[tokio::test]` per conformance case for a harness.
@@ -99,7 +109,24 @@ macro_rules! conformance_suite {
             manager::manager_create_with_id_is_atomic,
             manager::manager_round_trip,
             manager::manager_close_then_use_fails,
-            manager::two_managers_share_sessions
+            manager::two_managers_share_sessions,
+            revisions::concurrent_modify_loses_no_increment,
+            revisions::storage_writes_advance_the_revision_by_one,
+            revisions::manager_writes_advance_the_revision_by_one,
+            revisions::stale_update_if_conflicts_and_writes_nothing,
+            revisions::update_if_at_the_stored_revision_writes,
+            revisions::conditional_writes_of_a_deleted_session_write_nothing,
+            revisions::out_of_range_revisions_are_invalid_input,
+            owners::an_owned_session_is_seen_by_its_owner_only,
+            owners::an_ownerless_session_is_seen_by_everyone,
+            owners::a_write_that_changes_the_owner_is_refused,
+            owners::modify_as_another_owner_does_not_run_the_change,
+            owners::invalid_owners_name_the_bad_part,
+            listing::list_owned_lists_exactly_the_owners_sessions,
+            listing::revoke_owned_removes_every_session_of_the_owner,
+            listing::revoke_owned_during_concurrent_creates_keeps_its_guarantee,
+            migration::golden_format_1_values_read_and_migrate,
+            migration::a_format_1_value_refuses_a_stale_conditional_write
         );
         $crate::conformance_suite!(@cases $harness, [$time],
             expiry::get_refreshes_the_ttl,
@@ -108,7 +135,8 @@ macro_rules! conformance_suite {
             expiry::a_burst_of_reads_keeps_sliding_the_ttl,
             expiry::expire_only_shortens,
             expiry::delete_expired_leaves_live_sessions,
-            expiry::max_lifetime_ends_a_busy_session
+            expiry::max_lifetime_ends_a_busy_session,
+            listing::list_and_revoke_skip_expired_sessions
         );
     };
     (@cases $harness:path, [$attr:meta], $($module:ident :: $case:ident),+ $(,)?) => {

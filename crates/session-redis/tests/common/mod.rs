@@ -126,4 +126,16 @@ impl Harness for RedisHarness {
             .expect("raw SET");
         true
     }
+
+    async fn raw_exists(&self, id: &SessionId) -> Option<bool> {
+        // `EXISTS` counts a key only while it lives, and neither decodes the
+        // value nor touches its TTL.
+        let exists: i64 = self
+            .raw
+            .client()
+            .exists(self.raw.key(id))
+            .await
+            .expect("raw EXISTS");
+        Some(exists > 0)
+    }
 }
