@@ -6,7 +6,7 @@
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use session_factory::{Error, SessionConfig, SessionId, SessionType, Ttl, new_manager};
+use session_factory::{Error, Owner, SessionConfig, SessionId, SessionType, Ttl, new_manager};
 
 /// What an application might keep per session.
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,6 +49,39 @@ async fn main() -> anyhow::Result<()> {
         found.id(),
         found.get_metadata("user")
     );
+
+    // A read-modify-write: retried when another writer came first, so no
+    // concurrent increment is lost; the stored revision says how many
+    // writes the session has seen.
+    let (stored, visits) = manager
+        .modify(&session.id(), |session| {
+            let visits = session
+                .get_metadata("visits")
+                .map_or(0, |visits| visits.parse().unwrap_or(0))
+                + 1;
+            session.set_metadata("visits", visits.to_string());
+            Ok::<_, Error>(visits)
+        })
+        .await?
+        .context("the session we just wrote")?;
+    println!(
+        "modified {}: visits = {visits}, revision = {}",
+        stored.id(),
+        stored.revision()
+    );
+
+    // Sessions of an authenticated principal: another principal, or none,
+    // reads them as absent; their owner lists and revokes them together.
+    let alice = Owner::new("https://issuer.example", "alice")?;
+    let owned = manager.create_owned(alice.clone()).await?;
+    let seen_by_nobody = manager.get_as(&owned.id(), None).await?;
+    println!(
+        "owned    {}: seen without a principal = {}, alice's sessions = {}",
+        owned.id(),
+        seen_by_nobody.is_some(),
+        manager.list_owned(&alice).await?.len()
+    );
+    println!("revoked  {:?}", manager.revoke_owned(&alice).await?);
 
     match manager.create_with_id(session.id()).await {
         Err(Error::AlreadyExists(id)) => println!("re-adding {id} is refused: it already exists"),
