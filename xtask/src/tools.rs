@@ -554,6 +554,15 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_valkey_environment_counts_as_not_installed() {
+        // Any answer but "not installed" would skip the install on a fresh
+        // machine and fail later, at the first Valkey server.
+        let nowhere = std::env::temp_dir().join("xtask-test-no-such-valkey-venv");
+        assert!(!nowhere.exists());
+        assert_eq!(installed_valkey(&nowhere).ok(), Some(None));
+    }
+
+    #[test]
     fn the_child_path_appends_only_directories_off_path() {
         let nothing_added = Located {
             found: Vec::new(),
