@@ -9,13 +9,18 @@ use std::path::PathBuf;
 
 use session_testenv::contract::{
     REDIS, REDIS_ACL, REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_MTLS, REDIS_MTLS_CERT,
-    REDIS_MTLS_KEY, REDIS_TLS, REDIS_TLS_CA, REDIS_TLS_WRONG_CA,
+    REDIS_MTLS_KEY, REDIS_TLS, REDIS_TLS_CA, REDIS_TLS_WRONG_CA, VALKEY,
 };
 use session_testenv::var;
 
 /// `127.0.0.1:PORT` of the plain server.
 pub fn plain() -> Option<String> {
     var(REDIS)
+}
+
+/// `127.0.0.1:PORT` of the plain Valkey server.
+pub fn valkey() -> Option<String> {
+    var(VALKEY)
 }
 
 /// The ACL, TLS and mutual-TLS servers with their credentials.

@@ -11,7 +11,11 @@
 //! TLS servers the secrets scenario needs, and fuzzes) or `cargo xtask soak`.
 //! The scenarios that kill, stall or restart Redis start their own
 //! redis-server processes; the others use `SESSION_TEST_REDIS`, or a server
-//! of their own when it is not set. The run's seed is printed;
+//! of their own when it is not set. The races and bad stored values run a
+//! second time on the plain Valkey server of `SESSION_TEST_VALKEY`, as
+//! verdicts of their own (`race-create-valkey`, ...); without that variable
+//! they are skipped on Valkey, or fail when `SESSION_TEST_REQUIRE_REDIS` is
+//! set. The run's seed is printed;
 //! `RELIABILITY_SEED=<seed>` replays the same schedules.
 
 use std::process::ExitCode;
@@ -200,6 +204,11 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             own_plain.addr()
         }
     };
+    // Valkey's plain server, only from the harness: the reliability suite
+    // finds no Valkey of its own, since xtask installs it off PATH.
+    let valkey = std::env::var(contract::VALKEY)
+        .ok()
+        .filter(|addr| !addr.is_empty());
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let mut outcomes = Vec::new();
     if wanted("bad-configuration") {
@@ -210,6 +219,13 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             &mut outcomes,
             bad_values::run(&plain, scale(2000, 200), seed).await,
         );
+        on_valkey(
+            &mut outcomes,
+            valkey.as_deref(),
+            bad_values::NAME,
+            |addr| async move { bad_values::run(&addr, scale(2000, 200), seed).await },
+        )
+        .await;
     }
     if wanted("secrets-redacted") {
         let outcome = match env::SecureServers::from_env() {
@@ -228,10 +244,27 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             &mut outcomes,
             races::create_race(&plain, scale(1000, 100), seed).await,
         );
+        on_valkey(
+            &mut outcomes,
+            valkey.as_deref(),
+            "race-create",
+            |addr| async move { races::create_race(&addr, scale(1000, 100), seed).await },
+        )
+        .await;
         report(
             &mut outcomes,
             races::delete_update_race(races::Backend::Redis(&plain), scale(5000, 500), seed).await,
         );
+        on_valkey(
+            &mut outcomes,
+            valkey.as_deref(),
+            "race-delete-update",
+            |addr| async move {
+                races::delete_update_race(races::Backend::Redis(&addr), scale(5000, 500), seed)
+                    .await
+            },
+        )
+        .await;
         report(
             &mut outcomes,
             races::delete_update_race(races::Backend::Local, scale(20000, 2000), seed).await,
@@ -264,6 +297,35 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
     }
     summary(&outcomes, started, seed);
     Ok(outcomes)
+}
+
+/// Runs a scenario once more against the plain Valkey server at `valkey`
+/// and reports it under its Valkey name. Without a Valkey server the run is
+/// a failure named `<name>-valkey` when servers are required, and one
+/// `SKIPPED:` line otherwise.
+async fn on_valkey<F, Fut>(outcomes: &mut Vec<Outcome>, valkey: Option<&str>, name: &str, run: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    match valkey {
+        Some(addr) => report(outcomes, run(addr.to_owned()).await.on_server("valkey")),
+        None if contract::require_redis() => report(
+            outcomes,
+            Outcome::error(
+                format!("{name}-valkey"),
+                &anyhow::anyhow!(
+                    "{} is not set, but {} is",
+                    contract::VALKEY,
+                    contract::REQUIRE_REDIS
+                ),
+            ),
+        ),
+        None => println!(
+            "SKIPPED: {name} on Valkey: {} is not set (`cargo xtask reliability` sets it)",
+            contract::VALKEY
+        ),
+    }
 }
 
 async fn run_soak(secs: u64, gateway: Option<std::path::PathBuf>) -> Result<Vec<Outcome>> {

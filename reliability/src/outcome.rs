@@ -57,6 +57,17 @@ impl Outcome {
         result.unwrap_or_else(|error| Self::error(name, &error))
     }
 
+    /// The same outcome, named for a run on another server (`valkey`): a
+    /// trailing `-redis` is replaced by `-<server>`, and any other name gets
+    /// `-<server>` appended, so that the runs of one scenario on Redis and
+    /// on Valkey are separate verdict lines.
+    #[must_use]
+    pub fn on_server(mut self, server: &str) -> Self {
+        let base = self.name.strip_suffix("-redis").unwrap_or(&self.name);
+        self.name = format!("{base}-{server}");
+        self
+    }
+
     /// Appends `part` to the figure, separated by "; ".
     pub fn figure(&mut self, part: impl AsRef<str>) {
         if !self.figure.is_empty() {
@@ -83,5 +94,24 @@ impl fmt::Display for Outcome {
             write!(f, "\n    {detail}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_on_another_server_gets_its_own_name() {
+        assert_eq!(
+            Outcome::new("race-delete-update-redis")
+                .on_server("valkey")
+                .name,
+            "race-delete-update-valkey"
+        );
+        assert_eq!(
+            Outcome::new("bad-stored-values").on_server("valkey").name,
+            "bad-stored-values-valkey"
+        );
     }
 }

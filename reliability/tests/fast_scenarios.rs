@@ -2,7 +2,8 @@
 //! normal test suite (`cargo xtask test`): races, bad stored values, secrets,
 //! bad configuration and the eager/lazy connect cases that need no server
 //! start. Each runs the same code as `cargo xtask reliability`, at a smaller
-//! scale, and prints its figure.
+//! scale, and prints its figure. The races and bad stored values run on the
+//! plain Redis server and, as tests of their own, on the plain Valkey one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,6 +31,26 @@ async fn a_delete_racing_updates_on_redis_stays_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_races_on_valkey_have_one_winner_per_id() {
+    let Some(addr) = env::valkey() else { return };
+    verdict(
+        &races::create_race(&addr, 100, rng::run_seed())
+            .await
+            .on_server("valkey"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_updates_on_valkey_stays_deleted() {
+    let Some(addr) = env::valkey() else { return };
+    verdict(
+        &races::delete_update_race(races::Backend::Redis(&addr), 500, rng::run_seed())
+            .await
+            .on_server("valkey"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_updates_on_local_storage_stays_deleted() {
     verdict(&races::delete_update_race(races::Backend::Local, 2000, rng::run_seed()).await);
 }
@@ -43,6 +64,16 @@ async fn sweeps_racing_loads_never_evict_an_active_session() {
 async fn bad_stored_values_are_typed_errors() {
     let Some(addr) = env::plain() else { return };
     verdict(&bad_values::run(&addr, 200, rng::run_seed()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_stored_values_on_valkey_are_typed_errors() {
+    let Some(addr) = env::valkey() else { return };
+    verdict(
+        &bad_values::run(&addr, 200, rng::run_seed())
+            .await
+            .on_server("valkey"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

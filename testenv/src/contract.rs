@@ -7,25 +7,37 @@
 //! [`Topologies::env`](crate::Topologies::env) and the tests read them with
 //! [`var`].
 //!
-//! | variable                             | value                                                        |
-//! |--------------------------------------|--------------------------------------------------------------|
-//! | `SESSION_TEST_REDIS`                 | `127.0.0.1:PORT` of a plain server, no auth                  |
-//! | `SESSION_TEST_REDIS_ACL`             | `127.0.0.1:PORT` of a server whose `default` user is off     |
-//! | `SESSION_TEST_REDIS_ACL_USER`        | the ACL user that may do everything (`sessionuser`)          |
-//! | `SESSION_TEST_REDIS_ACL_PASSWORD`    | that user's password, random per run                         |
-//! | `SESSION_TEST_REDIS_TLS`             | `127.0.0.1:PORT` of a TLS-only server (no client certs)      |
-//! | `SESSION_TEST_REDIS_TLS_CA`          | path of the PEM CA that signed the TLS and mTLS servers      |
-//! | `SESSION_TEST_REDIS_TLS_WRONG_CA`    | path of an unrelated PEM CA, for verification failures       |
-//! | `SESSION_TEST_REDIS_MTLS`            | `127.0.0.1:PORT` of a TLS-only server requiring client certs |
-//! | `SESSION_TEST_REDIS_MTLS_CERT`       | path of the PEM client certificate for it                    |
-//! | `SESSION_TEST_REDIS_MTLS_KEY`        | path of that certificate's PKCS#8 PEM private key            |
-//! | `SESSION_TEST_REDIS_CLUSTER`         | `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, a 3-master cluster |
-//! | `SESSION_TEST_REDIS_SENTINEL`        | `127.0.0.1:PORT` of a sentinel                               |
-//! | `SESSION_TEST_REDIS_SENTINEL_MASTER` | the name the sentinel monitors its master under (`mymaster`) |
-//! | `SESSION_TEST_REQUIRE_REDIS`         | `1` under `cargo xtask test`: a missing variable is a failure |
-//! | `SESSION_TEST_NGINX`                 | path of the nginx binary for the cross-replica test          |
+//! | variable                              | value                                                                |
+//! |---------------------------------------|----------------------------------------------------------------------|
+//! | `SESSION_TEST_REDIS`                  | `127.0.0.1:PORT` of a plain server, no auth                          |
+//! | `SESSION_TEST_REDIS_ACL`              | `127.0.0.1:PORT` of a server whose `default` user is off             |
+//! | `SESSION_TEST_REDIS_ACL_USER`         | the ACL user that may do everything (`sessionuser`)                  |
+//! | `SESSION_TEST_REDIS_ACL_PASSWORD`     | that user's password, random per run                                 |
+//! | `SESSION_TEST_REDIS_TLS`              | `127.0.0.1:PORT` of a TLS-only server (no client certs)              |
+//! | `SESSION_TEST_REDIS_TLS_CA`           | path of the PEM CA that signed the TLS and mTLS servers              |
+//! | `SESSION_TEST_REDIS_TLS_WRONG_CA`     | path of an unrelated PEM CA, for verification failures               |
+//! | `SESSION_TEST_REDIS_MTLS`             | `127.0.0.1:PORT` of a TLS-only server requiring client certs         |
+//! | `SESSION_TEST_REDIS_MTLS_CERT`        | path of the PEM client certificate for it                            |
+//! | `SESSION_TEST_REDIS_MTLS_KEY`         | path of that certificate's PKCS#8 PEM private key                    |
+//! | `SESSION_TEST_REDIS_CLUSTER`          | `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, a 3-master cluster         |
+//! | `SESSION_TEST_REDIS_SENTINEL`         | `127.0.0.1:PORT` of a sentinel                                       |
+//! | `SESSION_TEST_REDIS_SENTINEL_MASTER`  | the name the sentinel monitors its master under (`mymaster`)         |
+//! | `SESSION_TEST_VALKEY`                 | `127.0.0.1:PORT` of a plain Valkey server, no auth                   |
+//! | `SESSION_TEST_VALKEY_ACL`             | `127.0.0.1:PORT` of a Valkey server whose `default` user is off      |
+//! | `SESSION_TEST_VALKEY_ACL_USER`        | the Valkey ACL user that may do everything (`sessionuser`)           |
+//! | `SESSION_TEST_VALKEY_ACL_PASSWORD`    | that user's password, random per run                                 |
+//! | `SESSION_TEST_VALKEY_CLUSTER`         | `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, a 3-master Valkey cluster  |
+//! | `SESSION_TEST_VALKEY_SENTINEL`        | `127.0.0.1:PORT` of a Valkey sentinel                                |
+//! | `SESSION_TEST_VALKEY_SENTINEL_MASTER` | the name that sentinel monitors its Valkey master under (`mymaster`) |
+//! | `SESSION_TEST_REQUIRE_REDIS`          | `1` under `cargo xtask test`: a missing variable is a failure        |
+//! | `SESSION_TEST_NGINX`                  | path of the nginx binary for the cross-replica test                  |
 //!
 //! The server certificate is valid for both `localhost` and `127.0.0.1`.
+//!
+//! The `SESSION_TEST_VALKEY*` servers are Valkey's, started by the same code
+//! as the Redis ones with other programs ([`Programs`](crate::Programs)).
+//! There are no Valkey TLS servers: the Valkey build the fixture installs
+//! has no TLS, so TLS and mutual TLS are tested on Redis only.
 //!
 //! Under a bare `cargo test` none of these is set and the tests that need a
 //! server skip, each with one line saying so. `cargo xtask test` sets
@@ -58,6 +70,20 @@ pub const REDIS_CLUSTER: &str = "SESSION_TEST_REDIS_CLUSTER";
 pub const REDIS_SENTINEL: &str = "SESSION_TEST_REDIS_SENTINEL";
 /// Name of the master the sentinel monitors.
 pub const REDIS_SENTINEL_MASTER: &str = "SESSION_TEST_REDIS_SENTINEL_MASTER";
+/// Address of the plain Valkey server.
+pub const VALKEY: &str = "SESSION_TEST_VALKEY";
+/// Address of the Valkey ACL server.
+pub const VALKEY_ACL: &str = "SESSION_TEST_VALKEY_ACL";
+/// User name for the Valkey ACL server.
+pub const VALKEY_ACL_USER: &str = "SESSION_TEST_VALKEY_ACL_USER";
+/// Password for the Valkey ACL server.
+pub const VALKEY_ACL_PASSWORD: &str = "SESSION_TEST_VALKEY_ACL_PASSWORD";
+/// Comma-separated addresses of the Valkey cluster's nodes.
+pub const VALKEY_CLUSTER: &str = "SESSION_TEST_VALKEY_CLUSTER";
+/// Address of the Valkey sentinel.
+pub const VALKEY_SENTINEL: &str = "SESSION_TEST_VALKEY_SENTINEL";
+/// Name of the master the Valkey sentinel monitors.
+pub const VALKEY_SENTINEL_MASTER: &str = "SESSION_TEST_VALKEY_SENTINEL_MASTER";
 /// Set to `1` by `cargo xtask test`: a missing variable is then a test failure.
 pub const REQUIRE_REDIS: &str = "SESSION_TEST_REQUIRE_REDIS";
 /// Path of the nginx binary the cross-replica test puts in front of two
@@ -65,7 +91,7 @@ pub const REQUIRE_REDIS: &str = "SESSION_TEST_REQUIRE_REDIS";
 pub const NGINX: &str = "SESSION_TEST_NGINX";
 
 /// Every variable of the contract, in the order of the table above.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 22] = [
     REDIS,
     REDIS_ACL,
     REDIS_ACL_USER,
@@ -79,6 +105,13 @@ pub const ALL: [&str; 15] = [
     REDIS_CLUSTER,
     REDIS_SENTINEL,
     REDIS_SENTINEL_MASTER,
+    VALKEY,
+    VALKEY_ACL,
+    VALKEY_ACL_USER,
+    VALKEY_ACL_PASSWORD,
+    VALKEY_CLUSTER,
+    VALKEY_SENTINEL,
+    VALKEY_SENTINEL_MASTER,
     REQUIRE_REDIS,
     NGINX,
 ];

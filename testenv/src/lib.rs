@@ -18,12 +18,13 @@
 //! | [`server`] | one redis-server or sentinel process: start, wait until ready, stall, resume, kill, restart |
 //! | [`cli`] | `redis-cli` calls with a timeout, a raw RESP `PING`, `INFO` fields |
 //! | [`cluster`] | a Redis Cluster of masters and replicas, and the check that all its nodes agree |
-//! | [`topologies`] | the six deployments `cargo xtask test` starts, and their contract variables |
+//! | [`topologies`] | the deployments `cargo xtask test` starts (six on Redis, four on Valkey), and their contract variables |
 //!
 //! The server and client programs are a parameter ([`Programs`]): every
 //! process and every `redis-cli` call names the binaries it runs, so a
 //! server that speaks the same protocol from other binaries can be started
-//! the same way.
+//! the same way: Valkey's `valkey-server` and `valkey-cli` run the Valkey
+//! topologies.
 //!
 //! **Architecture Invariant:** this crate depends on no crate of the
 //! workspace. xtask depends on it and must stay quick to build, so it never

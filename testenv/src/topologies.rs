@@ -4,9 +4,13 @@
 //! deployment the Redis backend supports, all in one private scratch
 //! directory: a plain server, an ACL server whose `default` user is off, a
 //! TLS-only server, a mutual-TLS server, a three-master cluster and a
-//! sentinel with its master. [`Topologies::env`] names them in the variables
-//! of the [`contract`](crate::contract). Dropping the value kills the
-//! servers and removes the directory.
+//! sentinel with its master. Given Valkey's programs too, it starts the
+//! plain, ACL, cluster and sentinel deployments a second time from those,
+//! by the same functions: a flavor only names the programs, the
+//! directories and the contract variables. Valkey gets no TLS servers, since
+//! the Valkey build the fixture installs has no TLS. [`Topologies::env`]
+//! names them in the variables of the [`contract`](crate::contract).
+//! Dropping the value kills the servers and removes the directory.
 
 use std::path::Path;
 use std::thread;
@@ -19,7 +23,8 @@ use crate::cluster::{self, Shape};
 use crate::contract::{
     REDIS, REDIS_ACL, REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_CLUSTER, REDIS_MTLS,
     REDIS_MTLS_CERT, REDIS_MTLS_KEY, REDIS_SENTINEL, REDIS_SENTINEL_MASTER, REDIS_TLS,
-    REDIS_TLS_CA, REDIS_TLS_WRONG_CA,
+    REDIS_TLS_CA, REDIS_TLS_WRONG_CA, VALKEY, VALKEY_ACL, VALKEY_ACL_PASSWORD, VALKEY_ACL_USER,
+    VALKEY_CLUSTER, VALKEY_SENTINEL, VALKEY_SENTINEL_MASTER,
 };
 use crate::error::{Error, IoContext, Result, chain};
 use crate::process::{ScratchDir, random_hex};
@@ -39,6 +44,53 @@ const CLUSTER: Shape = Shape {
 /// How long the sentinel may take to connect to its master.
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// One server implementation's deployments: the directory prefix of its
+/// processes and the contract variables that name them.
+#[derive(Clone, Copy, Debug)]
+struct Flavor {
+    /// Put before each process's directory name, so that two flavors share
+    /// one scratch directory without clashing.
+    dir_prefix: &'static str,
+    plain: &'static str,
+    acl: &'static str,
+    acl_user: &'static str,
+    acl_password: &'static str,
+    cluster: &'static str,
+    sentinel: &'static str,
+    sentinel_master: &'static str,
+}
+
+impl Flavor {
+    /// The name of a process directory of this flavor.
+    fn dir(&self, name: &str) -> String {
+        format!("{}{name}", self.dir_prefix)
+    }
+}
+
+/// Redis, whose processes keep the directory names they always had.
+const REDIS_FLAVOR: Flavor = Flavor {
+    dir_prefix: "",
+    plain: REDIS,
+    acl: REDIS_ACL,
+    acl_user: REDIS_ACL_USER,
+    acl_password: REDIS_ACL_PASSWORD,
+    cluster: REDIS_CLUSTER,
+    sentinel: REDIS_SENTINEL,
+    sentinel_master: REDIS_SENTINEL_MASTER,
+};
+
+/// Valkey, beside Redis in the same scratch directory.
+const VALKEY_FLAVOR: Flavor = Flavor {
+    dir_prefix: "valkey-",
+    plain: VALKEY,
+    acl: VALKEY_ACL,
+    acl_user: VALKEY_ACL_USER,
+    acl_password: VALKEY_ACL_PASSWORD,
+    cluster: VALKEY_CLUSTER,
+    sentinel: VALKEY_SENTINEL,
+    sentinel_master: VALKEY_SENTINEL_MASTER,
+};
+
 /// Every running topology; dropping this stops them and removes their files.
 #[derive(Debug)]
 pub struct Topologies {
@@ -56,9 +108,10 @@ struct Started {
 }
 
 impl Topologies {
-    /// Starts every topology with `programs` and waits until each one serves
-    /// requests.
-    pub fn start(programs: &Programs) -> Result<Topologies> {
+    /// Starts every Redis topology with `programs` and, when `valkey` is
+    /// given, the plain, ACL, cluster and sentinel topologies once more with
+    /// Valkey's programs, and waits until each one serves requests.
+    pub fn start(programs: &Programs, valkey: Option<&Programs>) -> Result<Topologies> {
         let dir = ScratchDir::new("testenv-redis")?;
         // Not "tls": that name belongs to the TLS server's own directory.
         let certs_dir = dir.path().join("certs");
@@ -68,17 +121,27 @@ impl Topologies {
         let parent = dir.path();
 
         // The topologies are independent, so each starts on its own thread and
-        // the total time is that of the slowest one (the cluster), not the sum.
+        // the total time is that of the slowest one (a cluster), not the sum.
         let results: Vec<Result<Started>> = thread::scope(|scope| {
             let certs = &certs;
-            let handles = vec![
-                scope.spawn(move || start_plain(programs, parent)),
-                scope.spawn(move || start_acl(programs, parent)),
+            let redis = &REDIS_FLAVOR;
+            let mut handles = vec![
+                scope.spawn(move || start_plain(programs, parent, redis)),
+                scope.spawn(move || start_acl(programs, parent, redis)),
                 scope.spawn(move || start_tls(programs, parent, certs, false)),
                 scope.spawn(move || start_tls(programs, parent, certs, true)),
-                scope.spawn(move || start_cluster(programs, parent)),
-                scope.spawn(move || start_sentinel(programs, parent)),
+                scope.spawn(move || start_cluster(programs, parent, redis)),
+                scope.spawn(move || start_sentinel(programs, parent, redis)),
             ];
+            if let Some(valkey) = valkey {
+                let flavor = &VALKEY_FLAVOR;
+                handles.extend([
+                    scope.spawn(move || start_plain(valkey, parent, flavor)),
+                    scope.spawn(move || start_acl(valkey, parent, flavor)),
+                    scope.spawn(move || start_cluster(valkey, parent, flavor)),
+                    scope.spawn(move || start_sentinel(valkey, parent, flavor)),
+                ]);
+            }
             handles
                 .into_iter()
                 .map(|handle| {
@@ -138,18 +201,18 @@ impl Topologies {
     }
 }
 
-fn start_plain(programs: &Programs, parent: &Path) -> Result<Started> {
-    let server = RedisProcess::builder(parent, "plain")
+fn start_plain(programs: &Programs, parent: &Path, flavor: &Flavor) -> Result<Started> {
+    let server = RedisProcess::builder(parent, &flavor.dir("plain"))
         .programs(programs)
         .start()?;
     Ok(Started {
-        env: vec![(REDIS, server.addr())],
+        env: vec![(flavor.plain, server.addr())],
         servers: vec![server],
     })
 }
 
-fn start_acl(programs: &Programs, parent: &Path) -> Result<Started> {
-    let server = RedisProcess::builder(parent, "acl")
+fn start_acl(programs: &Programs, parent: &Path, flavor: &Flavor) -> Result<Started> {
+    let server = RedisProcess::builder(parent, &flavor.dir("acl"))
         .programs(programs)
         .start()?;
     // The user is created over the still-open default user, which keeps the
@@ -181,9 +244,9 @@ fn start_acl(programs: &Programs, parent: &Path) -> Result<Started> {
     }
     Ok(Started {
         env: vec![
-            (REDIS_ACL, server.addr()),
-            (REDIS_ACL_USER, ACL_USER.to_owned()),
-            (REDIS_ACL_PASSWORD, password),
+            (flavor.acl, server.addr()),
+            (flavor.acl_user, ACL_USER.to_owned()),
+            (flavor.acl_password, password),
         ],
         servers: vec![server],
     })
@@ -218,23 +281,23 @@ fn start_tls(
     })
 }
 
-fn start_cluster(programs: &Programs, parent: &Path) -> Result<Started> {
-    let nodes = cluster::start(programs, parent, "cluster", CLUSTER)?;
+fn start_cluster(programs: &Programs, parent: &Path, flavor: &Flavor) -> Result<Started> {
+    let nodes = cluster::start(programs, parent, &flavor.dir("cluster"), CLUSTER)?;
     let addrs: Vec<String> = nodes.iter().map(RedisProcess::addr).collect();
     Ok(Started {
-        env: vec![(REDIS_CLUSTER, addrs.join(","))],
+        env: vec![(flavor.cluster, addrs.join(","))],
         servers: nodes,
     })
 }
 
-fn start_sentinel(programs: &Programs, parent: &Path) -> Result<Started> {
-    let master = RedisProcess::builder(parent, "sentinel-master")
+fn start_sentinel(programs: &Programs, parent: &Path, flavor: &Flavor) -> Result<Started> {
+    let master = RedisProcess::builder(parent, &flavor.dir("sentinel-master"))
         .programs(programs)
         .start()?;
     let master_port = master.port().to_string();
     let sentinel = RedisProcess::sentinel_builder(
         parent,
-        "sentinel",
+        &flavor.dir("sentinel"),
         &[
             "sentinel resolve-hostnames no".to_owned(),
             format!("sentinel monitor {SENTINEL_MASTER_NAME} {HOST} {master_port} 1"),
@@ -252,8 +315,8 @@ fn start_sentinel(programs: &Programs, parent: &Path) -> Result<Started> {
     .map_err(|error| Error::Setup(format!("{}; {}", chain(&error), sentinel.diagnostics())))?;
     Ok(Started {
         env: vec![
-            (REDIS_SENTINEL, sentinel.addr()),
-            (REDIS_SENTINEL_MASTER, SENTINEL_MASTER_NAME.to_owned()),
+            (flavor.sentinel, sentinel.addr()),
+            (flavor.sentinel_master, SENTINEL_MASTER_NAME.to_owned()),
         ],
         servers: vec![master, sentinel],
     })

@@ -22,6 +22,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     // in seconds, not after a full clippy build.
     let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI, tools::NGINX])?;
     let nginx = tools.path(tools::NGINX).to_owned();
+    let valkey = tools::valkey(&tools::target_dir(root))?;
 
     cargo(root, &["fmt", "--all", "--", "--check"]).run()?;
     cargo(
@@ -46,11 +47,11 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     cargo(root, &["test", "-p", "session-factory"]).run()?;
 
     {
-        println!("starting Redis topologies");
+        println!("starting the Redis and Valkey topologies");
         let started = std::time::Instant::now();
-        let topologies = Topologies::start(&tools.programs())?;
+        let topologies = Topologies::start(&tools.programs(), Some(&valkey))?;
         println!(
-            "Redis topologies ready in {:.1?} (files in {})",
+            "Redis and Valkey topologies ready in {:.1?} (files in {})",
             started.elapsed(),
             topologies.dir().display()
         );

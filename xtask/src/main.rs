@@ -13,14 +13,15 @@
 //!      `session-local` and `session-factory` must not depend on `fred`,
 //!      `rustls`, `ring` or any `aws-lc*` crate (checked with `cargo tree`);
 //!   4. starts real Redis servers (plain, ACL, TLS, mutual TLS, cluster and
-//!      sentinel; see `session_testenv::contract` for the environment variables that
+//!      sentinel) and Valkey servers (plain, ACL, cluster and sentinel; see
+//!      `session_testenv::contract` for the environment variables that
 //!      point the tests at them) and runs `cargo test --workspace
 //!      --all-features` with those variables and `SESSION_TEST_REQUIRE_REDIS=1`;
 //!      arguments after `--` are passed on to `cargo test`;
 //!   5. `cargo doc --workspace --no-deps --all-features` with
 //!      `RUSTDOCFLAGS="-D warnings"`.
 //!
-//! - `cargo xtask redis` starts the same Redis servers, prints the `export`
+//! - `cargo xtask redis` starts the same Redis and Valkey servers, prints the `export`
 //!   lines for their variables and keeps them running until Ctrl-C, so tests
 //!   can be run by hand against them.
 //!
@@ -38,7 +39,10 @@
 //! Debian package's file list; see the `tools` module, which also explains
 //! how CI proves that path. The servers come from `session-testenv`, the one
 //! Redis fixture of the workspace, and are stopped on every exit path,
-//! including Ctrl-C and SIGTERM (exit code 130).
+//! including Ctrl-C and SIGTERM (exit code 130). `test`, `redis` and
+//! `reliability` also run Valkey, which xtask installs from a pinned Python
+//! package into a virtual environment under the target directory (see the
+//! `tools` module).
 
 mod bench;
 mod ci;
@@ -199,8 +203,11 @@ fn project_root() -> Result<PathBuf> {
 /// `cargo xtask redis`: keeps the topologies up for manual test runs.
 fn serve_redis() -> Result<()> {
     let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI])?;
+    // The Valkey servers too: the exported SESSION_TEST_REQUIRE_REDIS makes
+    // the Valkey tests fail without them.
+    let valkey = tools::valkey(&tools::target_dir(&project_root()?))?;
     let started = std::time::Instant::now();
-    let topologies = Topologies::start(&tools.programs())?;
+    let topologies = Topologies::start(&tools.programs(), Some(&valkey))?;
     let elapsed = started.elapsed();
 
     let mut exports = String::new();
@@ -218,7 +225,10 @@ fn serve_redis() -> Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{exports}")?;
-    writeln!(stdout, "# Redis topologies ready in {elapsed:.1?}:")?;
+    writeln!(
+        stdout,
+        "# Redis and Valkey topologies ready in {elapsed:.1?}:"
+    )?;
     for (name, pid, port) in topologies.processes() {
         writeln!(stdout, "#   {name:<16} pid {pid:<8} port {port}")?;
     }

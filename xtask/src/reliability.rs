@@ -6,9 +6,10 @@
 //! 1. builds `session-reliability`;
 //! 2. starts the test topologies of `cargo xtask test` (the secrets scenario
 //!    needs the ACL, TLS and mutual-TLS servers; races and bad values use the
-//!    plain one) and runs every scenario with their `SESSION_TEST_REDIS*`
-//!    variables; the scenarios that kill, stall, restart or fail over Redis
-//!    start servers of their own and signal them by pid;
+//!    plain Redis server and run once more on the plain Valkey server) and
+//!    runs every scenario with their `SESSION_TEST_*` variables; the
+//!    scenarios that kill, stall, restart or fail over Redis start servers
+//!    of their own and signal them by pid;
 //! 3. fuzzes `session_core::codec::decode_session` and
 //!    `session_factory::SessionConfig::from_toml` with cargo-fuzz on nightly
 //!    for `--fuzz-secs` each (default 60; 0 skips fuzzing), installing
@@ -24,7 +25,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -91,8 +92,15 @@ pub(crate) fn parse(command: &str, parser: &mut lexopt::Parser) -> Result<Option
 pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
     let started = Instant::now();
     let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI])?;
+    let valkey = match &args {
+        Args::Reliability { .. } => Some(tools::valkey(&tools::target_dir(root))?),
+        // The soak starts its own Redis servers and runs no Valkey.
+        Args::Soak { .. } => None,
+    };
     cargo_step(root, &["build", "-p", "session-reliability"])?;
-    let binary = target_dir(root).join("debug").join("session-reliability");
+    let binary = tools::target_dir(root)
+        .join("debug")
+        .join("session-reliability");
     let scratch = ScratchDir::new("xtask-reliability")?;
     let mut lines = Vec::new();
     match args {
@@ -108,9 +116,11 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
             if root.join("crates/session-gateway/Cargo.toml").is_file() {
                 match cargo_step(root, &["build", "-p", "session-gateway"]) {
                     Ok(()) => {
-                        command
-                            .arg("--gateway")
-                            .arg(target_dir(root).join("debug").join("session-gateway"));
+                        command.arg("--gateway").arg(
+                            tools::target_dir(root)
+                                .join("debug")
+                                .join("session-gateway"),
+                        );
                     }
                     Err(error) => {
                         println!("the gateway does not build ({error:#}): soaking the library")
@@ -126,8 +136,8 @@ pub(crate) fn run(root: &Path, args: Args) -> Result<()> {
         }
         Args::Reliability { only, fuzz_secs } => {
             {
-                println!("starting Redis topologies");
-                let topologies = Topologies::start(&tools.programs())?;
+                println!("starting the Redis and Valkey topologies");
+                let topologies = Topologies::start(&tools.programs(), valkey.as_ref())?;
                 let mut command = Command::new(&binary);
                 command.current_dir(root);
                 // The scenarios that kill, stall or restart Redis start
@@ -219,12 +229,6 @@ fn cargo_step(root: &Path, args: &[&str]) -> Result<()> {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
     Ok(())
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
 }
 
 /// `cargo +nightly ...` through rustup, without the variables of the stable

