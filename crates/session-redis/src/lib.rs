@@ -695,7 +695,9 @@ impl Storage for RedisStorage {
     async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
         match session.owner() {
             None => self.create_key(&session, ttl).await,
-            Some(owner) => self.create_owned(owner, &session, ttl).await,
+            // Boxed: the owned create joins two command futures, which
+            // inline would double the size of every create's future.
+            Some(owner) => Box::pin(self.create_owned(owner, &session, ttl)).await,
         }
     }
 
