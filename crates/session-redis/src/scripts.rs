@@ -176,7 +176,8 @@ const _: () = assert!(codec::OWNER_TAG_BYTES.start == 12 && codec::OWNER_TAG_BYT
 /// value in format 1), `{0, ''}` when there was nothing to update, and
 /// `{2, revision}` when the stored revision was not the expected one. The
 /// revision of a stored value in format 1 is the first 8 bytes of its
-/// SHA-1 (`codec::legacy_revision`).
+/// SHA-1 (`codec::legacy_revision`). A stored value in no format this build
+/// reads is replaced by a plain write and conflicts with a conditional one.
 const WRITE: &str = r"
 local NONE = '\0\0\0\0\0\0\0\0'
 local FIRST = '\0\0\0\0\0\0\0\1'
@@ -224,16 +225,22 @@ if not current then
 else
   local stored = version(current)
   if not stored then
-    return redis.error_reply('SESSION_FORMAT the stored value is not in a session format this build reads')
-  end
-  local stored_revision = revision(current, stored)
-  if ARGV[3] == 'if' and stored_revision ~= ARGV[4] then return {2, stored_revision} end
-  if owner(current, stored) ~= owner(value, writing) then
-    return redis.error_reply('SESSION_OWNER the write would change the session owner')
-  end
-  next_revision = after(stored_revision)
-  if not next_revision then
-    return redis.error_reply('SESSION_REVISION the stored revision has no successor that fits')
+    -- An unreadable value (corrupt, or of another program) has no
+    -- revision or owner to keep: a plain write replaces it, as SET did
+    -- before scripts, and a conditional write conflicts with it (its
+    -- revision is the one derived from its bytes, as for format 1).
+    if ARGV[3] == 'if' then return {2, revision(current, 1)} end
+    next_revision = FIRST
+  else
+    local stored_revision = revision(current, stored)
+    if ARGV[3] == 'if' and stored_revision ~= ARGV[4] then return {2, stored_revision} end
+    if owner(current, stored) ~= owner(value, writing) then
+      return redis.error_reply('SESSION_OWNER the write would change the session owner')
+    end
+    next_revision = after(stored_revision)
+    if not next_revision then
+      return redis.error_reply('SESSION_REVISION the stored revision has no successor that fits')
+    end
   end
 end
 if writing == 2 then
