@@ -164,6 +164,12 @@ impl Manager {
     /// this replica or any other sharing the storage.
     #[doc(alias = "AddWithID")]
     pub async fn create_with_id(&self, id: SessionId) -> Result<Arc<Session>> {
+        self.create_new(id, None).await
+    }
+
+    /// Makes a session for `id` with the factory, owned by `owner` if given,
+    /// stamps it and stores it.
+    async fn create_new(&self, id: SessionId, owner: Option<Owner>) -> Result<Arc<Session>> {
         self.inner.check()?;
         let mut session = (self.inner.factory)(id);
         if session.id() != id {
@@ -171,6 +177,9 @@ impl Manager {
                 "the session factory returned a session with id {} for id {id}",
                 session.id()
             )));
+        }
+        if let Some(owner) = owner {
+            session.set_owner(owner);
         }
         session.stamp_new(self.inner.clock.now());
         self.create_from(session).await
@@ -196,18 +205,7 @@ impl Manager {
     /// Creates a session with a new random id from the factory, owned by
     /// `owner` for its whole life.
     pub async fn create_owned(&self, owner: Owner) -> Result<Arc<Session>> {
-        self.inner.check()?;
-        let id = SessionId::new();
-        let mut session = (self.inner.factory)(id);
-        if session.id() != id {
-            return Err(Error::InvalidInput(format!(
-                "the session factory returned a session with id {} for id {id}",
-                session.id()
-            )));
-        }
-        session.set_owner(owner);
-        session.stamp_new(self.inner.clock.now());
-        self.create_from(session).await
+        self.create_new(SessionId::new(), Some(owner)).await
     }
 
     /// Reads a session on behalf of `principal` (`None`: a caller with no

@@ -252,10 +252,7 @@ async fn a_writer_racing_the_only_attempt_is_a_conflict() {
         "{outcome:?}"
     );
     assert_eq!(runs, 1);
-    let stored = Storage::get(&storage, &id, ttl()).await.unwrap().unwrap();
-    assert_eq!(stored.revision(), Revision::new(2));
-    assert_eq!(stored.get_metadata("racer"), Some("1"));
-    assert_eq!(stored.get_metadata("marked"), None);
+    assert_only_the_race_landed(&storage, &id).await;
 }
 
 /// Once the racing writer stops, the next attempt goes through on the value
@@ -291,6 +288,15 @@ async fn modify_succeeds_once_the_racing_writer_stops() {
     assert_eq!(stored.get_metadata("marked"), Some("yes"));
     let read = Storage::get(&storage, &id, ttl()).await.unwrap().unwrap();
     assert_eq!(read, stored);
+}
+
+/// The stored session holds one racing write (revision 2, racer 1) and none
+/// of the change's marks.
+async fn assert_only_the_race_landed(storage: &LocalStorage, id: &SessionId) {
+    let stored = Storage::get(storage, id, ttl()).await.unwrap().unwrap();
+    assert_eq!(stored.revision(), Revision::new(2));
+    assert_eq!(stored.get_metadata("racer"), Some("1"));
+    assert_eq!(stored.get_metadata("marked"), None);
 }
 
 /// Writes from another replica, in the middle of an attempt: the racer
@@ -361,10 +367,7 @@ async fn an_error_from_the_change_ends_modify_with_nothing_written() {
         .await;
     assert_eq!(outcome, Err(Refusal::Refused));
     assert_eq!(runs, 2);
-    let stored = Storage::get(&storage, &id, ttl()).await.unwrap().unwrap();
-    assert_eq!(stored.revision(), Revision::new(2));
-    assert_eq!(stored.get_metadata("racer"), Some("1"));
-    assert_eq!(stored.get_metadata("marked"), None);
+    assert_only_the_race_landed(&storage, &id).await;
 }
 
 /// A change that replaces the session by one with another id is
