@@ -38,6 +38,10 @@ impl ErrorContext {
                 };
             }
             ErrorKind::Auth => BackendErrorKind::Auth,
+            // The server's ACL refuses the command (a user without
+            // `+@scripting`, say): like a refused login, it ran nothing and a
+            // retry is refused again.
+            _ if details.starts_with("NOPERM") => BackendErrorKind::Auth,
             ErrorKind::Tls => BackendErrorKind::Tls,
             // rustls handshake and certificate failures surface as IO errors.
             ErrorKind::IO if looks_like_tls(&details) => BackendErrorKind::Tls,
@@ -164,6 +168,11 @@ mod tests {
                 ErrorKind::Unknown,
                 "ERR unknown command 'GETEX'",
                 Some(BackendErrorKind::Protocol),
+            ),
+            (
+                ErrorKind::Unknown,
+                "NOPERM User noscript has no permissions to run the 'evalsha' command",
+                Some(BackendErrorKind::Auth),
             ),
             (ErrorKind::Timeout, "Request timed out.", None),
         ];

@@ -485,18 +485,30 @@ impl RedisStorage {
         ))
     }
 
-    /// `SET key value NX PX ttl`, the value at [`Revision::FIRST`]; returns
-    /// whether Redis wrote.
-    async fn create_key(&self, session: &Session, ttl: Ttl) -> Result<bool> {
-        self.check_open()?;
-        let started = Instant::now();
-        let key = self.key_bytes(&session.id());
-        let client = &self.inner.client;
+    /// The stored value of a new session: encoded in the format this
+    /// storage writes, at [`Revision::FIRST`].
+    fn encode_new(&self, session: &Session) -> Result<Bytes> {
         let mut value = self.codec.encode_session_as(session, self.format)?;
         if self.format == FormatVersion::V2 {
             value[codec::REVISION_BYTES].copy_from_slice(&Revision::FIRST.to_be_bytes());
         }
-        let value = Bytes::from(value);
+        Ok(Bytes::from(value))
+    }
+
+    /// `SET key value NX PX ttl` of `session`, encoded by
+    /// [`encode_new`](Self::encode_new); returns whether Redis wrote.
+    async fn create_key(&self, session: &Session, ttl: Ttl) -> Result<bool> {
+        let value = self.encode_new(session)?;
+        self.set_new(session, value, ttl).await
+    }
+
+    /// `SET key value NX PX ttl` of `session`'s already encoded `value`;
+    /// returns whether Redis wrote.
+    async fn set_new(&self, session: &Session, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.check_open()?;
+        let started = Instant::now();
+        let key = self.key_bytes(&session.id());
+        let client = &self.inner.client;
         let condition = Some(SetOptions::NX);
         let reply: Value = self
             .redirected(started, || {

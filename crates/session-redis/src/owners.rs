@@ -142,11 +142,14 @@ impl RedisStorage {
         self.check_open()?;
         let started = Instant::now();
         let id = session.id();
+        // Encoded before anything is sent: a session this storage cannot
+        // write (an owner in stored format 1) leaves no index entry behind.
+        let value = self.encode_new(session)?;
         // Joined, not awaited in turn: fred sends both commands at once,
         // the index write first, so the pair costs one round trip.
         let (indexed, created) = tokio::join!(
             self.index(Operation::Create, owner, &id, ttl, started),
-            self.create_key(session, ttl),
+            self.set_new(session, value, ttl),
         );
         match (indexed, created) {
             (Ok(()), created) => created,

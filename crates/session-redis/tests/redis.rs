@@ -14,9 +14,10 @@ use common::{Topology, config, env, pem, unique_prefix};
 use session_config::{
     Auth, ClientIdentity, ConnectMode, Pem, RedisConfig, SessionConfig, TlsConfig,
 };
-use session_core::codec::MAGIC;
+use session_core::codec::{FormatVersion, MAGIC};
 use session_core::{
-    BackendErrorKind, Description, Error, Manager, Session, SessionId, SessionType, Storage, Ttl,
+    BackendErrorKind, Description, Error, Manager, Owner, Session, SessionId, SessionType, Storage,
+    Ttl,
 };
 use session_redis::RedisStorage;
 use session_redis::fred::interfaces::{ClientLike, KeysInterface};
@@ -698,4 +699,201 @@ async fn sentinel_tls_without_data_tls_from_code_is_refused() {
         Err(Error::Config(error)) => assert_eq!(error.field(), Some("redis.sentinel.tls")),
         other => panic!("expected a config error, got {other:?}"),
     }
+}
+
+/// A key of another type where an owner's index belongs: the owned create is
+/// refused with a wrong-type error that names the index, and nothing of it
+/// stays behind (the session key its pipeline wrote is deleted again);
+/// listing and revoking that owner are refused the same way, and the
+/// foreign key is left as it was.
+#[tokio::test]
+async fn an_owner_index_key_of_the_wrong_type_is_a_typed_error_and_nothing_is_stored() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = manager(storage.clone(), 60);
+    let owner = Owner::new("https://issuer.example", "wrong-type").unwrap();
+    let index = storage.owner_index_key(&owner);
+    let _: () = storage
+        .client()
+        .set(index.as_str(), "not a sorted set", None, None, false)
+        .await
+        .unwrap();
+
+    let error = manager.create_owned(owner.clone()).await.unwrap_err();
+    assert_eq!(
+        error.backend_kind(),
+        Some(BackendErrorKind::WrongType),
+        "{error}"
+    );
+    assert!(error.to_string().contains("index"), "{error}");
+    // The prefix is this test's own: no session key is left under it.
+    assert_eq!(
+        manager.count().await.unwrap(),
+        0,
+        "the session of a refused owned create is gone"
+    );
+
+    for refused in [
+        manager.list_owned(&owner).await.map(|_| ()),
+        manager.revoke_owned(&owner).await.map(|_| ()),
+    ] {
+        let error = refused.unwrap_err();
+        assert_eq!(
+            error.backend_kind(),
+            Some(BackendErrorKind::WrongType),
+            "{error}"
+        );
+        assert!(error.to_string().contains("index"), "{error}");
+    }
+    let kept: Option<String> = storage.client().get(index.as_str()).await.unwrap();
+    assert_eq!(kept.as_deref(), Some("not a sorted set"));
+    // Another owner, and sessions without one, are unaffected.
+    let other = Owner::new("https://issuer.example", "someone-else").unwrap();
+    let theirs = manager.create_owned(other.clone()).await.unwrap();
+    let listed = manager.list_owned(&other).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id(), theirs.id());
+    manager.create().await.unwrap();
+}
+
+/// A user whose ACL forbids scripts (`-@scripting`), as some managed
+/// services configure: every write that needs a script is refused with a
+/// typed error that names the refusal, is not mistaken for a lost reply (it
+/// is not retryable and its outcome is known), and changes nothing.
+#[tokio::test]
+async fn a_server_that_refuses_scripts_gives_a_typed_error_and_changes_nothing() {
+    let Some(admin_config) = config(Topology::Standalone) else {
+        return;
+    };
+    let admin = RedisStorage::connect(&admin_config).await.unwrap();
+    let user = format!("noscript-{}", SessionId::new());
+    let password = format!("pw-{}", SessionId::new());
+    let pass = format!(">{password}");
+    acl(
+        &admin,
+        &["SETUSER", &user, "on", &pass, "~*", "+@all", "-@scripting"],
+    )
+    .await;
+    let config = admin_config
+        .clone()
+        .with_auth(Auth::user(user.clone(), password.clone()));
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = manager(storage.clone(), 60);
+
+    // A create without an owner needs no script and succeeds.
+    let created = manager.create().await.unwrap();
+    let before: Option<session_redis::fred::bytes::Bytes> = admin
+        .client()
+        .get(storage.key(&created.id()))
+        .await
+        .unwrap();
+    let assert_refused = |error: &Error| {
+        assert_eq!(
+            error.backend_kind(),
+            Some(BackendErrorKind::Auth),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("NOPERM"), "{error}");
+        assert!(!error.is_retryable(), "{error:?}");
+        assert!(!error.is_outcome_unknown(), "{error:?}");
+        assert!(!error.to_string().contains(&password), "{error}");
+    };
+    let mut changed = (*created).clone();
+    changed.set_metadata("changed", "yes");
+    assert_refused(&manager.update(changed).await.unwrap_err());
+    let modified: Result<Option<_>, Error> = manager
+        .modify(&created.id(), |session| {
+            session.set_metadata("modified", "yes");
+            Ok(())
+        })
+        .await;
+    assert_refused(&modified.unwrap_err());
+    let after: Option<session_redis::fred::bytes::Bytes> = admin
+        .client()
+        .get(storage.key(&created.id()))
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a refused write changes nothing");
+
+    // An owned create needs the index script: refused, and no session key
+    // and no index stay behind.
+    let owner = Owner::new("https://issuer.example", "no-scripts").unwrap();
+    assert_refused(&manager.create_owned(owner.clone()).await.unwrap_err());
+    assert_eq!(
+        manager.count().await.unwrap(),
+        1,
+        "no session of the refused owned create is left"
+    );
+    let index: i64 = admin
+        .client()
+        .exists(storage.owner_index_key(&owner))
+        .await
+        .unwrap();
+    assert_eq!(index, 0, "no index of the refused owned create is left");
+
+    manager.close().await.unwrap();
+    acl(&admin, &["DELUSER", &user]).await;
+}
+
+/// Sends `ACL <args>` through `admin`.
+async fn acl(admin: &RedisStorage, args: &[&str]) {
+    let command = CustomCommand::new_static("ACL", ClusterHash::Random, false);
+    let args: Vec<Value> = args.iter().map(|arg| Value::from(*arg)).collect();
+    let _: Value = admin.client().custom(command, args).await.unwrap();
+}
+
+/// During a rolling deploy from the release before revisions the storage is
+/// told to keep writing stored format 1: what it writes is format 1, which
+/// that release reads, and what it reads of either format is served. An
+/// owner cannot be written in format 1: an owned create is refused with a
+/// codec error before anything is stored.
+#[tokio::test]
+async fn a_format_1_writer_writes_format_1_and_refuses_owners() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let config = config.with_stored_format(FormatVersion::V1);
+    let storage = RedisStorage::connect(&config).await.unwrap();
+    let manager = manager(storage.clone(), 60);
+    let raw = |id: SessionId| {
+        let storage = storage.clone();
+        async move {
+            let bytes: Option<session_redis::fred::bytes::Bytes> =
+                storage.client().get(storage.key(&id)).await.unwrap();
+            bytes.expect("the key exists")
+        }
+    };
+
+    let created = manager.create().await.unwrap();
+    let bytes = raw(created.id()).await;
+    assert_eq!(&bytes[..2], &MAGIC);
+    assert_eq!(bytes[2], FormatVersion::V1.number(), "{:?}", &bytes[..4]);
+    let updated = manager
+        .modify(&created.id(), |session| {
+            session.set_metadata("step", "1");
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_ne!(updated.revision(), created.revision());
+    let bytes = raw(created.id()).await;
+    assert_eq!(bytes[2], FormatVersion::V1.number());
+    let read = manager.get(&created.id()).await.unwrap().unwrap();
+    assert_eq!(read.get_metadata("step"), Some("1"));
+    assert_eq!(read.revision(), updated.revision());
+
+    let owner = Owner::new("https://issuer.example", "format-1").unwrap();
+    let error = manager.create_owned(owner.clone()).await.unwrap_err();
+    assert!(matches!(error, Error::Codec(_)), "{error:?}");
+    assert_eq!(manager.count().await.unwrap(), 1, "only the first session");
+    let index: i64 = storage
+        .client()
+        .exists(storage.owner_index_key(&owner))
+        .await
+        .unwrap();
+    assert_eq!(index, 0, "no index of the refused owned create is left");
 }
