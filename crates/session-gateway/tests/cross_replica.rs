@@ -3,7 +3,9 @@
 //!
 //! - On Redis, one MCP session is served by both replicas: `counter` counts
 //!   1..=10 across them, and after a `DELETE` through nginx both replicas,
-//!   asked directly, refuse the session with a JSON-RPC 404.
+//!   asked directly, refuse the session with a JSON-RPC 404. 100 `counter`
+//!   calls at once on one new session, spread over both replicas, are told
+//!   each count from 1 to 100 exactly once: no increment is lost.
 //! - On local storage, what users would see without Redis: a session is
 //!   unknown to the other replica, and the rmcp client fails through nginx.
 //! - With `connect = "lazy"`, a replica starts while Redis is down, reports
@@ -20,6 +22,7 @@ mod common;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -426,9 +429,64 @@ async fn redis_shares_sessions_across_replicas_behind_nginx() {
         };
         eprintln!("redis e2e: replica {name} {how}");
     }
+
+    concurrent_counter_calls_lose_nothing(nginx_port).await;
     print_access_log(&children, &[("a", port_a), ("b", port_b)]);
     drop(client.cancel().await);
     eprintln!("redis e2e: done in {:.1?}", started.elapsed());
+}
+
+/// Calls of `counter` at once on one session, through nginx to both replicas.
+const CONCURRENT_CALLS: usize = 100;
+
+/// [`CONCURRENT_CALLS`] calls of `counter` at once on one new session,
+/// spread by nginx over both replicas: the tool's atomic read-modify-write
+/// loses no increment, so the calls are told each count from 1 to 100
+/// exactly once, and a last call counts 101.
+async fn concurrent_counter_calls_lose_nothing(nginx_port: u16) {
+    let client = connect(nginx_port).await;
+    let started = Instant::now();
+    let barrier = Arc::new(tokio::sync::Barrier::new(CONCURRENT_CALLS));
+    let calls: Vec<_> = (0..CONCURRENT_CALLS)
+        .map(|_| {
+            let peer = client.peer().clone();
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let result = peer
+                    .call_tool(CallToolRequestParams::new("counter"))
+                    .await
+                    .unwrap();
+                text_of(&result)
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    for call in calls {
+        let counted = call.await.unwrap();
+        counts.push(counted["count"].as_u64().unwrap());
+        *served
+            .entry(counted["replica"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts.sort_unstable();
+    eprintln!(
+        "redis e2e: {CONCURRENT_CALLS} concurrent counter calls on one session in {:.1?}, served {served:?}",
+        started.elapsed()
+    );
+    let expected: Vec<u64> = (1..=CONCURRENT_CALLS as u64).collect();
+    assert_eq!(
+        counts, expected,
+        "each count from 1 to {CONCURRENT_CALLS} exactly once"
+    );
+    assert_eq!(
+        served.len(),
+        2,
+        "both replicas should have served: {served:?}"
+    );
+    assert_eq!(counter(&client).await["count"], CONCURRENT_CALLS as u64 + 1);
+    drop(client.cancel().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
