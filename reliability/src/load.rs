@@ -143,6 +143,7 @@ pub fn error_class(error: &Error) -> &'static str {
         Error::Config(_) => "config",
         Error::InvalidInput(_) => "invalid-input",
         Error::AlreadyExists(_) => "already-exists",
+        Error::Conflict { .. } => "conflict",
         Error::Closed => "closed",
         _ => "other",
     }

@@ -34,7 +34,11 @@
 //!    replica, and all are readable;
 //! 4. errors during the switch are typed and retryable, nothing hangs, no
 //!    fresh create is told `AlreadyExists`, and service recovers within a
-//!    bound.
+//!    bound;
+//! 5. counters incremented through the atomic read-modify-write during the
+//!    switch ([`increments`](crate::increments)), two of them in the moved
+//!    slots, end with at least their acknowledged increments and at most
+//!    those plus the ones whose outcome was reported unknown.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,7 +53,7 @@ use session_redis::fred::util::redis_keyslot;
 
 use crate::load::{self, Anomaly, Load, LoadReport, LoadSpec, OpResult, ms};
 use crate::rng::Rng;
-use crate::{Outcome, scenarios};
+use crate::{Outcome, increments, scenarios};
 use session_testenv::cluster::{self, ClusterNode, Shape};
 use session_testenv::{Cli, HOST, Programs, RedisProcess};
 
@@ -258,8 +262,32 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     }
     let confirmed_moved = in_slots(storage, &old_master_line, &confirmed);
 
+    // Counters: two in the slots that move, two elsewhere.
+    let mut counters = Vec::new();
+    let (mut moved, mut kept) = (0, 0);
+    while moved + kept < increments::COUNTERS {
+        let id = rng.session_id();
+        let slot = redis_keyslot(storage.key(&id).as_bytes());
+        if old_master_line.owns(slot) && moved < increments::COUNTERS / 2 {
+            moved += 1;
+            counters.push(id);
+        } else if !old_master_line.owns(slot)
+            && kept < increments::COUNTERS - increments::COUNTERS / 2
+        {
+            kept += 1;
+            counters.push(id);
+        }
+    }
+    increments::create(&manager, &counters).await?;
+
     // 2. The failover, under load.
     let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
+    let running = increments::Increments::start(
+        &manager,
+        &counters,
+        increments::PER_COUNTER,
+        increments::PACE,
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     // When does the manager's client connect to the promoted node? fred
     // connects to masters only, so before the failover it has no
@@ -321,6 +349,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = load.stop(Duration::from_secs(10)).await;
+    let tallies = running.stop(Duration::from_secs(10)).await;
     let followed = follow.await.ok().flatten();
 
     // 3. Confirmed after the switch, on every master of the new view.
@@ -348,6 +377,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let confirmed_audit = load::audit(&manager, &confirmed).await;
     let after_audit = load::audit(&manager, &after).await;
     let live_audit = load::audit(&manager, &report.live).await;
+    let counts = increments::read(&manager, &counters, increments::READ_LIMIT).await?;
     let acknowledged_lost = report.lost.len() + live_audit.missing.len();
     let acknowledged_total = report.live.len() + report.lost.len();
     let anomalies = report.anomalies();
@@ -398,6 +428,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         agreed.is_ok(),
         format!("every node agrees on the new master: {agreed:?}"),
     );
+    // A manual failover loses no acknowledged write: every acknowledged
+    // increment is the floor.
+    increments::check(&mut outcome, &tallies, &tallies, &counts);
     confirmed_audit.check_all_read(
         &mut outcome,
         "every session confirmed with WAIT before the failover is readable",

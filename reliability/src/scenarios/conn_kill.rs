@@ -7,13 +7,18 @@
 //! never rebuilt), every failed operation is a typed, retryable error, no
 //! operation contradicts what was acknowledged before (no spurious
 //! `AlreadyExists` for a fresh id, no acknowledged session missing), and
-//! service is back to normal within a bound.
+//! service is back to normal within a bound. Beside the load, 16 tasks
+//! increment 4 counters through the atomic read-modify-write; each counter
+//! ends with at least its acknowledged increments and at most those plus
+//! the ones whose outcome was reported unknown
+//! ([`increments`](crate::increments)).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
-use crate::{Outcome, scenarios};
+use crate::rng::Rng;
+use crate::{Outcome, increments, scenarios};
 use session_testenv::RedisProcess;
 
 /// The figure's name.
@@ -41,6 +46,8 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         ..LoadSpec::steady(seed)
     };
     let load = Load::start(&manager, spec, Instant::now());
+    let (counters, increments) =
+        increments::start_counters(&manager, &mut Rng::derive(seed, 11)).await?;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut kills = Vec::new();
@@ -57,6 +64,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = load.stop(Duration::from_secs(10)).await;
+    increments::stop_and_check(&mut outcome, &manager, &counters, increments).await?;
     // The same manager still serves: its client reconnected by itself.
     let connected_after = server
         .cli()

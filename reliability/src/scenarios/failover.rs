@@ -29,6 +29,15 @@
 //!
 //! Sessions acknowledged during the switch but never confirmed may be lost,
 //! as Redis allows; how many were is reported, not asserted.
+//!
+//! Counters incremented through the atomic read-modify-write
+//! ([`increments`](crate::increments)) run in three phases: before the
+//! failover (confirmed with `WAIT`), through it, and after the switch
+//! (confirmed with `WAIT`). Each counter ends with at least the
+//! acknowledged increments of the two confirmed phases, and at most every
+//! acknowledged increment plus those whose outcome was reported unknown:
+//! an increment acknowledged by the old master after the promotion may be
+//! lost, one is never applied twice.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -42,7 +51,7 @@ use session_redis::fred::prelude::Value;
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
 use crate::rng::Rng;
-use crate::{Outcome, scenarios};
+use crate::{Outcome, increments, scenarios};
 use session_testenv::cli::info_field;
 use session_testenv::{HOST, RedisProcess};
 
@@ -151,6 +160,9 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let mut rng = Rng::derive(seed, 4);
     let (confirmed, failed) = load::create_many(&manager, CONFIRMED_BEFORE, 32, &mut rng).await;
     anyhow::ensure!(failed == 0, "{failed} creates failed before the failover");
+    let (counters, running) = increments::start_counters(&manager, &mut rng).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = running.stop(Duration::from_secs(10)).await;
     let replicas = wait_replicated(&storage, Duration::from_secs(5)).await?;
     anyhow::ensure!(
         replicas >= 1,
@@ -159,6 +171,12 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
     // 2. The failover, under load.
     let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
+    let running = increments::Increments::start(
+        &manager,
+        &counters,
+        increments::PER_COUNTER,
+        increments::PACE,
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failover_at = load.now();
     // When does the manager's client show up on the promoted server? Its
@@ -209,9 +227,19 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = load.stop(Duration::from_secs(10)).await;
+    let through = running.stop(Duration::from_secs(10)).await;
     let followed = follow.await.ok().flatten();
 
-    // 3. Confirmed after the switch.
+    // 3. Confirmed after the switch (the WAIT below covers the increments
+    // too).
+    let running = increments::Increments::start(
+        &manager,
+        &counters,
+        increments::PER_COUNTER,
+        increments::PACE,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_switch = running.stop(Duration::from_secs(10)).await;
     let (after, failed_after) = load::create_many(&manager, CONFIRMED_AFTER, 32, &mut rng).await;
     let replicas_after = wait_replicated(&storage, Duration::from_secs(30)).await;
     let on_new_master = match after.first() {
@@ -222,6 +250,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let confirmed_audit = load::audit(&manager, &confirmed).await;
     let after_audit = load::audit(&manager, &after).await;
     let live_audit = load::audit(&manager, &report.live).await;
+    let counts = increments::read(&manager, &counters, increments::READ_LIMIT).await?;
     let unconfirmed_lost = report.lost.len() + live_audit.missing.len();
     let unconfirmed_total = report.live.len() + report.lost.len();
     let recovery = report.failures_recovery_after(failover_at, scenarios::SLOW);
@@ -250,6 +279,16 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         ms(recovery),
         unconfirmed_lost,
         unconfirmed_total,
+    ));
+    let floor = before.clone().and(&after_switch);
+    let all = before.and(&through).and(&after_switch);
+    increments::check(&mut outcome, &floor, &all, &counts);
+    outcome.figure(format!(
+        "acknowledged increments lost with the old master's unconfirmed writes: {} (through the switch: {} acknowledged)",
+        all.total()
+            .acked
+            .saturating_sub(counts.values().sum::<u64>()),
+        through.total().acked,
     ));
     confirmed_audit.check_all_read(
         &mut outcome,

@@ -4,13 +4,18 @@
 //! command timeout turns into a hang. Promised: every operation in flight
 //! or started during the stall returns within the command timeout plus a
 //! small margin, with a retryable typed error (a timeout), none hangs, and
-//! service resumes by itself after `SIGCONT`.
+//! service resumes by itself after `SIGCONT`. Beside the load, 16 tasks
+//! increment 4 counters through the atomic read-modify-write: a timed-out
+//! increment still runs when the server resumes, so each counter ends with
+//! at least its acknowledged increments and at most those plus the ones
+//! whose outcome was reported unknown ([`increments`](crate::increments)).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Load, LoadSpec, OpResult, ms};
-use crate::{Outcome, scenarios};
+use crate::rng::Rng;
+use crate::{Outcome, increments, scenarios};
 use session_testenv::RedisProcess;
 
 /// The figure's name.
@@ -35,6 +40,8 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     let config = scenarios::fault_config(&server.addr(), &scenarios::unique_prefix("stall"))?;
     let manager = scenarios::manager(&config).await?;
     let load = Load::start(&manager, LoadSpec::steady(seed), Instant::now());
+    let (counters, increments) =
+        increments::start_counters(&manager, &mut Rng::derive(seed, 12)).await?;
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stopped_at = load.now();
@@ -44,6 +51,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     server.resume()?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = load.stop(Duration::from_secs(10)).await;
+    increments::stop_and_check(&mut outcome, &manager, &counters, increments).await?;
     let audit = load::audit(&manager, &report.live).await;
 
     let bound = config.command_timeout() + MARGIN;
