@@ -36,7 +36,7 @@
 //!    fresh create is told `AlreadyExists`, and service recovers within a
 //!    bound;
 //! 5. counters incremented through the atomic read-modify-write during the
-//!    switch ([`increments`](crate::increments)), two of them in the moved
+//!    switch ([`increments`]), two of them in the moved
 //!    slots, end with at least their acknowledged increments and at most
 //!    those plus the ones whose outcome was reported unknown.
 

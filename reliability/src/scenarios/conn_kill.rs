@@ -11,7 +11,7 @@
 //! increment 4 counters through the atomic read-modify-write; each counter
 //! ends with at least its acknowledged increments and at most those plus
 //! the ones whose outcome was reported unknown
-//! ([`increments`](crate::increments)).
+//! ([`increments`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};

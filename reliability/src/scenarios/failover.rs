@@ -31,7 +31,7 @@
 //! as Redis allows; how many were is reported, not asserted.
 //!
 //! Counters incremented through the atomic read-modify-write
-//! ([`increments`](crate::increments)) run in three phases: before the
+//! ([`increments`]) run in three phases: before the
 //! failover (confirmed with `WAIT`), through it, and after the switch
 //! (confirmed with `WAIT`). Each counter ends with at least the
 //! acknowledged increments of the two confirmed phases, and at most every

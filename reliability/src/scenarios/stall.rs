@@ -8,7 +8,7 @@
 //! increment 4 counters through the atomic read-modify-write: a timed-out
 //! increment still runs when the server resumes, so each counter ends with
 //! at least its acknowledged increments and at most those plus the ones
-//! whose outcome was reported unknown ([`increments`](crate::increments)).
+//! whose outcome was reported unknown ([`increments`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
