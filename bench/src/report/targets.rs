@@ -24,6 +24,10 @@ const AT: usize = 64;
 /// The "measured" column of a target read at every concurrency.
 const EVERY_CONCURRENCY: &str = "by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}";
 
+/// The least throughput of an owned create against a plain one: owner
+/// bookkeeping may cost a create at most 15%.
+const OWNED_CREATE: f64 = 1.0 / 1.15;
+
 /// Which section of the report a target's figures come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Section {
@@ -33,6 +37,10 @@ pub(crate) enum Section {
     Local,
     /// Section 3, the memory files and `sweep.json`.
     Memory,
+    /// Section 6, the Redis rows of `owned.json`.
+    OwnedRedis,
+    /// Section 6, the local rows of `owned.json`.
+    OwnedLocal,
 }
 
 /// Which cells of a section's table a figure is read at.
@@ -302,6 +310,58 @@ pub(crate) const TARGETS: &[Target] = &[
                  difference beyond 5% across the concurrencies: keep one auto-pipelined client \
                  (one connection per node, simpler){% endif %}",
     },
+    Target {
+        name: "Redis modify >= 0.80x get + update at 1 and 64 tasks",
+        measured: Figure::Throughput {
+            store: "modify",
+            op: "modify",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("get-update"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.80,
+        section: Section::OwnedRedis,
+        detail: "modify / get + update by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Local modify >= 0.80x get + update at 1 and 2 threads",
+        measured: Figure::Throughput {
+            store: "modify",
+            op: "modify",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("get-update"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.80,
+        section: Section::OwnedLocal,
+        detail: "modify / get + update by threads: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Redis create_owned costs create at most 15% (>= 0.87x create) at 1 and 64 tasks",
+        measured: Figure::Throughput {
+            store: "create-owned",
+            op: "create",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("create"),
+        comparison: Comparison::AtLeast,
+        threshold: OWNED_CREATE,
+        section: Section::OwnedRedis,
+        detail: "create_owned / create by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Local create_owned costs create at most 15% (>= 0.87x create) at 1 and 2 threads",
+        measured: Figure::Throughput {
+            store: "create-owned",
+            op: "create",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("create"),
+        comparison: Comparison::AtLeast,
+        threshold: OWNED_CREATE,
+        section: Section::OwnedLocal,
+        detail: "create_owned / create by threads: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
 ];
 
 /// A target and what this run measured for it.
@@ -394,6 +454,8 @@ fn evidence(target: &Target, run: &Run) -> Result<Option<Evidence>> {
         Section::Redis => (run.redis_rows(), &crate::redis::CONCURRENCY),
         Section::Local => (run.local_rows(), &crate::local::THREADS),
         Section::Memory => (&[], &[]),
+        Section::OwnedRedis => (run.owned_redis_rows(), &crate::owned::TASKS),
+        Section::OwnedLocal => (run.owned_local_rows(), &crate::owned::THREADS),
     };
     // The two figures that are not cells of a section's table.
     match (target.measured, target.baseline) {
