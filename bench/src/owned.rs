@@ -9,7 +9,8 @@
 //!   bookkeeping (on Redis, the index script sent with the `SET NX`) costs;
 //! - `Manager::list_owned` of an owner with 10 and with 1,000 live
 //!   sessions, against a plain `get` of one session: what reading a session
-//!   by listing costs beside reading it by id.
+//!   by listing costs beside reading it by id. Listings run at one task (see
+//!   [`LIST_TASKS`]).
 //!
 //! Every task works on sessions of its own (its own session to modify and
 //! read, its own owners to list), so that no task waits for another and the
@@ -44,6 +45,11 @@ pub(crate) const TASKS: [usize; 2] = [1, 64];
 pub(crate) const THREADS: [usize; 2] = crate::local::THREADS;
 /// The sessions of each listed owner.
 pub(crate) const LIST_SIZES: [usize; 2] = [10, 1_000];
+/// The tasks the listings run at. One: a listing's figure is how long one
+/// call takes. At 64 tasks each listing 1,000 sessions, 64,000 reads would
+/// be in flight on Redis at once, and a single call would outlast the
+/// measurement window.
+pub(crate) const LIST_TASKS: usize = 1;
 /// The owners the owned creates go to in turn: few enough that the
 /// cleanup after each run is cheap, many enough that at 64 tasks no two
 /// tasks create for the same owner at once.
@@ -123,7 +129,7 @@ struct Ctx {
     own: Vec<SessionId>,
     /// The owners of the owned creates.
     owners: Vec<Owner>,
-    /// Per list size, one owner per task with that many sessions.
+    /// Per list size, one owner per listing task with that many sessions.
     listed: Vec<Vec<Owner>>,
 }
 
@@ -227,8 +233,8 @@ fn owner(subject: String) -> Result<Owner> {
 }
 
 /// Fills a manager with what the runs need: a session per task, the owners
-/// of the owned creates, and per list size an owner per task with that many
-/// sessions (made with `create_owned`, so that they are indexed as a
+/// of the owned creates, and per list size an owner per listing task with
+/// that many sessions (made with `create_owned`, so that they are indexed as a
 /// service's are).
 async fn prepare(manager: Manager, tasks: usize) -> Result<Arc<Ctx>> {
     let mut rng = Rng::new(0x0055_E55E);
@@ -242,12 +248,12 @@ async fn prepare(manager: Manager, tasks: usize) -> Result<Arc<Ctx>> {
         .collect::<Result<Vec<_>>>()?;
     let mut listed = Vec::with_capacity(LIST_SIZES.len());
     for size in LIST_SIZES {
-        let list_owners = (0..tasks)
+        let list_owners = (0..LIST_TASKS)
             .map(|task| owner(format!("lister-{size}-{task:02}")))
             .collect::<Result<Vec<_>>>()?;
         let shared = Arc::new(list_owners.clone());
         let manager = manager.clone();
-        in_parallel(tasks * size, 64, move |i| {
+        in_parallel(LIST_TASKS * size, 64, move |i| {
             let manager = manager.clone();
             let owner = shared[i % shared.len()].clone();
             async move { Ok(manager.create_owned(owner).await?.id()) }
@@ -323,6 +329,26 @@ enum Storage {
     Local,
 }
 
+/// Which cells to run; everything by default. Narrowing it is for
+/// investigating one figure by hand (`--ops create --tasks 64`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Filter {
+    /// Tasks on Redis, threads on local storage.
+    pub(crate) tasks: Option<Vec<usize>>,
+    /// Comparisons: `modify`, `create`, `list`.
+    pub(crate) ops: Option<Vec<String>>,
+}
+
+impl Filter {
+    fn tasks(&self, tasks: usize) -> bool {
+        self.tasks.as_ref().is_none_or(|list| list.contains(&tasks))
+    }
+
+    fn op(&self, op: &str) -> bool {
+        self.ops.as_ref().is_none_or(|list| list.iter().any(|name| name == op))
+    }
+}
+
 /// Where and how a run is made.
 #[derive(Clone, Copy)]
 struct Setting<'a> {
@@ -334,6 +360,7 @@ struct Setting<'a> {
     create_cap: usize,
     /// The Redis server's client, for its CPU time.
     redis: Option<&'a session_redis::fred::clients::Client>,
+    filter: &'a Filter,
 }
 
 /// Runs `target` once and removes what it created.
@@ -345,6 +372,7 @@ async fn measure(setting: Setting<'_>, op: &str, target: Target) -> Result<Row> 
         tasks,
         create_cap,
         redis,
+        filter: _,
     } = setting;
     let work = Arc::new(OwnedWork {
         ctx: Arc::clone(ctx),
@@ -392,12 +420,17 @@ async fn rounds(setting: Setting<'_>, rows: &mut Vec<Row>) -> Result<()> {
     // after it find them grown (removing sessions does not shrink them):
     // one unrecorded run of each create target first, so that no recorded
     // run pays for growth that the others do not.
-    for target in [Target::Create, Target::CreateOwned] {
-        check(&measure(setting, "create", target).await?)?;
+    if setting.filter.op("create") {
+        for target in [Target::Create, Target::CreateOwned] {
+            check(&measure(setting, "create", target).await?)?;
+        }
     }
     let (storage, tasks) = (setting.storage, setting.tasks);
     for round in 1..=setting.timing.rounds {
         for (op, targets) in comparisons() {
+            if (op == "list" && tasks != LIST_TASKS) || !setting.filter.op(op) {
+                continue;
+            }
             // Each round starts the order at another target, so that no
             // target always runs right after the same neighbour.
             let mut order = targets;
@@ -442,7 +475,7 @@ fn check(row: &Row) -> Result<()> {
 }
 
 /// The Redis half, on the current runtime.
-async fn redis(addr: &str, timing: Timing) -> Result<Vec<Row>> {
+async fn redis(addr: &str, timing: Timing, filter: &Filter) -> Result<Vec<Row>> {
     let config = RedisConfig::standalone(addr, PREFIX)
         .with_context(|| format!("invalid Redis address {addr:?}"))?;
     let storage = RedisStorage::connect(&config)
@@ -456,13 +489,10 @@ async fn redis(addr: &str, timing: Timing) -> Result<Vec<Row>> {
         )
         .await?;
     let tasks = TASKS.into_iter().max().unwrap_or(1);
-    eprintln!(
-        "owned: Redis: preparing {tasks} sessions and {tasks} owners of each of {LIST_SIZES:?} \
-         sessions"
-    );
+    eprintln!("owned: Redis: preparing {tasks} sessions and owners of {LIST_SIZES:?} sessions");
     let ctx = prepare(manager(storage)?, tasks).await?;
     let mut rows = Vec::new();
-    for tasks in TASKS {
+    for tasks in TASKS.into_iter().filter(|&tasks| filter.tasks(tasks)) {
         let setting = Setting {
             ctx: &ctx,
             storage: Storage::Redis,
@@ -472,6 +502,7 @@ async fn redis(addr: &str, timing: Timing) -> Result<Vec<Row>> {
             // the cleanup after each run removes it.
             create_cap: usize::MAX,
             redis: Some(&client),
+            filter,
         };
         rounds(setting, &mut rows).await?;
     }
@@ -481,9 +512,9 @@ async fn redis(addr: &str, timing: Timing) -> Result<Vec<Row>> {
 
 /// The local half: a runtime of each thread count, each with a store of
 /// its own.
-fn local(timing: Timing, create_cap: usize) -> Result<Vec<Row>> {
+fn local(timing: Timing, create_cap: usize, filter: &Filter) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for threads in THREADS {
+    for threads in THREADS.into_iter().filter(|&threads| filter.tasks(threads)) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
@@ -498,6 +529,7 @@ fn local(timing: Timing, create_cap: usize) -> Result<Vec<Row>> {
                 tasks: threads,
                 create_cap,
                 redis: None,
+                filter,
             };
             rounds(setting, &mut rows).await?;
             ctx.manager.close().await?;
@@ -509,14 +541,14 @@ fn local(timing: Timing, create_cap: usize) -> Result<Vec<Row>> {
 
 /// Runs section 6 against the Redis server at `addr`, then on local
 /// storage.
-pub(crate) fn run(addr: &str, timing: Timing) -> Result<OwnedResults> {
+pub(crate) fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<OwnedResults> {
     let local_create_cap = if timing.quick { 100_000 } else { 500_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let redis = runtime.block_on(redis(addr, timing))?;
+    let redis = runtime.block_on(redis(addr, timing, filter))?;
     drop(runtime);
-    let local = local(timing, local_create_cap)?;
+    let local = local(timing, local_create_cap, filter)?;
     Ok(OwnedResults {
         list_sizes: LIST_SIZES.to_vec(),
         create_owners: CREATE_OWNERS,

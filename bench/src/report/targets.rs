@@ -725,12 +725,111 @@ fn limits(run: &Run) -> Value {
     }
 }
 
-/// The targets section: every target met or not, and when a Redis target
-/// was missed, what limits the Redis path.
+/// `n` tasks or threads, in the singular for one.
+fn count(n: usize, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// What this run's figures say about the section 6 targets in `missed`:
+/// the CPU per operation of the new call and of its baseline at every
+/// concurrency, and for the Redis create what its second command costs.
+/// `None` when none of them was missed.
+fn owned_limits(run: &Run, missed: &[&Target]) -> Option<Value> {
+    let missed_op = |section: Section, op: &str| {
+        missed.iter().any(|target| {
+            target.section == section
+                && matches!(target.measured, Figure::Throughput { op: measured, .. } if measured == op)
+        })
+    };
+    let figure = |rows: &[Row], target: &str, op: &str, at: usize, pick: fn(&Row) -> f64| {
+        find(rows, target, op, at)
+            .map(|row| format!("{} us", us(pick(row))))
+            .unwrap_or_else(|| "n/a".to_owned())
+    };
+    let cpu = |row: &Row| row.m.cpu_us_per_op;
+    let storages: [(Section, &str, &[Row], &[usize], &str); 2] = [
+        (
+            Section::OwnedRedis,
+            "Redis",
+            run.owned_redis_rows(),
+            &crate::owned::TASKS,
+            "task",
+        ),
+        (
+            Section::OwnedLocal,
+            "local storage",
+            run.owned_local_rows(),
+            &crate::owned::THREADS,
+            "thread",
+        ),
+    ];
+    // The new call and its baseline at every concurrency of a storage.
+    let cells = |rows: &[Row], concurrency: &[usize], unit: &str, op: &str, ours, base| {
+        concurrency
+            .iter()
+            .map(|&at| {
+                context! {
+                    at => count(at, unit),
+                    ours => figure(rows, ours, op, at, cpu),
+                    base => figure(rows, base, op, at, cpu),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut modify = Vec::new();
+    for (section, storage, rows, concurrency, unit) in storages {
+        if missed_op(section, "modify") {
+            let cells = cells(rows, concurrency, unit, "modify", "modify", "get-update");
+            modify.push(context! { storage, cells });
+        }
+    }
+    let redis = run.owned_redis_rows();
+    let redis_create = missed_op(Section::OwnedRedis, "create").then(|| {
+        let server = |row: &Row| row.m.server_cpu_us_per_op.unwrap_or(f64::NAN);
+        let p50 = |row: &Row| row.m.p50_us;
+        context! {
+            at => count(AT, "task"),
+            client_owned => figure(redis, "create-owned", "create", AT, cpu),
+            client_plain => figure(redis, "create", "create", AT, cpu),
+            server_owned => figure(redis, "create-owned", "create", AT, server),
+            server_plain => figure(redis, "create", "create", AT, server),
+            p50_owned => figure(redis, "create-owned", "create", 1, p50),
+            p50_plain => figure(redis, "create", "create", 1, p50),
+        }
+    });
+    let local_create = missed_op(Section::OwnedLocal, "create").then(|| {
+        let (_, _, rows, concurrency, unit) = storages[1];
+        cells(rows, concurrency, unit, "create", "create-owned", "create")
+    });
+    let any = !modify.is_empty() || redis_create.is_some() || local_create.is_some();
+    any.then(|| {
+        context! {
+            modify => (!modify.is_empty()).then_some(modify),
+            redis_create,
+            local_create,
+        }
+    })
+}
+
+/// The targets section: every target met or not, and when a target was
+/// missed, what limits it.
 pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
     let mut verdicts = Vec::new();
+    let mut owned_missed = Vec::new();
     for target in TARGETS {
-        verdicts.extend(evaluate(target, run, templates)?);
+        let Some(verdict) = evaluate(target, run, templates)? else {
+            continue;
+        };
+        if verdict.met == Some(false)
+            && matches!(target.section, Section::OwnedRedis | Section::OwnedLocal)
+        {
+            owned_missed.push(target);
+        }
+        verdicts.push(verdict);
     }
     let redis_missed = verdicts
         .iter()
@@ -740,6 +839,7 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
         context! {
             table => table(&verdicts),
             limits => redis_missed.then(|| limits(run)),
+            owned => owned_limits(run, &owned_missed),
         },
     )
 }
