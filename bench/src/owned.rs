@@ -345,7 +345,9 @@ impl Filter {
     }
 
     fn op(&self, op: &str) -> bool {
-        self.ops.as_ref().is_none_or(|list| list.iter().any(|name| name == op))
+        self.ops
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|name| name == op))
     }
 }
 

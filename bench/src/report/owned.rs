@@ -102,7 +102,10 @@ fn list_table(owned: &OwnedResults) -> String {
             let small = smallest
                 .as_deref()
                 .and_then(|target| find(rows, target, "list", at));
-            for row in rows.iter().filter(|r| r.op == "list" && r.concurrency == at) {
+            for row in rows
+                .iter()
+                .filter(|r| r.op == "list" && r.concurrency == at)
+            {
                 let size = owned
                     .list_sizes
                     .iter()

@@ -734,6 +734,17 @@ fn count(n: usize, unit: &str) -> String {
     }
 }
 
+/// One storage of section 6, as the paragraph on missed targets reads it.
+struct OwnedStorage<'a> {
+    section: Section,
+    /// As the paragraph names it.
+    name: &'static str,
+    rows: &'a [Row],
+    concurrency: &'static [usize],
+    /// What its concurrency counts: tasks or threads.
+    unit: &'static str,
+}
+
 /// What this run's figures say about the section 6 targets in `missed`:
 /// the CPU per operation of the new call and of its baseline at every
 /// concurrency, and for the Redis create what its second command costs.
@@ -751,40 +762,41 @@ fn owned_limits(run: &Run, missed: &[&Target]) -> Option<Value> {
             .unwrap_or_else(|| "n/a".to_owned())
     };
     let cpu = |row: &Row| row.m.cpu_us_per_op;
-    let storages: [(Section, &str, &[Row], &[usize], &str); 2] = [
-        (
-            Section::OwnedRedis,
-            "Redis",
-            run.owned_redis_rows(),
-            &crate::owned::TASKS,
-            "task",
-        ),
-        (
-            Section::OwnedLocal,
-            "local storage",
-            run.owned_local_rows(),
-            &crate::owned::THREADS,
-            "thread",
-        ),
+    let storages = [
+        OwnedStorage {
+            section: Section::OwnedRedis,
+            name: "Redis",
+            rows: run.owned_redis_rows(),
+            concurrency: &crate::owned::TASKS,
+            unit: "task",
+        },
+        OwnedStorage {
+            section: Section::OwnedLocal,
+            name: "local storage",
+            rows: run.owned_local_rows(),
+            concurrency: &crate::owned::THREADS,
+            unit: "thread",
+        },
     ];
     // The new call and its baseline at every concurrency of a storage.
-    let cells = |rows: &[Row], concurrency: &[usize], unit: &str, op: &str, ours, base| {
-        concurrency
+    let cells = |storage: &OwnedStorage<'_>, op: &str, ours, base| {
+        storage
+            .concurrency
             .iter()
             .map(|&at| {
                 context! {
-                    at => count(at, unit),
-                    ours => figure(rows, ours, op, at, cpu),
-                    base => figure(rows, base, op, at, cpu),
+                    at => count(at, storage.unit),
+                    ours => figure(storage.rows, ours, op, at, cpu),
+                    base => figure(storage.rows, base, op, at, cpu),
                 }
             })
             .collect::<Vec<_>>()
     };
     let mut modify = Vec::new();
-    for (section, storage, rows, concurrency, unit) in storages {
-        if missed_op(section, "modify") {
-            let cells = cells(rows, concurrency, unit, "modify", "modify", "get-update");
-            modify.push(context! { storage, cells });
+    for storage in &storages {
+        if missed_op(storage.section, "modify") {
+            let cells = cells(storage, "modify", "modify", "get-update");
+            modify.push(context! { storage => storage.name, cells });
         }
     }
     let redis = run.owned_redis_rows();
@@ -801,10 +813,8 @@ fn owned_limits(run: &Run, missed: &[&Target]) -> Option<Value> {
             p50_plain => figure(redis, "create", "create", 1, p50),
         }
     });
-    let local_create = missed_op(Section::OwnedLocal, "create").then(|| {
-        let (_, _, rows, concurrency, unit) = storages[1];
-        cells(rows, concurrency, unit, "create", "create-owned", "create")
-    });
+    let local_create = missed_op(Section::OwnedLocal, "create")
+        .then(|| cells(&storages[1], "create", "create-owned", "create"));
     let any = !modify.is_empty() || redis_create.is_some() || local_create.is_some();
     any.then(|| {
         context! {
