@@ -3,12 +3,14 @@
 //! Each section is a subcommand that writes its figures as JSON, so that
 //! xtask can run the memory measurements in fresh processes; `report` turns
 //! every JSON file of a results directory into `docs/benchmarks.md` and the
-//! plots. Running it by hand needs a Redis server for `redis`:
+//! plots. Running it by hand needs a Redis server for `redis` and `owned`:
 //!
 //! ```text
 //! session-bench redis   --addr 127.0.0.1:6379 --out DIR/redis.json [--quick]
 //!                       [--tasks 64,256] [--ops load,create] [--rounds N]
 //! session-bench local   --out DIR/local.json [--quick]
+//! session-bench owned   --addr 127.0.0.1:6379 --out DIR/owned.json [--quick]
+//!                       [--tasks 1,64] [--ops modify,create,list]
 //! session-bench memory  --variant ours|dashmap|moka|tower-sessions-memory-store --count N --out FILE
 //! session-bench sweep   --count N --live N --out DIR/sweep.json
 //! session-bench codec   --out DIR/codec.json [--quick]
@@ -26,6 +28,7 @@ mod gateway;
 mod harness;
 mod local;
 mod memory;
+mod owned;
 mod redis;
 mod report;
 mod shape;
@@ -47,6 +50,7 @@ usage: session-bench <command> [options] [--quick]
 commands:
   redis       --addr 127.0.0.1:6379 --out FILE [--tasks 64,256] [--ops load,create] [--rounds N]
   local       --out FILE
+  owned       --addr 127.0.0.1:6379 --out FILE [--tasks 1,64] [--ops modify,create,list]
   memory      --variant ours|dashmap|moka|tower-sessions-memory-store --count N --out FILE
   sweep       --count N --live N --out FILE
   codec       --out FILE
@@ -62,6 +66,7 @@ commands:
 const COMMANDS: &[(&str, &[&str])] = &[
     ("redis", &["addr", "out", "tasks", "ops", "rounds"]),
     ("local", &["out"]),
+    ("owned", &["addr", "out", "tasks", "ops"]),
     ("memory", &["variant", "count", "out"]),
     ("sweep", &["count", "live", "out"]),
     ("codec", &["out"]),
@@ -200,6 +205,14 @@ fn run(args: &Args) -> Result<()> {
         "local" => {
             let out = PathBuf::from(args.value("out")?);
             write_json(&out, &local::run(timing)?)
+        }
+        "owned" => {
+            let out = PathBuf::from(args.value("out")?);
+            let filter = owned::Filter {
+                tasks: args.list("tasks")?,
+                ops: args.list("ops")?,
+            };
+            write_json(&out, &owned::run(&args.value("addr")?, timing, &filter)?)
         }
         "memory" => {
             let out = PathBuf::from(args.value("out")?);

@@ -345,7 +345,7 @@ async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
 }
 
 /// The server's CPU time so far, in microseconds (`INFO cpu`).
-async fn server_cpu_us(client: &fred::clients::Client) -> Result<f64> {
+pub(crate) async fn server_cpu_us(client: &fred::clients::Client) -> Result<f64> {
     let info: String = client
         .custom(
             CustomCommand::new_static("INFO", ClusterHash::Random, false),
@@ -377,7 +377,7 @@ async fn server_version(client: &fred::clients::Client) -> Result<String> {
 }
 
 /// Runs `count` async jobs, `width` at a time, on the current runtime.
-async fn in_parallel<F, Fut, T>(count: usize, width: usize, job: F) -> Result<Vec<T>>
+pub(crate) async fn in_parallel<F, Fut, T>(count: usize, width: usize, job: F) -> Result<Vec<T>>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<T>> + Send + 'static,

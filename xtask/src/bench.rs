@@ -114,6 +114,13 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
     ])?;
     redis_benchmark(&tools, &bench, redis.port(), &results)?;
     bench.run(&["local".into(), "--out".into(), file("local.json")])?;
+    bench.run(&[
+        "owned".into(),
+        "--addr".into(),
+        addr.clone().into(),
+        "--out".into(),
+        file("owned.json"),
+    ])?;
     let count = if quick { "100000" } else { "1000000" };
     for variant in MEMORY_VARIANTS {
         bench.run(&[

@@ -82,9 +82,18 @@ pub(crate) fn store_name(name: &str) -> String {
 /// put the blank lines around it.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     // Text columns align left, figures right.
-    const TEXT: [&str; 10] = [
-        "item", "value", "store", "target", "status", "measured", "codec", "shape", "loads",
+    const TEXT: [&str; 11] = [
+        "item",
+        "value",
+        "store",
+        "target",
+        "status",
+        "measured",
+        "codec",
+        "shape",
+        "loads",
         "storage",
+        "operation",
     ];
     let mut lines = Vec::with_capacity(rows.len() + 2);
     lines.push(format!("| {} |", header.join(" | ")));

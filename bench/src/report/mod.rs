@@ -9,7 +9,8 @@
 //!
 //! - `header`: the title, how to read the figures, the machine and versions;
 //! - `targets`: the targets as one table of rows and one evaluator;
-//! - `redis`, `local`, `memory`, `codec`, `gateway`: sections 1 to 5;
+//! - `redis`, `local`, `memory`, `codec`, `gateway`, `owned`: sections 1
+//!   to 6;
 //! - `plot`: the two SVG plots.
 //!
 //! Beside them, `results` reads a run's files, `format` writes figures and
@@ -27,6 +28,7 @@ mod gateway;
 mod header;
 mod local;
 mod memory;
+mod owned;
 mod plot;
 mod redis;
 mod results;
@@ -68,6 +70,7 @@ fn render(run: &Run, about: &About) -> Result<String> {
         memory::section(run, &templates)?,
         codec::section(run, &templates)?,
         gateway::section(run, &templates)?,
+        owned::section(run, &templates)?,
     ];
     let mut out = String::new();
     for part in parts {

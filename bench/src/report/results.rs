@@ -12,6 +12,7 @@ use crate::codec::CodecResult;
 use crate::gateway::GatewayResults;
 use crate::harness::Row;
 use crate::memory::{MemoryResult, SweepResult, VARIANTS};
+use crate::owned::OwnedResults;
 use crate::redis::RedisResults;
 
 /// A `redis-benchmark --csv` line.
@@ -36,6 +37,7 @@ pub(crate) struct Run {
     pub(crate) gateway: Vec<GatewayResults>,
     /// Why the gateway was not measured, when it was not.
     pub(crate) gateway_skipped: Option<String>,
+    pub(crate) owned: Option<OwnedResults>,
     /// The 1-minute load average when the run started and when it ended.
     pub(crate) loadavg: Option<(String, String)>,
 }
@@ -135,6 +137,7 @@ impl Run {
             codec: read_json(&dir.join("codec.json"))?,
             gateway,
             gateway_skipped,
+            owned: read_json(&dir.join("owned.json"))?,
             loadavg,
         })
     }
@@ -150,6 +153,22 @@ impl Run {
     /// The local section's rows, empty when it was not run.
     pub(crate) fn local_rows(&self) -> &[Row] {
         self.local.as_deref().unwrap_or(&[])
+    }
+
+    /// Section 6's Redis rows, empty when it was not run.
+    pub(crate) fn owned_redis_rows(&self) -> &[Row] {
+        self.owned
+            .as_ref()
+            .map(|owned| owned.redis.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Section 6's local rows, empty when it was not run.
+    pub(crate) fn owned_local_rows(&self) -> &[Row] {
+        self.owned
+            .as_ref()
+            .map(|owned| owned.local.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The resident bytes per session of one store, when it was measured.

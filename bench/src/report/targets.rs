@@ -24,6 +24,10 @@ const AT: usize = 64;
 /// The "measured" column of a target read at every concurrency.
 const EVERY_CONCURRENCY: &str = "by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}";
 
+/// The least throughput of an owned create against a plain one: owner
+/// bookkeeping may cost a create at most 15%.
+const OWNED_CREATE: f64 = 1.0 / 1.15;
+
 /// Which section of the report a target's figures come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Section {
@@ -33,6 +37,10 @@ pub(crate) enum Section {
     Local,
     /// Section 3, the memory files and `sweep.json`.
     Memory,
+    /// Section 6, the Redis rows of `owned.json`.
+    OwnedRedis,
+    /// Section 6, the local rows of `owned.json`.
+    OwnedLocal,
 }
 
 /// Which cells of a section's table a figure is read at.
@@ -302,6 +310,58 @@ pub(crate) const TARGETS: &[Target] = &[
                  difference beyond 5% across the concurrencies: keep one auto-pipelined client \
                  (one connection per node, simpler){% endif %}",
     },
+    Target {
+        name: "Redis modify >= 0.80x get + update at 1 and 64 tasks",
+        measured: Figure::Throughput {
+            store: "modify",
+            op: "modify",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("get-update"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.80,
+        section: Section::OwnedRedis,
+        detail: "modify / get + update by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Local modify >= 0.80x get + update at 1 and 2 threads",
+        measured: Figure::Throughput {
+            store: "modify",
+            op: "modify",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("get-update"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.80,
+        section: Section::OwnedLocal,
+        detail: "modify / get + update by threads: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Redis create_owned costs create at most 15% (>= 0.87x create) at 1 and 64 tasks",
+        measured: Figure::Throughput {
+            store: "create-owned",
+            op: "create",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("create"),
+        comparison: Comparison::AtLeast,
+        threshold: OWNED_CREATE,
+        section: Section::OwnedRedis,
+        detail: "create_owned / create by tasks: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
+    Target {
+        name: "Local create_owned costs create at most 15% (>= 0.87x create) at 1 and 2 threads",
+        measured: Figure::Throughput {
+            store: "create-owned",
+            op: "create",
+            at: At::Every,
+        },
+        baseline: Baseline::Store("create"),
+        comparison: Comparison::AtLeast,
+        threshold: OWNED_CREATE,
+        section: Section::OwnedLocal,
+        detail: "create_owned / create by threads: {{ each|join(', ') }}; lowest at {{ worst_at }}",
+    },
 ];
 
 /// A target and what this run measured for it.
@@ -394,6 +454,8 @@ fn evidence(target: &Target, run: &Run) -> Result<Option<Evidence>> {
         Section::Redis => (run.redis_rows(), &crate::redis::CONCURRENCY),
         Section::Local => (run.local_rows(), &crate::local::THREADS),
         Section::Memory => (&[], &[]),
+        Section::OwnedRedis => (run.owned_redis_rows(), &crate::owned::TASKS),
+        Section::OwnedLocal => (run.owned_local_rows(), &crate::owned::THREADS),
     };
     // The two figures that are not cells of a section's table.
     match (target.measured, target.baseline) {
@@ -663,12 +725,121 @@ fn limits(run: &Run) -> Value {
     }
 }
 
-/// The targets section: every target met or not, and when a Redis target
-/// was missed, what limits the Redis path.
+/// `n` tasks or threads, in the singular for one.
+fn count(n: usize, unit: &str) -> String {
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+/// One storage of section 6, as the paragraph on missed targets reads it.
+struct OwnedStorage<'a> {
+    section: Section,
+    /// As the paragraph names it.
+    name: &'static str,
+    rows: &'a [Row],
+    concurrency: &'static [usize],
+    /// What its concurrency counts: tasks or threads.
+    unit: &'static str,
+}
+
+/// What this run's figures say about the section 6 targets in `missed`:
+/// the CPU per operation of the new call and of its baseline at every
+/// concurrency, and for the Redis create what its second command costs.
+/// `None` when none of them was missed.
+fn owned_limits(run: &Run, missed: &[&Target]) -> Option<Value> {
+    let missed_op = |section: Section, op: &str| {
+        missed.iter().any(|target| {
+            target.section == section
+                && matches!(target.measured, Figure::Throughput { op: measured, .. } if measured == op)
+        })
+    };
+    let figure = |rows: &[Row], target: &str, op: &str, at: usize, pick: fn(&Row) -> f64| {
+        find(rows, target, op, at)
+            .map(|row| format!("{} us", us(pick(row))))
+            .unwrap_or_else(|| "n/a".to_owned())
+    };
+    let cpu = |row: &Row| row.m.cpu_us_per_op;
+    let storages = [
+        OwnedStorage {
+            section: Section::OwnedRedis,
+            name: "Redis",
+            rows: run.owned_redis_rows(),
+            concurrency: &crate::owned::TASKS,
+            unit: "task",
+        },
+        OwnedStorage {
+            section: Section::OwnedLocal,
+            name: "local storage",
+            rows: run.owned_local_rows(),
+            concurrency: &crate::owned::THREADS,
+            unit: "thread",
+        },
+    ];
+    // The new call and its baseline at every concurrency of a storage.
+    let cells = |storage: &OwnedStorage<'_>, op: &str, ours, base| {
+        storage
+            .concurrency
+            .iter()
+            .map(|&at| {
+                context! {
+                    at => count(at, storage.unit),
+                    ours => figure(storage.rows, ours, op, at, cpu),
+                    base => figure(storage.rows, base, op, at, cpu),
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut modify = Vec::new();
+    for storage in &storages {
+        if missed_op(storage.section, "modify") {
+            let cells = cells(storage, "modify", "modify", "get-update");
+            modify.push(context! { storage => storage.name, cells });
+        }
+    }
+    let redis = run.owned_redis_rows();
+    let redis_create = missed_op(Section::OwnedRedis, "create").then(|| {
+        let server = |row: &Row| row.m.server_cpu_us_per_op.unwrap_or(f64::NAN);
+        let p50 = |row: &Row| row.m.p50_us;
+        context! {
+            at => count(AT, "task"),
+            client_owned => figure(redis, "create-owned", "create", AT, cpu),
+            client_plain => figure(redis, "create", "create", AT, cpu),
+            server_owned => figure(redis, "create-owned", "create", AT, server),
+            server_plain => figure(redis, "create", "create", AT, server),
+            p50_owned => figure(redis, "create-owned", "create", 1, p50),
+            p50_plain => figure(redis, "create", "create", 1, p50),
+        }
+    });
+    let local_create = missed_op(Section::OwnedLocal, "create")
+        .then(|| cells(&storages[1], "create", "create-owned", "create"));
+    let any = !modify.is_empty() || redis_create.is_some() || local_create.is_some();
+    any.then(|| {
+        context! {
+            modify => (!modify.is_empty()).then_some(modify),
+            redis_create,
+            local_create,
+        }
+    })
+}
+
+/// The targets section: every target met or not, and when a target was
+/// missed, what limits it.
 pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
     let mut verdicts = Vec::new();
+    let mut owned_missed = Vec::new();
     for target in TARGETS {
-        verdicts.extend(evaluate(target, run, templates)?);
+        let Some(verdict) = evaluate(target, run, templates)? else {
+            continue;
+        };
+        if verdict.met == Some(false)
+            && matches!(target.section, Section::OwnedRedis | Section::OwnedLocal)
+        {
+            owned_missed.push(target);
+        }
+        verdicts.push(verdict);
     }
     let redis_missed = verdicts
         .iter()
@@ -678,6 +849,7 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
         context! {
             table => table(&verdicts),
             limits => redis_missed.then(|| limits(run)),
+            owned => owned_limits(run, &owned_missed),
         },
     )
 }
