@@ -23,18 +23,13 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
-use session_config::RedisConfig;
 use session_core::{Error, Manager, Owner, Session, SessionId, Ttl};
 use session_local::LocalStorage;
-use session_redis::RedisStorage;
-use session_redis::fred::interfaces::ClientLike;
-use session_redis::fred::prelude::Value;
-use session_redis::fred::types::{ClusterHash, CustomCommand};
 
 use crate::harness::{self, Plan, Row, Timing, Workload};
-use crate::redis::{in_parallel, server_cpu_us};
+use crate::redis::{connect_flushed, in_parallel, server_cpu_us};
 use crate::shape::{self, Rng};
 
 /// The session TTL, as in sections 1 and 2.
@@ -478,18 +473,8 @@ fn check(row: &Row) -> Result<()> {
 
 /// The Redis half, on the current runtime.
 async fn redis(addr: &str, timing: Timing, filter: &Filter) -> Result<Vec<Row>> {
-    let config = RedisConfig::standalone(addr, PREFIX)
-        .with_context(|| format!("invalid Redis address {addr:?}"))?;
-    let storage = RedisStorage::connect(&config)
-        .await
-        .with_context(|| format!("cannot connect to Redis at {addr}"))?;
+    let storage = connect_flushed(addr, PREFIX).await?;
     let client = storage.client().clone();
-    let _: Value = client
-        .custom(
-            CustomCommand::new_static("FLUSHALL", ClusterHash::Random, false),
-            Vec::<Value>::new(),
-        )
-        .await?;
     let tasks = TASKS.into_iter().max().unwrap_or(1);
     eprintln!("owned: Redis: preparing {tasks} sessions and owners of {LIST_SIZES:?} sessions");
     let ctx = prepare(manager(storage)?, tasks).await?;

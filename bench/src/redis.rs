@@ -403,19 +403,27 @@ where
     Ok(all.into_iter().map(|(_, value)| value).collect())
 }
 
-async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
-    let config = RedisConfig::standalone(addr, PREFIX)
+/// A `RedisStorage` under `prefix` on the server at `addr`, emptied first
+/// (`FLUSHALL`), so that no section measures what an earlier one left.
+pub(crate) async fn connect_flushed(addr: &str, prefix: &str) -> Result<RedisStorage> {
+    let config = RedisConfig::standalone(addr, prefix)
         .with_context(|| format!("invalid Redis address {addr:?}"))?;
     let storage = RedisStorage::connect(&config)
         .await
         .with_context(|| format!("cannot connect to Redis at {addr}"))?;
-    let client = storage.client().clone();
-    let _: Value = client
+    let _: Value = storage
+        .client()
         .custom(
             CustomCommand::new_static("FLUSHALL", ClusterHash::Random, false),
             Vec::<Value>::new(),
         )
         .await?;
+    Ok(storage)
+}
+
+async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
+    let storage = connect_flushed(addr, PREFIX).await?;
+    let client = storage.client().clone();
 
     // The template every create uses, in every store: one typical session.
     let mut rng = Rng::new(0x5E55_1011);
@@ -481,11 +489,12 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
     };
 
     // The pool: the same settings as our client, four connections.
+    let command_timeout = client.perf_config().default_command_timeout;
     let mut pool_config = Config::from_url(&format!("redis://{addr}"))?;
     pool_config.fail_fast = true;
     let pool = Builder::from_config(pool_config)
         .with_performance_config(|performance| {
-            performance.default_command_timeout = config.command_timeout();
+            performance.default_command_timeout = command_timeout;
         })
         .build_pool(POOL_SIZE)?;
     pool.init().await?;
