@@ -1,6 +1,32 @@
-//! The session check in front of rmcp: it reads the session of every
-//! request once, refuses a session that is gone, and hands the session it
-//! read to the tools.
+//! The gate in front of rmcp: every request to `/mcp` passes it once. It
+//! checks the request (host, token, protocol version, body), reads the
+//! session of a handshake-era request once, refuses a session that is gone
+//! or foreign, and hands the caller's [`Principal`] and the session it read
+//! to the tools.
+//!
+//! # Order: nothing refused reaches the store
+//!
+//! The checks run in this order, each before anything that could change
+//! the store, so that a request refused for any reason leaves sessions and
+//! handles exactly as they were:
+//!
+//! 1. `Host` and `Origin` against the [allowed hosts](crate::AllowedHosts)
+//!    (rmcp's own check is switched off: it would run after the guard).
+//! 2. The bearer token ([`crate::auth`]): 401 without a valid one.
+//! 3. The body of a `POST`, read once ([`crate::request`]): not JSON, a
+//!    batch, or too large is refused; otherwise its era and id are known.
+//! 4. `MCP-Protocol-Version` against the served revisions.
+//! 5. The era: a 2026-07-28 request never touches a session (a stale
+//!    `Mcp-Session-Id` on it is ignored, as that revision says, and a `GET` or
+//!    `DELETE` is 405); a handshake-era one goes on to its session.
+//! 6. The session: read once (a `DELETE` deletes it), refused as not found
+//!    when it is gone or when another principal owns it (counted, see
+//!    [`Gateway::foreign_requests`]).
+//!
+//! An `initialize` is checked against the principal's [limits](crate::limits)
+//! first, and the session rmcp then creates is owned by the principal: rmcp
+//! saves it through [`session_rmcp::ManagerSessionStore`] inside
+//! [`session_rmcp::with_owner`].
 //!
 //! # Why rmcp needs it
 //!
@@ -23,9 +49,9 @@
 //!   does the same with a failure to delete a session on `DELETE`.
 //!
 //! [`check_session`] therefore reads the session through the manager on every
-//! request that names one (a `DELETE` deletes it from the store, before rmcp
-//! closes its copy), and checks that the session an `initialize` created
-//! reached the store. The read refreshes the sliding TTL, a session that
+//! handshake-era request that names one (a `DELETE` deletes it from the
+//! store, before rmcp closes its copy), and checks that the session an
+//! `initialize` created reached the store. The read refreshes the sliding TTL, a session that
 //! is gone is refused here (and this replica's in-memory copy closed), and a
 //! store that cannot answer is reported as such instead of as a missing
 //! session.
@@ -55,29 +81,46 @@
 //!
 //! The answers are [`Refusal`]s, whose HTTP status, JSON-RPC code and
 //! message the [`answer`](crate::answer) module defines for the guard and
-//! the tools alike.
+//! the tools alike; each echoes the request's JSON-RPC id.
 //!
 //! | situation | answer |
 //! |---|---|
+//! | `Host` or `Origin` not allowed | [`HostNotAllowed`](Refusal::HostNotAllowed): 403 |
+//! | no bearer token, or a refused one | [`Unauthorized`](Refusal::Unauthorized): 401 |
+//! | body not JSON / a batch / too large | [`ParseError`](Refusal::ParseError) 400 / [`NotOneMessage`](Refusal::NotOneMessage) 400 / [`BodyTooLarge`](Refusal::BodyTooLarge) 413 |
+//! | `MCP-Protocol-Version` not served | [`UnsupportedVersion`](Refusal::UnsupportedVersion): 400, `-32022` |
+//! | `GET` or `DELETE` under 2026-07-28 | [`NotInThisEra`](Refusal::NotInThisEra): 405 |
 //! | `Mcp-Session-Id` not a UUID | [`SessionNotFound`](Refusal::SessionNotFound): 404, `-32001` |
-//! | session deleted, expired or never existed | [`SessionNotFound`](Refusal::SessionNotFound) |
-//! | store unreachable or timed out ([`Error::is_retryable`](session_factory::Error::is_retryable)) | [`StoreUnavailable`](Refusal::StoreUnavailable): 503, `Retry-After: 1`, `-32002` |
+//! | session deleted, expired, never existed, or another principal's | [`SessionNotFound`](Refusal::SessionNotFound) |
+//! | `initialize` beyond the principal's cap | [`LimitReached`](Refusal::LimitReached): 503 |
+//! | store unreachable or timed out ([`Error::is_retryable`](session_factory::Error::is_retryable)) | [`StoreUnavailable`](Refusal::StoreUnavailable): 503, `Retry-After: 1` |
 //! | any other store error | 500, `-32603` ([`Refusal::store_error`] names the kind) |
 //! | `initialize` whose new session did not reach the store | [`StoreUnavailable`](Refusal::StoreUnavailable) |
 //! | `DELETE` the store could not carry out | [`StoreUnavailable`](Refusal::StoreUnavailable) |
 //! | rmcp could not restore the session from the store | [`StoreUnavailable`](Refusal::StoreUnavailable) |
 //!
 //! rmcp's own plain-text 404 (`Not Found: Session not found`) gets the same
-//! JSON-RPC body as the first two rows. The `id` of these errors is `null`:
-//! the request body is not read here.
+//! JSON-RPC body as the session rows.
+//!
+//! # Open `GET` streams keep their session alive
+//!
+//! A client may hold a `GET` stream open for server notifications and send
+//! no `POST` for longer than the TTL. The stream's keep-alive ticks (every
+//! [`GatewayOptions::keep_alive`](crate::GatewayOptions::keep_alive)) each
+//! refresh the session in the store, so it does not expire under an open
+//! stream; when the stream ends, the TTL runs from its last tick.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use futures_util::StreamExt;
+use rmcp::model::RequestId;
 use rmcp::transport::streamable_http_server::session::{
     SessionId as RmcpSessionId, SessionManager,
 };
@@ -85,16 +128,22 @@ use session_factory::{Session, SessionId};
 
 use crate::Gateway;
 use crate::answer::Refusal;
+use crate::auth::{AuthError, Principal};
+use crate::request::{BodyError, Era, Rpc, era_of_headers, unsupported_version};
+use crate::tools::is_handle;
 
 /// The header that names the MCP session (case-insensitive on the wire).
 pub const SESSION_HEADER: &str = "mcp-session-id";
+/// The largest `POST` body read: rmcp's own limit.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// The session the guard read for a request, put in the request's
 /// extensions for the tools; see the [module documentation](self).
 ///
-/// Only the guard makes one, after reading the session from the store, so a
-/// tool that finds one knows the session existed when its request arrived.
-/// It is `Clone` (one reference count) because rmcp clones the request's
+/// Only the guard makes one, after reading the session from the store and
+/// checking that the caller owns it, so a tool that finds one knows the
+/// session was the caller's when its request arrived. It is `Clone` (one
+/// reference count) because rmcp clones the request's
 /// [`http::request::Parts`] into the messages of a restore.
 #[derive(Clone, Debug)]
 pub struct LoadedSession {
@@ -117,60 +166,203 @@ impl LoadedSession {
 /// The middleware around `/mcp`; see the [module documentation](self).
 pub async fn check_session(
     State(gateway): State<Gateway>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    if !gateway
+        .allowed_hosts()
+        .allows(request.uri(), request.headers())
+    {
+        tracing::warn!(
+            host = ?request.headers().get(header::HOST),
+            origin = ?request.headers().get(header::ORIGIN),
+            "refused a request with a Host or Origin not allowed (DNS rebinding protection)"
+        );
+        return Refusal::HostNotAllowed.answer(None);
+    }
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+    let principal = match gateway
+        .authenticator()
+        .authenticate(request.headers(), address)
+    {
+        Ok(principal) => principal,
+        Err(error) => {
+            // The reason is logged for the operator, never sent to the
+            // client, and never with the token.
+            tracing::debug!(%error, "unauthenticated request refused");
+            return Refusal::Unauthorized {
+                missing: error == AuthError::Missing,
+                resource_metadata: gateway.resource_metadata_url(request.headers()),
+            }
+            .answer(None);
+        }
+    };
+    match request.method().clone() {
+        Method::POST => post(gateway, principal, request, next).await,
+        Method::GET | Method::DELETE => {
+            if let Some(version) = unsupported_version(request.headers()) {
+                return Refusal::UnsupportedVersion(version).answer(None);
+            }
+            if era_of_headers(request.headers()) == Era::Stateless {
+                return Refusal::NotInThisEra.answer(None);
+            }
+            with_session(gateway, principal, request, next, None).await
+        }
+        // rmcp answers 405 with the methods it serves.
+        _ => next.run(request).await,
+    }
+}
+
+async fn post(gateway: Gateway, principal: Principal, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => bytes,
+        // `to_bytes` fails on a body over the limit or one the client broke
+        // off; neither can be answered better than as too large or bad.
+        Err(_) => return Refusal::BodyTooLarge.answer(None),
+    };
+    let rpc = match Rpc::parse(&bytes, &parts.headers) {
+        Ok(rpc) => rpc,
+        Err(BodyError::NotJson) => return Refusal::ParseError.answer(None),
+        Err(BodyError::Batch) => return Refusal::NotOneMessage.answer(None),
+        Err(BodyError::NotJsonRpc(id)) => return Refusal::NotOneMessage.answer(id.as_ref()),
+    };
+    if let Some(version) = unsupported_version(&parts.headers) {
+        return Refusal::UnsupportedVersion(version).answer(rpc.id.as_ref());
+    }
+    if rpc.era == Era::Stateless {
+        // The revision has no sessions: a stale `Mcp-Session-Id` is ignored,
+        // and the store is not consulted (such requests are served while it
+        // is down, unless a tool itself needs it).
+        parts.headers.remove(SESSION_HEADER);
+        parts.extensions.insert(principal);
+        return next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+    }
+    let request = Request::from_parts(parts, Body::from(bytes));
+    if request.headers().contains_key(SESSION_HEADER) {
+        return with_session(gateway, principal, request, next, rpc.id).await;
+    }
+    if !rpc.initialize {
+        // rmcp answers that a session id is required.
+        return next.run(request).await;
+    }
+    if let Err(refusal) = gateway
+        .limits()
+        .ensure_room(gateway.manager(), &principal)
+        .await
+    {
+        return refusal.answer(rpc.id.as_ref());
+    }
+    // The session rmcp creates and saves during this request is owned by
+    // the principal.
+    let owner = principal.owner().clone();
+    let mut request = request;
+    request.extensions_mut().insert(principal);
+    let response = session_rmcp::with_owner(owner, next.run(request)).await;
+    confirm_persisted(&gateway, response, rpc.id.as_ref()).await
+}
+
+/// A handshake-era request that names a session (or a `GET`/`DELETE`
+/// without one, which rmcp refuses itself).
+async fn with_session(
+    gateway: Gateway,
+    principal: Principal,
+    mut request: Request,
+    next: Next,
+    id: Option<RequestId>,
+) -> Response {
     let Some(raw) = request.headers().get(SESSION_HEADER) else {
-        // No session yet (an `initialize`): nothing to check before, but
-        // rmcp's answer must be checked after.
-        let response = next.run(request).await;
-        return confirm_persisted(&gateway, response).await;
+        return next.run(request).await;
     };
     // The header is parsed here and nowhere else: the tools take the id
     // from the `LoadedSession`. The raw text is kept because rmcp names its
     // in-memory copy by it.
-    let Some((raw, id)) = raw
+    let Some((raw, session_id)) = raw
         .to_str()
         .ok()
         .and_then(|raw| Some((raw.to_owned(), SessionId::parse(raw).ok()?)))
     else {
-        return Refusal::SessionNotFound.into_response();
+        return Refusal::SessionNotFound.answer(id.as_ref());
     };
-    // A DELETE is carried out here, before rmcp: rmcp only logs a failure
-    // to delete from its store and answers 202 anyway, which would tell the
-    // client its session is gone while every replica still serves it.
-    //
-    // Otherwise the session is read, once for the whole request.
-    let found = if request.method() == Method::DELETE {
-        gateway
-            .manager()
-            .delete(&id)
-            .await
-            .map(|deleted| deleted.then_some(None))
-    } else {
-        gateway
-            .manager()
-            .get(&id)
-            .await
-            .map(|found| found.map(Some))
-    };
-    match found {
-        Ok(Some(session)) => {
-            // Whether the session holds rmcp's state (so that rmcp can
-            // restore it) decides how rmcp's plain errors are read.
-            let restorable = session.as_ref().is_some_and(|session| session.has_data());
-            if let Some(session) = session {
-                request.extensions_mut().insert(LoadedSession { session });
-            }
-            let response = next.run(request).await;
-            rewrite_plain_errors(response, restorable).await
-        }
+    let session = match gateway.manager().get(&session_id).await {
+        Ok(Some(session)) => session,
         Ok(None) => {
             close_local_copy(&gateway, raw).await;
-            Refusal::SessionNotFound.into_response()
+            return Refusal::SessionNotFound.answer(id.as_ref());
         }
-        Err(error) => Refusal::store_error(&id, &error).into_response(),
+        Err(error) => return Refusal::store_error(&session_id, &error).answer(id.as_ref()),
+    };
+    // A handle is a record of the store but not an MCP session; another
+    // principal's session is answered exactly as one that does not exist.
+    if is_handle(&session) {
+        return Refusal::SessionNotFound.answer(id.as_ref());
     }
+    if !principal.owns(session.owner()) {
+        gateway.count_foreign(&principal, "session");
+        return Refusal::SessionNotFound.answer(id.as_ref());
+    }
+    let method = request.method().clone();
+    if method == Method::DELETE {
+        // The DELETE is carried out here, before rmcp: rmcp only logs a
+        // failure to delete from its store and answers 202 anyway, which
+        // would tell the client its session is gone while every replica
+        // still serves it.
+        match gateway.manager().delete(&session_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                close_local_copy(&gateway, raw).await;
+                return Refusal::SessionNotFound.answer(id.as_ref());
+            }
+            Err(error) => return Refusal::store_error(&session_id, &error).answer(id.as_ref()),
+        }
+        request.extensions_mut().insert(principal);
+        return next.run(request).await;
+    }
+    // Whether the session holds rmcp's state (so that rmcp can restore it)
+    // decides how rmcp's plain errors are read.
+    let restorable = session.has_data();
+    let extensions = request.extensions_mut();
+    extensions.insert(principal);
+    extensions.insert(LoadedSession { session });
+    let response = next.run(request).await;
+    let response = rewrite_plain_errors(response, restorable, id.as_ref()).await;
+    if method == Method::GET && response.status() == StatusCode::OK {
+        return keep_alive(&gateway, session_id, response);
+    }
+    response
+}
+
+/// Refreshes the session of an open `GET` stream on the stream's keep-alive
+/// ticks (and on its messages), at most once per keep-alive interval; see
+/// the [module documentation](self).
+fn keep_alive(gateway: &Gateway, id: SessionId, response: Response) -> Response {
+    let manager = gateway.manager().clone();
+    let every = gateway.keep_alive();
+    let (parts, body) = response.into_parts();
+    let mut last = Instant::now();
+    let stream = body.into_data_stream().map(move |frame: Result<Bytes, axum::Error>| {
+        // A tenth of slack: a tick that comes a little early still counts.
+        if last.elapsed() >= every.mul_f32(0.9) {
+            last = Instant::now();
+            let manager = manager.clone();
+            // The read refreshes the sliding TTL; it runs beside the stream
+            // so that a slow store never delays the stream's frames.
+            tokio::spawn(async move {
+                match manager.get(&id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::info!(session = %id, "the session of an open GET stream is gone"),
+                    Err(error) => tracing::warn!(session = %id, %error, "cannot refresh the session of a GET stream"),
+                }
+            });
+        }
+        frame
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 /// Lets a new session's `initialize` answer through only if the session
@@ -184,7 +376,11 @@ pub async fn check_session(
 /// store; if the session is not there, this replica's copy is closed and the
 /// client gets a 503 to retry the `initialize`. This costs one store read per
 /// `initialize`, none per other request.
-async fn confirm_persisted(gateway: &Gateway, response: Response) -> Response {
+async fn confirm_persisted(
+    gateway: &Gateway,
+    response: Response,
+    rpc: Option<&RequestId>,
+) -> Response {
     let Some(raw) = response
         .headers()
         .get(SESSION_HEADER)
@@ -198,21 +394,21 @@ async fn confirm_persisted(gateway: &Gateway, response: Response) -> Response {
         // stored, and no replica could serve it.
         tracing::error!("rmcp created a session whose id is not a UUID");
         close_local_copy(gateway, raw).await;
-        return Refusal::Internal.into_response();
+        return Refusal::Internal.answer(rpc);
     };
     match gateway.manager().get(&id).await {
         Ok(Some(_)) => response,
         Ok(None) => {
             tracing::warn!(session = %id, "new session did not reach the store; refused");
             close_local_copy(gateway, raw).await;
-            Refusal::StoreUnavailable.into_response()
+            Refusal::StoreUnavailable.answer(rpc)
         }
         // Even an error a retry would not cure is a 503 here: the client's
         // cure is a new `initialize`, and a 500 would not tell it so.
         Err(error) => {
             tracing::warn!(session = %id, %error, "cannot confirm a new session; refused");
             close_local_copy(gateway, raw).await;
-            Refusal::StoreUnavailable.into_response()
+            Refusal::StoreUnavailable.answer(rpc)
         }
     }
 }
@@ -235,7 +431,8 @@ async fn close_local_copy(gateway: &Gateway, raw: String) {
 }
 
 /// Gives rmcp's plain-text 404 (`Not Found: Session not found`) the JSON-RPC
-/// body of every other session error. JSON answers pass unchanged.
+/// body of every other session error, with the request's id. JSON answers
+/// pass unchanged.
 ///
 /// rmcp's plain-text 500s become 503s when the session is in the store: for
 /// a failed restore (`Encounter an error when restore session: ...`) the
@@ -249,7 +446,11 @@ async fn close_local_copy(gateway: &Gateway, raw: String) {
 /// in it (`restorable`), is a 503 too: rmcp answers 404 to every request
 /// that waited on a restore that failed (and to one that comes just after
 /// it), although the session is there.
-async fn rewrite_plain_errors(response: Response, restorable: bool) -> Response {
+async fn rewrite_plain_errors(
+    response: Response,
+    restorable: bool,
+    id: Option<&RequestId>,
+) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -261,21 +462,21 @@ async fn rewrite_plain_errors(response: Response, restorable: bool) -> Response 
     match response.status() {
         StatusCode::NOT_FOUND if restorable => {
             tracing::warn!("rmcp did not restore a session that is in the store; retry");
-            Refusal::StoreUnavailable.into_response()
+            Refusal::StoreUnavailable.answer(id)
         }
-        StatusCode::NOT_FOUND => Refusal::SessionNotFound.into_response(),
+        StatusCode::NOT_FOUND => Refusal::SessionNotFound.answer(id),
         StatusCode::INTERNAL_SERVER_ERROR => {
             let (parts, body) = response.into_parts();
             // rmcp's error texts are short; anything longer is not one.
             let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-                return Refusal::Internal.into_response();
+                return Refusal::Internal.answer(id);
             };
             if restorable || bytes.starts_with(b"Encounter an error when restore session") {
                 tracing::warn!(
                     error = %String::from_utf8_lossy(&bytes),
                     "rmcp failed on a session that is in the store; retry"
                 );
-                Refusal::StoreUnavailable.into_response()
+                Refusal::StoreUnavailable.answer(id)
             } else {
                 Response::from_parts(parts, Body::from(bytes))
             }

@@ -9,7 +9,9 @@ use serde_json::json;
 use crate::Gateway;
 
 /// `{"status":"ok","replica":..,"storage":"local","topology":"in-process",
-/// "sessions":N}`: the storage's description, and the session count where
+/// "foreign_requests":N,"sessions":N}`: the storage's description, the
+/// requests that named another principal's session or handle
+/// ([`Gateway::foreign_requests`]), and the session count where
 /// counting is cheap (local storage; on Redis it would scan the key space, so
 /// Redis gets a `PING` instead and no `sessions` field). 503 with
 /// `"status":"unavailable"` and the error when the store does not answer.
@@ -25,6 +27,7 @@ pub(crate) async fn health(State(gateway): State<Gateway>) -> Response {
         "replica": gateway.replica(),
         "storage": description.backend,
         "topology": description.topology.as_str(),
+        "foreign_requests": gateway.foreign_requests(),
     });
     match result {
         Ok(sessions) => {

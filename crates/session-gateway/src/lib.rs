@@ -6,20 +6,30 @@
 //! Redis; with local storage (no `[redis]` table in the configuration file)
 //! one replica serves alone. The pieces:
 //!
+//! It serves both protocol eras on one `/mcp` endpoint: the handshake-era
+//! revisions (2025-03-26 to 2025-11-25) with sessions, and 2026-07-28
+//! statelessly, its cross-call state in handles that tools mint. Both are
+//! bound to the caller's principal. The pieces:
+//!
 //! - [`Gateway`] builds the axum [`Router`]: `/mcp` is rmcp's
-//!   `StreamableHttpService` (stateful mode) with a
-//!   [`session_rmcp::ManagerSessionStore`] on the
-//!   manager, wrapped in the session check of the [`guard`] module; `/health`
-//!   reports the storage's state. Every response carries an `x-served-by`
-//!   header naming the replica.
-//! - [`tools`]: the MCP tools `echo`, `counter` (a per-session counter kept in
-//!   the session's metadata) and `whoami`.
-//! - [`guard`]: the middleware that reads the session of every request
-//!   naming one, once, and hands it to the tools as a
-//!   [`guard::LoadedSession`]. Its documentation explains why rmcp needs it
-//!   and what a request costs in store operations.
-//! - [`answer`]: what a client is told when its session cannot be served,
+//!   `StreamableHttpService` with a [`session_rmcp::ManagerSessionStore`] on
+//!   the manager, behind the [`guard`]; `/health` reports the storage's
+//!   state; `/.well-known/oauth-protected-resource` describes the resource
+//!   for clients that need a token. Every response carries an
+//!   `x-served-by` header naming the replica.
+//! - [`guard`]: the middleware that checks every request before anything
+//!   touches the store (host, token, body, version, era), reads the session
+//!   of a handshake-era request once, and hands it and the caller to the
+//!   tools. Its documentation explains why rmcp needs it and what a request
+//!   costs in store operations.
+//! - [`request`]: what the guard knows of a request: its era and JSON-RPC id.
+//! - [`auth`]: bearer JWTs or anonymous mode, and the [`auth::Principal`].
+//! - [`limits`]: the cap on live sessions and handles per principal.
+//! - [`tools`]: the MCP tools `echo`, `whoami`, `counter` (per session) and
+//!   `open_counter`/`increment`/`close_counter` (behind a handle).
+//! - [`answer`]: what a client is told when its request cannot be served,
 //!   as an HTTP answer for the guard and a JSON-RPC error for the tools.
+//! - [`settings`]: the configuration file, parsed once into typed settings.
 //!
 //! ```no_run
 //! # async fn example() -> anyhow::Result<()> {
@@ -42,16 +52,23 @@
 #![deny(missing_docs)]
 
 pub mod answer;
+pub mod auth;
 pub mod guard;
 mod health;
+mod hosts;
+pub mod limits;
+pub mod request;
+pub mod settings;
 pub mod tools;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
@@ -61,6 +78,9 @@ use session_factory::Manager;
 use session_rmcp::ManagerSessionStore;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{AuthSettings, Authenticator, Principal};
+pub use crate::hosts::AllowedHosts;
+use crate::limits::Limits;
 use crate::tools::GatewayTools;
 
 /// The header naming the replica that answered, on every response.
@@ -84,8 +104,37 @@ struct Inner {
     /// Cancelled on shutdown: ends every rmcp session and SSE stream, so that
     /// a graceful shutdown does not wait for long-lived streams.
     cancel: CancellationToken,
-    /// The `Host` header values rmcp accepts.
+    /// The `Host` and `Origin` header values the guard accepts.
     allowed_hosts: AllowedHosts,
+    /// Who may call.
+    authenticator: Authenticator,
+    /// What one principal may hold.
+    limits: Limits,
+    /// The keep-alive interval of SSE streams.
+    keep_alive: Duration,
+    /// Requests that named another principal's session or handle.
+    foreign: Foreign,
+}
+
+/// The count of requests that named another principal's session or handle,
+/// shared by the guard and the tools of a replica.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Foreign(Arc<AtomicU64>);
+
+impl Foreign {
+    /// Counts (and logs) one request by `principal` for another's `what`.
+    pub(crate) fn record(&self, principal: &Principal, what: &'static str) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            caller = %principal.owner(),
+            what,
+            "a request named another principal's {what}; answered as unknown"
+        );
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -115,21 +164,6 @@ pub struct InvalidReplicaName(String);
 /// 400 MB). A minute keeps the cache for active sessions and bounds that.
 pub const DEFAULT_LOCAL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `Host` header values a gateway accepts: rmcp's protection against DNS
-/// rebinding, which refuses other hosts with a 403.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum AllowedHosts {
-    /// Loopback names only (`localhost`, `127.0.0.1`, `::1`, any port):
-    /// rmcp's default, for a gateway that only local clients reach.
-    #[default]
-    Loopback,
-    /// Any host: behind a balancer that checks the `Host` header itself.
-    Any,
-    /// These names only, each `host` (any port) or `host:port`: the public
-    /// names of the service. An empty list accepts no host.
-    Only(Vec<String>),
-}
-
 /// Settings of a [`Gateway`] beyond its manager and name.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -139,13 +173,26 @@ pub struct GatewayOptions {
     /// How long rmcp's in-memory copy of an idle session lives on this
     /// replica; see [`DEFAULT_LOCAL_IDLE_TIMEOUT`].
     pub local_idle_timeout: Duration,
+    /// Who may call: anonymous mode by default.
+    pub auth: AuthSettings,
+    /// What one principal may hold in the store.
+    pub limits: Limits,
+    /// The interval of SSE keep-alive comments, on whose ticks an open `GET`
+    /// stream also refreshes its session ([`DEFAULT_KEEP_ALIVE`]).
+    pub keep_alive: Duration,
 }
+
+/// The SSE keep-alive interval by default: rmcp's.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 impl Default for GatewayOptions {
     fn default() -> Self {
         Self {
             allowed_hosts: AllowedHosts::Loopback,
             local_idle_timeout: DEFAULT_LOCAL_IDLE_TIMEOUT,
+            auth: AuthSettings::Anonymous,
+            limits: Limits::default(),
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -176,6 +223,10 @@ impl Gateway {
                 sessions: Arc::new(sessions),
                 cancel: CancellationToken::new(),
                 allowed_hosts: options.allowed_hosts,
+                authenticator: Authenticator::new(options.auth),
+                limits: options.limits,
+                keep_alive: options.keep_alive,
+                foreign: Foreign::default(),
             }),
         })
     }
@@ -196,6 +247,72 @@ impl Gateway {
         &self.inner.sessions
     }
 
+    /// The `Host` and `Origin` values this gateway accepts.
+    pub fn allowed_hosts(&self) -> &AllowedHosts {
+        &self.inner.allowed_hosts
+    }
+
+    /// Who may call.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.inner.authenticator
+    }
+
+    /// What one principal may hold.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// The SSE keep-alive interval.
+    pub fn keep_alive(&self) -> Duration {
+        self.inner.keep_alive
+    }
+
+    /// How many requests named another principal's session or handle since
+    /// the replica started (each answered exactly as an unknown one): a
+    /// figure to alert on, reported by `/health`.
+    pub fn foreign_requests(&self) -> u64 {
+        self.inner.foreign.get()
+    }
+
+    pub(crate) fn count_foreign(&self, principal: &Principal, what: &'static str) {
+        self.inner.foreign.record(principal, what);
+    }
+
+    /// The URL of this gateway's protected resource metadata (RFC 9728),
+    /// which a 401's challenge names.
+    pub fn resource_metadata_url(&self, headers: &HeaderMap) -> String {
+        let resource = self.resource(headers);
+        // RFC 9728 section 3.1: the well-known path goes between the host
+        // and the resource's path.
+        match resource.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let path = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{path}")
+                };
+                format!("{scheme}://{authority}/.well-known/oauth-protected-resource{path}")
+            }
+            None => format!("{resource}/.well-known/oauth-protected-resource"),
+        }
+    }
+
+    /// The resource URL tokens are for: the configured one, or `/mcp` on
+    /// the request's `Host` (which the guard has checked).
+    fn resource(&self, headers: &HeaderMap) -> String {
+        if let AuthSettings::Jwt(jwt) = self.inner.authenticator.settings()
+            && let Some(resource) = jwt.resource()
+        {
+            return resource.to_owned();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}/mcp")
+    }
+
     /// Ends every rmcp session and SSE stream of this replica (the sessions
     /// stay in the store, so other replicas go on serving them). Called on
     /// shutdown, before waiting for in-flight requests.
@@ -208,22 +325,23 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let mut config = StreamableHttpServerConfig::default()
             .with_cancellation_token(self.inner.cancel.child_token());
-        // Stateful mode: rmcp keeps a session per `initialize`, saves its
-        // parameters in the store and restores sessions it does not hold.
+        // Handshake-era requests get rmcp's sessions: one per `initialize`,
+        // its parameters saved in the store, restored where rmcp does not
+        // hold it. 2026-07-28 requests are served statelessly either way.
         config.legacy_session_mode = true;
         config.session_store = Some(Arc::new(ManagerSessionStore::new(
             self.inner.manager.clone(),
         )));
-        config = match &self.inner.allowed_hosts {
-            AllowedHosts::Loopback => config,
-            AllowedHosts::Any => config.disable_allowed_hosts(),
-            // rmcp reads an empty list as "any host"; a single blank entry,
-            // which rmcp skips when matching, makes the list refuse every
-            // host instead, as an empty `Only` says.
-            AllowedHosts::Only(hosts) if hosts.is_empty() => config.with_allowed_hosts([""]),
-            AllowedHosts::Only(hosts) => config.with_allowed_hosts(hosts.iter().cloned()),
-        };
-        let tools = GatewayTools::new(self.inner.manager.clone(), self.inner.replica.clone());
+        config = config.with_sse_keep_alive(Some(self.inner.keep_alive));
+        // The guard checks `Host` and `Origin` before anything touches the
+        // store; rmcp's check would come after the guard's read or delete.
+        config = config.disable_allowed_hosts();
+        let tools = GatewayTools::new(
+            self.inner.manager.clone(),
+            self.inner.replica.clone(),
+            self.inner.limits,
+            self.inner.foreign.clone(),
+        );
         let mcp = StreamableHttpService::new(
             move || Ok(tools.clone()),
             self.inner.sessions.clone(),
@@ -237,6 +355,14 @@ impl Gateway {
                 guard::check_session,
             ))
             .route("/health", get(health::health))
+            .route(
+                "/.well-known/oauth-protected-resource",
+                get(protected_resource),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/mcp",
+                get(protected_resource),
+            )
             .layer(middleware::map_response_with_state(
                 self.clone(),
                 add_served_by,
@@ -250,4 +376,20 @@ async fn add_served_by(State(gateway): State<Gateway>, mut response: Response) -
         .headers_mut()
         .insert(SERVED_BY, gateway.inner.served_by.clone());
     response
+}
+
+/// The protected resource metadata (RFC 9728): the resource, and in JWT
+/// mode the authorization server that issues its tokens.
+async fn protected_resource(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    let mut body = serde_json::json!({
+        "resource": gateway.resource(&headers),
+        "bearer_methods_supported": ["header"],
+    });
+    if let AuthSettings::Jwt(jwt) = gateway.authenticator().settings() {
+        body["authorization_servers"] = serde_json::json!([jwt.issuer()]);
+    }
+    Json(body)
 }

@@ -8,9 +8,11 @@
 //!
 //! Every option falls back on an environment variable (`--help` names
 //! them), for container platforms that configure by environment. Without
-//! `--config` sessions are local (in-process) with a 30-minute TTL; with a
-//! configuration file they are where the file says: a `[redis]` table means
-//! Redis, no such table local storage. See `docs/deployment.md`.
+//! `--config` sessions are local (in-process) with a 30-minute TTL and every
+//! caller is anonymous; with a configuration file they are where the file
+//! says: a `[redis]` table means Redis, no such table local storage, an
+//! `[auth]` table bearer JWTs, a `[limits]` table the caps per principal.
+//! See `docs/deployment.md`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -21,7 +23,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use clap::{CommandFactory, Parser};
-use session_factory::{SessionConfig, SessionType, Ttl, new_manager};
+use session_factory::{SessionType, Ttl, new_manager};
+use session_gateway::auth::AuthSettings;
+use session_gateway::settings::GatewaySettings;
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -38,15 +42,17 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
     version,
     after_help = "\
 Routes:
-  /mcp      MCP streamable HTTP (stateful sessions)
+  /mcp      MCP streamable HTTP: sessions for protocol revisions 2025-03-26 to
+            2025-11-25, stateless 2026-07-28 with handles
   /health   storage health as JSON (503 when the store is unreachable)
+  /.well-known/oauth-protected-resource   protected resource metadata
 
 Logging: RUST_LOG (default `info`)."
 )]
 struct Args {
-    /// Session configuration (TOML). A [redis] table means Redis storage,
-    /// none means local storage. Without this option: local storage with a
-    /// 30-minute TTL.
+    /// Configuration (TOML). A [redis] table means Redis storage, none means
+    /// local storage; an [auth] table bearer JWTs, none anonymous mode.
+    /// Without this option: local storage with a 30-minute TTL, anonymous.
     #[arg(long, value_name = "path", env = "SESSION_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on.
@@ -170,20 +176,38 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
-    let config = match &args.config {
-        Some(path) => SessionConfig::load(path)?,
-        None => SessionConfig::new(Ttl::new(DEFAULT_TTL)?),
+    let settings = match &args.config {
+        Some(path) => GatewaySettings::load(path)?,
+        None => GatewaySettings::local(Ttl::new(DEFAULT_TTL)?),
     };
-    let manager = new_manager(&config, SessionType::Streamable)
+    let config = &settings.session;
+    let manager = new_manager(config, SessionType::Streamable)
         .await
         .context("cannot set up the session storage")?;
     let storage = manager.describe().backend;
+    if config.redis().is_none() && args.replica.is_some() {
+        // A replica name says that several replicas run; on local storage
+        // each knows only its own sessions and handles, so a balancer that
+        // spreads one client's requests makes them fail at random.
+        tracing::warn!(
+            "a replica name is set but storage is local: replicas do not share sessions or \
+             handles; add a [redis] table to the configuration to share them"
+        );
+    }
+    if matches!(settings.auth, AuthSettings::Anonymous) {
+        tracing::warn!(
+            "anonymous mode: no [auth] table, so every caller is one principal and may use \
+             every session and handle; the limits count per client address"
+        );
+    }
     let replica = args
         .replica
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
     let mut options = GatewayOptions::default();
     options.allowed_hosts = allowed_hosts;
     options.local_idle_timeout = args.local_idle;
+    options.auth = settings.auth.clone();
+    options.limits = settings.limits;
     let gateway = Gateway::with_options(manager.clone(), replica, options)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -208,7 +232,11 @@ async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, gateway.router())
+    // The peer address is what anonymous mode's limits count by.
+    let app = gateway
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
     let mut server = tokio::spawn(server);

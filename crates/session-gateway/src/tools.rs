@@ -1,29 +1,68 @@
-//! The MCP tools: `echo`, `counter` and `whoami`.
+//! The MCP tools: `echo`, `whoami`, the session-scoped `counter`, and the
+//! counter behind a handle: `open_counter`, `increment`, `close_counter`.
 //!
-//! The session comes from the HTTP request: the [guard](crate::guard) puts
-//! the session it read into the request's extensions as a [`LoadedSession`],
-//! and rmcp injects the request's [`http::request::Parts`] (extensions
-//! included) into every request it hands to the handler, restored sessions
-//! included. So the tools neither parse `Mcp-Session-Id` nor read the store
-//! again.
+//! # Sessions and handles
+//!
+//! A handshake-era client has a session, and `counter` counts in it. Under
+//! protocol 2026-07-28 there are no sessions: state that lives across calls
+//! is a *handle* that a tool mints and later calls pass back. Here a handle
+//! is a record of the same store, owned by the caller's [`Principal`], with
+//! the store's sliding TTL and atomic updates: `open_counter` creates it,
+//! `increment` counts in it (on any replica, without lost updates), and
+//! `close_counter` deletes it. Handles serve both eras alike.
+//!
+//! A handle that is unknown, expired, closed or another principal's gets one
+//! and the same answer, a tool error starting with [`UNKNOWN_HANDLE`], so
+//! that a caller cannot tell another principal's handle from one that never
+//! existed (a foreign one is counted, see
+//! [`Gateway::foreign_requests`](crate::Gateway::foreign_requests)).
+//!
+//! # Where the tools find their context
+//!
+//! The [guard](crate::guard) puts the caller's [`Principal`] and, for a
+//! handshake-era session, the session it read ([`LoadedSession`]) into the
+//! request's extensions, and rmcp injects the request's
+//! [`http::request::Parts`] (extensions included) into every request it
+//! hands to the handler, restored sessions and stateless requests included.
+//! So the tools neither parse headers nor read the session again.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
+};
 use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::json;
-use session_factory::{Conditional, Error, Manager, Session};
+use session_factory::{Conditional, Error, Manager, Session, SessionId, SessionType};
 
+use crate::Foreign;
 use crate::answer::Refusal;
+use crate::auth::Principal;
 use crate::guard::LoadedSession;
+use crate::limits::Limits;
+use crate::request::SUPPORTED_VERSIONS;
 
-/// The session metadata key of the `counter` tool.
+/// The session metadata key of the `counter` tool, and of a counter handle's
+/// count.
 pub const COUNTER_KEY: &str = "counter";
+/// The metadata key that marks a record as a handle, and its value for a
+/// counter handle.
+pub const HANDLE_KIND_KEY: &str = "gateway.handle";
+/// [`HANDLE_KIND_KEY`]'s value on a counter handle.
+pub const COUNTER_HANDLE: &str = "counter";
+/// The start of the tool error for a handle that cannot be used.
+pub const UNKNOWN_HANDLE: &str = "unknown handle";
+
+/// Whether a stored record is a handle rather than an MCP session.
+pub fn is_handle(record: &Session) -> bool {
+    record.get_metadata(HANDLE_KIND_KEY).is_some()
+}
 
 /// The arguments of `echo`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -32,12 +71,21 @@ pub struct EchoArgs {
     pub text: String,
 }
 
-/// The gateway's MCP server: one instance per rmcp session, all sharing the
-/// manager.
+/// The arguments of `increment` and `close_counter`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct HandleArgs {
+    /// The handle `open_counter` returned.
+    pub handle: String,
+}
+
+/// The gateway's MCP server: one instance per rmcp session (and per
+/// stateless request), all sharing the manager.
 #[derive(Clone)]
 pub struct GatewayTools {
     manager: Manager,
     replica: Arc<str>,
+    limits: Limits,
+    foreign: Foreign,
     tool_router: ToolRouter<Self>,
 }
 
@@ -51,12 +99,33 @@ impl std::fmt::Debug for GatewayTools {
 
 impl GatewayTools {
     /// The tools of replica `replica`, on `manager`.
-    pub fn new(manager: Manager, replica: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(
+        manager: Manager,
+        replica: impl Into<Arc<str>>,
+        limits: Limits,
+        foreign: Foreign,
+    ) -> Self {
         Self {
             manager,
             replica: replica.into(),
+            limits,
+            foreign,
             tool_router: Self::tool_router(),
         }
+    }
+}
+
+/// Why a handle's read-modify-write stopped.
+enum HandleFault {
+    /// Not a handle, or not the caller's.
+    Unusable,
+    /// The store failed.
+    Store(Error),
+}
+
+impl From<Error> for HandleFault {
+    fn from(error: Error) -> Self {
+        Self::Store(error)
     }
 }
 
@@ -81,7 +150,7 @@ impl GatewayTools {
     /// to `Manager::modify`, which reads again and retries until its write
     /// lands.
     #[tool(
-        description = "Increments a counter kept in this MCP session (shared by every replica) and returns {\"count\":N,\"replica\":...,\"session\":...}."
+        description = "Increments a counter kept in this MCP session (shared by every replica) and returns {\"count\":N,\"replica\":...,\"session\":...}. Needs a session (protocol revisions before 2026-07-28); under 2026-07-28 use `open_counter` and `increment`."
     )]
     pub async fn counter(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
         let loaded = loaded_session(&parts)?;
@@ -119,17 +188,128 @@ impl GatewayTools {
         .to_string())
     }
 
-    /// `whoami`: returns `{"replica":..,"session":..}`, with a `null`
-    /// session for a request that has none.
+    /// `whoami`: returns `{"replica":..,"session":..,"principal":{"issuer":..,"subject":..}}`,
+    /// with a `null` session for a request that has none.
     #[tool(
-        description = "Returns the replica serving this call and the MCP session id: {\"replica\":...,\"session\":...}."
+        description = "Returns the replica serving this call, the MCP session id (null without a session) and the caller: {\"replica\":...,\"session\":...,\"principal\":{\"issuer\":...,\"subject\":...}}."
     )]
-    pub async fn whoami(&self, Extension(parts): Extension<Parts>) -> String {
+    pub async fn whoami(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
+        let principal = principal(&parts)?;
+        let (issuer, subject) = principal.identity();
         let session = parts
             .extensions
             .get::<LoadedSession>()
             .map(|loaded| loaded.id().to_string());
-        json!({ "replica": &*self.replica, "session": session }).to_string()
+        Ok(json!({
+            "replica": &*self.replica,
+            "session": session,
+            "principal": {"issuer": issuer, "subject": subject},
+        })
+        .to_string())
+    }
+
+    /// `open_counter`: creates a counter handle owned by the caller and
+    /// returns `{"handle":..,"replica":..}`.
+    ///
+    /// One owner listing (the [limits](crate::limits)) and one create: the
+    /// record is written whole, with its owner, kind and count, at once.
+    #[tool(
+        description = "Opens a counter that lives across calls and replicas, owned by the caller; returns {\"handle\":...,\"replica\":...}. Pass the handle to `increment` and `close_counter`."
+    )]
+    pub async fn open_counter(
+        &self,
+        Extension(parts): Extension<Parts>,
+    ) -> Result<String, ErrorData> {
+        let principal = principal(&parts)?;
+        self.limits.ensure_room(&self.manager, principal).await?;
+        let mut record = Session::new_owned(
+            SessionId::new(),
+            SessionType::Mcp,
+            principal.owner().clone(),
+        );
+        record.set_metadata(HANDLE_KIND_KEY, COUNTER_HANDLE);
+        record.set_metadata(COUNTER_KEY, "0");
+        let id = record.id();
+        self.manager
+            .create_from(record)
+            .await
+            .map_err(|error| ErrorData::from(Refusal::store_error(&id, &error)))?;
+        Ok(json!({ "handle": id.to_string(), "replica": &*self.replica }).to_string())
+    }
+
+    /// `increment`: adds one to the counter behind `handle` and returns
+    /// `{"count":N,"replica":..}`.
+    ///
+    /// An atomic read-modify-write ([`Manager::modify`]): concurrent calls on
+    /// one handle, on any replicas, each count once. It also refreshes the
+    /// handle's sliding TTL.
+    #[tool(
+        description = "Increments the counter behind a handle from `open_counter` and returns {\"count\":N,\"replica\":...}."
+    )]
+    pub async fn increment(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(HandleArgs { handle }): Parameters<HandleArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let principal = principal(&parts)?;
+        let Ok(id) = SessionId::parse(&handle) else {
+            return Ok(unknown_handle());
+        };
+        let mut foreign = false;
+        let modified = self
+            .manager
+            .modify(&id, |record| {
+                if !is_counter_handle(record) {
+                    return Err(HandleFault::Unusable);
+                }
+                if !principal.owns(record.owner()) {
+                    foreign = true;
+                    return Err(HandleFault::Unusable);
+                }
+                Ok(increment(record))
+            })
+            .await;
+        match modified {
+            Ok(Some((_, count))) => Ok(text(json!({ "count": count, "replica": &*self.replica }))),
+            Ok(None) | Err(HandleFault::Unusable) => {
+                if foreign {
+                    self.foreign.record(principal, "handle");
+                }
+                Ok(unknown_handle())
+            }
+            Err(HandleFault::Store(error)) => Err(Refusal::store_error(&id, &error).into()),
+        }
+    }
+
+    /// `close_counter`: deletes the handle and returns
+    /// `{"closed":true,"replica":..}`.
+    #[tool(
+        description = "Closes a counter handle from `open_counter`; returns {\"closed\":true,\"replica\":...}."
+    )]
+    pub async fn close_counter(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(HandleArgs { handle }): Parameters<HandleArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let principal = principal(&parts)?;
+        let Ok(id) = SessionId::parse(&handle) else {
+            return Ok(unknown_handle());
+        };
+        let store_error = |error: Error| ErrorData::from(Refusal::store_error(&id, &error));
+        let Some(record) = self.manager.get(&id).await.map_err(store_error)? else {
+            return Ok(unknown_handle());
+        };
+        if !is_counter_handle(&record) {
+            return Ok(unknown_handle());
+        }
+        if !principal.owns(record.owner()) {
+            self.foreign.record(principal, "handle");
+            return Ok(unknown_handle());
+        }
+        if !self.manager.delete(&id).await.map_err(store_error)? {
+            return Ok(unknown_handle());
+        }
+        Ok(text(json!({ "closed": true, "replica": &*self.replica })))
     }
 }
 
@@ -142,24 +322,60 @@ impl ServerHandler for GatewayTools {
                 env!("CARGO_PKG_VERSION"),
             ))
             .with_instructions(
-                "Sessions are shared by every replica: `counter` counts per session \
-                 wherever the call lands, `whoami` tells which replica answered.",
+                "Sessions and handles are shared by every replica: `counter` counts per \
+                 session (protocol revisions with the initialize handshake), \
+                 `open_counter`/`increment`/`close_counter` count behind a handle (every \
+                 revision), `whoami` tells which replica answered and who called.",
             )
+    }
+
+    /// Exactly the revisions the gateway serves, not rmcp's list of every
+    /// revision it knows.
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(SUPPORTED_VERSIONS)
     }
 }
 
 /// The session the guard loaded for this request.
 ///
 /// Only a request without `Mcp-Session-Id` lacks one (the guard refuses
-/// every request whose session it could not load), and a stateful tool has
-/// nothing to work on then.
+/// every request whose session it could not load), which under protocol
+/// 2026-07-28 is every request; a session-scoped tool has nothing to work on
+/// then.
 fn loaded_session(parts: &Parts) -> Result<&LoadedSession, ErrorData> {
     parts.extensions.get::<LoadedSession>().ok_or_else(|| {
         ErrorData::invalid_request(
-            "this tool needs an MCP session: connect with the initialize handshake",
+            "`counter` counts per MCP session, which this request has none of (protocol \
+             2026-07-28 has no sessions): use `open_counter` and `increment`",
             None,
         )
     })
+}
+
+/// The caller, as the guard authenticated it. The guard puts it on every
+/// request it lets through; its absence is a bug, answered as an internal
+/// error rather than served unauthenticated.
+fn principal(parts: &Parts) -> Result<&Principal, ErrorData> {
+    parts.extensions.get::<Principal>().ok_or_else(|| {
+        tracing::error!("a tool call without the guard's principal");
+        ErrorData::from(Refusal::Internal)
+    })
+}
+
+fn is_counter_handle(record: &Session) -> bool {
+    record.get_metadata(HANDLE_KIND_KEY) == Some(COUNTER_HANDLE)
+}
+
+/// A successful tool result of one JSON text.
+fn text(value: serde_json::Value) -> CallToolResult {
+    CallToolResult::success(vec![ContentBlock::text(value.to_string())])
+}
+
+/// The one answer for every handle that cannot be used.
+fn unknown_handle() -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!(
+        "{UNKNOWN_HANDLE}: it expired, was closed or never existed; open a new one with `open_counter`"
+    ))])
 }
 
 /// Increments the `counter` metadata of `session` and returns the new count;

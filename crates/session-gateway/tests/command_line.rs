@@ -135,7 +135,7 @@ async fn every_option_falls_back_on_its_variable() {
         .unwrap();
     assert_eq!(
         health,
-        json!({"status": "ok", "replica": "from-env", "storage": "local", "topology": "in-process", "sessions": 0})
+        json!({"status": "ok", "replica": "from-env", "storage": "local", "topology": "in-process", "foreign_requests": 0, "sessions": 0})
     );
     // SESSION_GATEWAY_LOCAL_IDLE has no outside effect within a test's
     // time; that the gateway started shows its value was accepted (a bad

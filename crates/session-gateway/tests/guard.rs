@@ -109,13 +109,14 @@ fn ping(session: &str) -> Request<Body> {
 }
 
 /// Checks status, `x-served-by` and the JSON-RPC error body.
-async fn assert_jsonrpc_error(response: Response<Body>, status: StatusCode, code: i64) {
+async fn assert_jsonrpc_error(response: Response<Body>, status: StatusCode, code: i64, id: Value) {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["x-served-by"], "unit");
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(body["jsonrpc"], "2.0");
-    assert_eq!(body["id"], Value::Null);
+    // The request's own id, echoed (`null` for a DELETE, which has no body).
+    assert_eq!(body["id"], id, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(body["error"]["message"].is_string(), "{body}");
 }
@@ -124,7 +125,13 @@ async fn assert_jsonrpc_error(response: Response<Body>, status: StatusCode, code
 async fn an_id_that_is_not_a_uuid_is_404() {
     let router = local_gateway().router();
     for id in ["not-a-uuid", "", "12345"] {
-        assert_jsonrpc_error(send(&router, ping(id)).await, StatusCode::NOT_FOUND, -32001).await;
+        assert_jsonrpc_error(
+            send(&router, ping(id)).await,
+            StatusCode::NOT_FOUND,
+            -32001,
+            json!(7),
+        )
+        .await;
     }
 }
 
@@ -136,6 +143,7 @@ async fn an_unknown_session_is_404() {
         send(&router, ping(&id)).await,
         StatusCode::NOT_FOUND,
         -32001,
+        json!(7),
     )
     .await;
 }
@@ -145,14 +153,20 @@ async fn an_unreachable_store_is_503_with_retry_after() {
     let router = failing_gateway(unavailable).router();
     let response = send(&router, ping(&SessionId::new().to_string())).await;
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -31000, json!(7)).await;
 }
 
 #[tokio::test]
 async fn other_store_errors_are_500() {
     let router = failing_gateway(auth_failure).router();
     let response = send(&router, ping(&SessionId::new().to_string())).await;
-    assert_jsonrpc_error(response, StatusCode::INTERNAL_SERVER_ERROR, -32603).await;
+    assert_jsonrpc_error(
+        response,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        -32603,
+        json!(7),
+    )
+    .await;
 }
 
 /// A session record rmcp cannot restore (made by other code, without rmcp's
@@ -164,7 +178,7 @@ async fn rmcps_own_404_gets_a_jsonrpc_body() {
     let foreign = gateway.manager().create().await.unwrap();
     let router = gateway.router();
     let response = send(&router, ping(&foreign.id().to_string())).await;
-    assert_jsonrpc_error(response, StatusCode::NOT_FOUND, -32001).await;
+    assert_jsonrpc_error(response, StatusCode::NOT_FOUND, -32001, json!(7)).await;
 }
 
 #[tokio::test]
@@ -199,7 +213,7 @@ async fn health_reports_local_storage_and_failures() {
     let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
     assert_eq!(
         body,
-        json!({"status": "ok", "replica": "unit", "storage": "local", "topology": "in-process", "sessions": 1})
+        json!({"status": "ok", "replica": "unit", "storage": "local", "topology": "in-process", "foreign_requests": 0, "sessions": 1})
     );
 
     let router = failing_gateway(unavailable).router();
@@ -244,6 +258,7 @@ async fn a_session_deleted_elsewhere_is_closed_here() {
         send(&router, ping(&id)).await,
         StatusCode::NOT_FOUND,
         -32001,
+        json!(7),
     )
     .await;
     // The worker task finishes the close in the background.
@@ -264,7 +279,7 @@ async fn an_initialize_whose_session_was_not_stored_is_503_and_not_kept() {
     let response = send(&router, initialize()).await;
     assert!(response.headers().get("mcp-session-id").is_none());
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -31000, json!(1)).await;
     // The in-memory copy rmcp made is closed (in the background).
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gateway.rmcp_sessions().sessions.read().await.is_empty() {
@@ -403,7 +418,13 @@ async fn a_delete_the_store_cannot_carry_out_is_503_and_the_session_stays() {
     let id = open_session(&router).await;
     let response = send(&router, delete_request(&id)).await;
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    assert_jsonrpc_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        -31000,
+        Value::Null,
+    )
+    .await;
     let session_id = SessionId::parse(&id).unwrap();
     assert!(gateway.manager().get(&session_id).await.unwrap().is_some());
     let response = send(&router, ping(&id)).await;
@@ -425,12 +446,14 @@ async fn a_delete_removes_the_session_from_the_store() {
         send(&router, ping(&id)).await,
         StatusCode::NOT_FOUND,
         -32001,
+        json!(7),
     )
     .await;
     assert_jsonrpc_error(
         send(&router, delete_request(&id)).await,
         StatusCode::NOT_FOUND,
         -32001,
+        Value::Null,
     )
     .await;
 }
@@ -450,7 +473,7 @@ async fn a_restore_that_cannot_read_the_store_is_503() {
     let other = faulty_gateway(storage).router();
     let response = send(&other, ping(&id)).await;
     assert_eq!(response.headers()["retry-after"], "1");
-    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -32002).await;
+    assert_jsonrpc_error(response, StatusCode::SERVICE_UNAVAILABLE, -31000, json!(7)).await;
     // A retry at once races rmcp's clean-up of the failed restore (rmcp
     // then answers 404 to it): still a 503, never a 404.
     let response = send(&other, ping(&id)).await;

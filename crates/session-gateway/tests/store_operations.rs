@@ -10,6 +10,11 @@
 
 mod common;
 
+/// What `whoami` reports for the anonymous caller of these tests.
+fn anonymous() -> serde_json::Value {
+    serde_json::json!({"issuer": "urn:session-gateway:anonymous", "subject": "anonymous"})
+}
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -175,13 +180,13 @@ async fn the_guards_session_reaches_the_tools_live_and_restored() {
 
     assert_eq!(
         call_tool(&a_router, &id, "whoami", 2).await,
-        json!({"replica": "a", "session": id})
+        json!({"replica": "a", "session": id, "principal": anonymous()})
     );
 
     assert!(!holds(&b, &id).await, "b must start cold");
     assert_eq!(
         call_tool(&b_router, &id, "whoami", 3).await,
-        json!({"replica": "b", "session": id})
+        json!({"replica": "b", "session": id, "principal": anonymous()})
     );
     assert!(holds(&b, &id).await, "the call restored the session on b");
 

@@ -29,7 +29,19 @@
 //! The rmcp `SessionState` is kept as the session's typed user data (JSON,
 //! since it holds arbitrary JSON values); the session's metadata belongs to
 //! the application and survives every write this store makes. Each load
-//! refreshes the session's sliding TTL. Errors are the manager's typed
+//! refreshes the session's sliding TTL.
+//!
+//! # Owners
+//!
+//! rmcp's `SessionStore::store` sees a session id and rmcp's state, not the
+//! HTTP request, so it cannot know who opened the session. A server that
+//! binds sessions to users runs the request inside [`with_owner`]: a session
+//! this store creates while that future runs is owned by the given owner
+//! (rmcp saves a new session while it serves the `initialize` request, in
+//! the request's own task, so the task-local value reaches it). Outside
+//! [`with_owner`] sessions are created without owner, as before.
+//!
+//! Errors are the manager's typed
 //! [`session_core::Error`], boxed as rmcp's `SessionStoreError`, so a caller
 //! can downcast them; a session id that is not a UUID is
 //! [`session_core::Error::InvalidInput`].
@@ -41,7 +53,20 @@ use std::sync::Arc;
 use rmcp::transport::streamable_http_server::session::store::{
     SessionState, SessionStore, SessionStoreError,
 };
-use session_core::{Error, Manager, Session, SessionId, SessionType};
+use session_core::{Error, Manager, Owner, Session, SessionId, SessionType};
+
+tokio::task_local! {
+    /// The owner of the sessions created in the current request; see
+    /// [`with_owner`].
+    static OWNER: Owner;
+}
+
+/// Runs `future` (an rmcp request) so that a session a
+/// [`ManagerSessionStore`] creates during it is owned by `owner`; see the
+/// [crate documentation](crate#owners).
+pub async fn with_owner<F: std::future::Future>(owner: Owner, future: F) -> F::Output {
+    OWNER.scope(owner, future).await
+}
 
 /// An rmcp `SessionStore` on a session manager. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -73,7 +98,10 @@ impl ManagerSessionStore {
                     return Ok(());
                 }
             }
-            let mut session = Session::new(id, SessionType::Streamable);
+            let mut session = match OWNER.try_with(Owner::clone) {
+                Ok(owner) => Session::new_owned(id, SessionType::Streamable, owner),
+                Err(_) => Session::new(id, SessionType::Streamable),
+            };
             session.set_data(state)?;
             match self.manager.create_from(session).await {
                 Ok(_) => return Ok(()),
