@@ -14,12 +14,14 @@ use rmcp::transport::streamable_http_server::session::SessionManager;
 use serde_json::{Value, json};
 use session_factory::{
     BackendErrorKind, Conditional, Description, Error, LocalStorage, Manager, Owner, Result,
-    Revision, Session, SessionId, SessionType, Storage, Topology, Ttl,
+    Revision, Session, SessionId, SessionType, Storage, Ttl,
 };
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tokio::time::Instant;
 
-use common::{PROTOCOL, body_text, call_tool, initialize, open_session, post, send};
+use common::{
+    FailingStorage, PROTOCOL, body_text, call_tool, initialize, open_session, post, send,
+};
 
 /// A manager on a new local storage, making streamable sessions.
 fn local_manager() -> Manager {
@@ -39,57 +41,8 @@ fn local_gateway() -> Gateway {
     Gateway::new(manager, "unit").unwrap()
 }
 
-/// A storage whose every operation fails with one error.
-#[derive(Clone, Copy)]
-struct Failing(fn() -> Error);
-
-impl Storage for Failing {
-    async fn create(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
-        Err((self.0)())
-    }
-    async fn update(&self, _: Arc<Session>, _: Ttl) -> Result<Option<Arc<Session>>> {
-        Err((self.0)())
-    }
-    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> Result<Arc<Session>> {
-        Err((self.0)())
-    }
-    async fn update_if(&self, _: Arc<Session>, _: Revision, _: Ttl) -> Result<Conditional> {
-        Err((self.0)())
-    }
-    async fn list_owned(&self, _: &Owner) -> Result<Vec<Arc<Session>>> {
-        Err((self.0)())
-    }
-    async fn revoke_owned(&self, _: &Owner) -> Result<Vec<SessionId>> {
-        Err((self.0)())
-    }
-    async fn get(&self, _: &SessionId, _: Ttl) -> Result<Option<Arc<Session>>> {
-        Err((self.0)())
-    }
-    async fn expire(&self, _: &SessionId, _: Ttl) -> Result<bool> {
-        Err((self.0)())
-    }
-    async fn delete(&self, _: &SessionId) -> Result<bool> {
-        Err((self.0)())
-    }
-    async fn delete_expired(&self, _: Instant) -> Result<Vec<SessionId>> {
-        Ok(Vec::new())
-    }
-    async fn count(&self) -> Result<usize> {
-        Err((self.0)())
-    }
-    async fn ping(&self) -> Result<()> {
-        Err((self.0)())
-    }
-    fn describe(&self) -> Description {
-        Description::new("failing", Topology::Standalone, false)
-    }
-    async fn close(&self) -> Result<()> {
-        Ok(())
-    }
-}
-
 fn failing_gateway(error: fn() -> Error) -> Gateway {
-    let manager = manager_on(Failing(error));
+    let manager = manager_on(FailingStorage::new(error));
     Gateway::new(manager, "unit").unwrap()
 }
 

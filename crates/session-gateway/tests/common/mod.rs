@@ -11,6 +11,12 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use serde_json::{Value, json};
+use session_factory::{
+    Conditional, Description, Error, Owner, Result, Revision, Session, SessionId, Storage,
+    Topology, Ttl,
+};
+use std::sync::Arc;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 /// The MCP protocol version of every request.
@@ -124,4 +130,60 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// A storage whose every operation fails with one error.
+#[derive(Clone, Copy)]
+pub struct FailingStorage(fn() -> Error);
+
+impl FailingStorage {
+    /// A storage failing every operation with `error()`.
+    pub fn new(error: fn() -> Error) -> Self {
+        Self(error)
+    }
+}
+
+impl Storage for FailingStorage {
+    async fn create(&self, _: Arc<Session>, _: Ttl) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn update(&self, _: Arc<Session>, _: Ttl) -> Result<Option<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn upsert(&self, _: Arc<Session>, _: Ttl) -> Result<Arc<Session>> {
+        Err((self.0)())
+    }
+    async fn update_if(&self, _: Arc<Session>, _: Revision, _: Ttl) -> Result<Conditional> {
+        Err((self.0)())
+    }
+    async fn list_owned(&self, _: &Owner) -> Result<Vec<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn revoke_owned(&self, _: &Owner) -> Result<Vec<SessionId>> {
+        Err((self.0)())
+    }
+    async fn get(&self, _: &SessionId, _: Ttl) -> Result<Option<Arc<Session>>> {
+        Err((self.0)())
+    }
+    async fn expire(&self, _: &SessionId, _: Ttl) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn delete(&self, _: &SessionId) -> Result<bool> {
+        Err((self.0)())
+    }
+    async fn delete_expired(&self, _: Instant) -> Result<Vec<SessionId>> {
+        Ok(Vec::new())
+    }
+    async fn count(&self) -> Result<usize> {
+        Err((self.0)())
+    }
+    async fn ping(&self) -> Result<()> {
+        Err((self.0)())
+    }
+    fn describe(&self) -> Description {
+        Description::new("failing", Topology::Standalone, false)
+    }
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }
