@@ -286,13 +286,14 @@ async fn post_mcp(
     (status, served_by, session, response.text().await.unwrap())
 }
 
-/// Asserts a 404 with the gateway's JSON-RPC error body.
-fn assert_session_not_found(status: StatusCode, body: &str) {
+/// Asserts a 404 with the gateway's JSON-RPC error body, which echoes the
+/// request's id.
+fn assert_session_not_found(status: StatusCode, body: &str, id: u64) {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(
         body,
-        json!({"jsonrpc": "2.0", "id": null,
+        json!({"jsonrpc": "2.0", "id": id,
                "error": {"code": -32001, "message": "session not found or expired"}})
     );
 }
@@ -344,7 +345,7 @@ async fn redis_shares_sessions_across_replicas_behind_nginx() {
         let body = wait_health(&mut children, &http, name, port, StatusCode::OK).await;
         assert_eq!(
             body,
-            json!({"status": "ok", "replica": name, "storage": "redis", "topology": "standalone"})
+            json!({"status": "ok", "replica": name, "storage": "redis", "topology": "standalone", "foreign_requests": 0})
         );
     }
     let nginx_port = start_nginx(&mut children, &http, &nginx, &[port_a, port_b]).await;
@@ -414,7 +415,7 @@ async fn redis_shares_sessions_across_replicas_behind_nginx() {
             post_mcp(&http, port, Some(&session), &protocol, &ping).await;
         eprintln!("redis e2e: after DELETE, replica {name} directly: {status} {body}");
         assert_eq!(served_by, name);
-        assert_session_not_found(status, &body);
+        assert_session_not_found(status, &body, 99);
     }
     for name in ["a", "b"] {
         let closed = children
@@ -505,7 +506,7 @@ async fn local_storage_does_not_share_sessions() {
         let body = wait_health(&mut children, &http, name, port, StatusCode::OK).await;
         assert_eq!(
             body,
-            json!({"status": "ok", "replica": name, "storage": "local", "topology": "in-process", "sessions": 0})
+            json!({"status": "ok", "replica": name, "storage": "local", "topology": "in-process", "foreign_requests": 0, "sessions": 0})
         );
     }
 
@@ -534,7 +535,7 @@ async fn local_storage_does_not_share_sessions() {
         post_mcp(&http, port_b, Some(&session), protocol, &ping).await;
     eprintln!("local e2e: ping on b with that session: {status} (served by {served_by}) {body}");
     assert_eq!(served_by, "b");
-    assert_session_not_found(status, &body);
+    assert_session_not_found(status, &body, 2);
 
     let nginx_port = start_nginx(&mut children, &http, &nginx, &[port_a, port_b]).await;
     // An unmodified rmcp client through the balancer: its second request

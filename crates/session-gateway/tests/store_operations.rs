@@ -17,6 +17,7 @@ fn anonymous() -> serde_json::Value {
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -42,6 +43,7 @@ struct Ops {
     expire: usize,
     delete: usize,
     count: usize,
+    list_owned: usize,
 }
 
 #[derive(Default)]
@@ -54,6 +56,7 @@ struct Counters {
     expire: AtomicUsize,
     delete: AtomicUsize,
     count: AtomicUsize,
+    list_owned: AtomicUsize,
 }
 
 /// Local storage that counts the operations of the requests it serves.
@@ -79,6 +82,7 @@ impl Counting {
             expire: take(&self.ops.expire),
             delete: take(&self.ops.delete),
             count: take(&self.ops.count),
+            list_owned: take(&self.ops.list_owned),
         }
     }
 }
@@ -110,6 +114,7 @@ impl Storage for Counting {
         self.inner.update_if(session, expected, ttl).await
     }
     async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        bump(&self.ops.list_owned);
         self.inner.list_owned(owner).await
     }
     async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
@@ -213,12 +218,14 @@ async fn a_counter_call_costs_one_read_and_one_write() {
     // `ManagerSessionStore`, which reads it first (a session it would keep
     // the other contents of; none yet) and then creates it; the guard reads
     // it back to confirm that it reached the store; and the guard reads it
-    // for `notifications/initialized`.
+    // for `notifications/initialized`. Before all that, the limits list the
+    // principal's sessions and handles once.
     assert_eq!(
         a_ops.take(),
         Ops {
             create: 1,
             get: 3,
+            list_owned: 1,
             ..Ops::default()
         }
     );
@@ -263,4 +270,88 @@ async fn a_counter_call_costs_one_read_and_one_write() {
         json!({"count": 3, "replica": "b", "session": id})
     );
     assert_eq!(b_ops.take(), one_read_one_write);
+}
+
+/// Ten first requests of one session at once on a replica that has never
+/// seen it (a restarted replica, a new one behind the balancer): rmcp
+/// restores the session for the first and the others must wait for that
+/// restore rather than reach a worker that is not ready. Every call is
+/// answered, and the ten counts are 1 to 10, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_first_requests_at_once_on_a_cold_replica_are_all_served() {
+    // The calls are spread over a few milliseconds, so that some arrive
+    // while the first one's restore is under way rather than all before it.
+    for round in 0..20u64 {
+        let [(_, a_router, _), (b, b_router, _)] = two_replicas();
+        let id = open_session(&a_router).await;
+        assert!(!holds(&b, &id).await);
+        let calls = (0..10).map(|n| {
+            let router = b_router.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(n * (50 + 25 * round))).await;
+                call_tool(&router, &id, "counter", 100 + n).await
+            })
+        });
+        let mut counts = Vec::new();
+        for call in calls {
+            let answer = call
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: {error}"));
+            counts.push(answer["count"].as_u64().unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "round {round}");
+    }
+}
+
+/// The same ten first requests on Redis, where a restore waits on the
+/// network: a replica started after the session was opened (its own
+/// connection, no in-memory copy) serves all ten, counting 1 to 10.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_first_requests_at_once_on_a_cold_replica_on_redis() {
+    let Some(redis) = session_testkit::env::var(session_testkit::env::REDIS) else {
+        return;
+    };
+    let prefix = format!("cold:{}:", uuid::Uuid::new_v4().simple());
+    let config = session_factory::SessionConfig::from_toml(
+        &format!("ttl = \"5m\"\n[redis]\naddr = \"{redis}\"\nkey_prefix = \"{prefix}\"\n"),
+        "test",
+    )
+    .unwrap();
+    let replica = |name: &'static str| {
+        let config = config.clone();
+        async move {
+            let manager = session_factory::new_manager(&config, SessionType::Streamable)
+                .await
+                .unwrap();
+            let gateway = Gateway::new(manager, name).unwrap();
+            let router = gateway.router();
+            (gateway, router)
+        }
+    };
+    let (home, home_router) = replica("home").await;
+    for round in 0..10u64 {
+        let id = open_session(&home_router).await;
+        let (cold, cold_router) = replica("cold").await;
+        let calls = (0..10).map(|n| {
+            let router = cold_router.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(n * (100 * round))).await;
+                call_tool(&router, &id, "counter", 100 + n).await
+            })
+        });
+        let mut counts = Vec::new();
+        for call in calls {
+            let answer = call
+                .await
+                .unwrap_or_else(|error| panic!("round {round}: {error}"));
+            counts.push(answer["count"].as_u64().unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "round {round}");
+        cold.manager().close().await.unwrap();
+    }
+    home.manager().close().await.unwrap();
 }
