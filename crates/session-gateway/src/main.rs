@@ -47,7 +47,7 @@ Routes:
   /health   storage health as JSON (503 when the store is unreachable)
   /.well-known/oauth-protected-resource   protected resource metadata
 
-Logging: RUST_LOG (default `info`)."
+Logging: RUST_LOG (default `info,rmcp::service=warn`)."
 )]
 struct Args {
     /// Configuration (TOML). A [redis] table means Redis storage, none means
@@ -153,7 +153,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // rmcp logs the start and end of every server instance at info,
+            // and a 2026-07-28 request is one instance: two lines per request.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rmcp::service=warn")),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

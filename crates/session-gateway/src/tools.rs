@@ -56,6 +56,9 @@ pub const COUNTER_KEY: &str = "counter";
 pub const HANDLE_KIND_KEY: &str = "gateway.handle";
 /// [`HANDLE_KIND_KEY`]'s value on a counter handle.
 pub const COUNTER_HANDLE: &str = "counter";
+/// The tool error of `counter` on a request without a session.
+pub const NO_SESSION: &str = "`counter` counts per MCP session, which this request has none of \
+     (protocol 2026-07-28 has no sessions): use `open_counter` and `increment`";
 /// The start of the tool error for a handle that cannot be used.
 pub const UNKNOWN_HANDLE: &str = "unknown handle";
 
@@ -152,8 +155,18 @@ impl GatewayTools {
     #[tool(
         description = "Increments a counter kept in this MCP session (shared by every replica) and returns {\"count\":N,\"replica\":...,\"session\":...}. Needs a session (protocol revisions before 2026-07-28); under 2026-07-28 use `open_counter` and `increment`."
     )]
-    pub async fn counter(&self, Extension(parts): Extension<Parts>) -> Result<String, ErrorData> {
-        let loaded = loaded_session(&parts)?;
+    pub async fn counter(
+        &self,
+        Extension(parts): Extension<Parts>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let Some(loaded) = parts.extensions.get::<LoadedSession>() else {
+            // Only a request without `Mcp-Session-Id` lacks one (the guard
+            // refuses every request whose session it could not load), which
+            // under protocol 2026-07-28 is every request. A tool error, not a
+            // protocol error: the call was fine, the tool has nothing to
+            // count in, and the text says what to use instead.
+            return Ok(CallToolResult::error(vec![ContentBlock::text(NO_SESSION)]));
+        };
         let id = loaded.id();
         let store_error = |error: Error| ErrorData::from(Refusal::store_error(&id, &error));
         let mut session = Session::clone(loaded.session());
@@ -180,12 +193,11 @@ impl GatewayTools {
                 }
             }
         };
-        Ok(json!({
+        Ok(text(json!({
             "count": count,
             "replica": &*self.replica,
             "session": id.to_string(),
-        })
-        .to_string())
+        })))
     }
 
     /// `whoami`: returns `{"replica":..,"session":..,"principal":{"issuer":..,"subject":..}}`,
@@ -334,22 +346,6 @@ impl ServerHandler for GatewayTools {
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(SUPPORTED_VERSIONS)
     }
-}
-
-/// The session the guard loaded for this request.
-///
-/// Only a request without `Mcp-Session-Id` lacks one (the guard refuses
-/// every request whose session it could not load), which under protocol
-/// 2026-07-28 is every request; a session-scoped tool has nothing to work on
-/// then.
-fn loaded_session(parts: &Parts) -> Result<&LoadedSession, ErrorData> {
-    parts.extensions.get::<LoadedSession>().ok_or_else(|| {
-        ErrorData::invalid_request(
-            "`counter` counts per MCP session, which this request has none of (protocol \
-             2026-07-28 has no sessions): use `open_counter` and `increment`",
-            None,
-        )
-    })
 }
 
 /// The caller, as the guard authenticated it. The guard puts it on every

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use session_factory::SessionConfig;
+use session_gateway::auth::AuthSettings;
+use session_gateway::limits::Limits;
+use session_gateway::settings::GatewaySettings;
 
 fn shipped(name: &str) -> SessionConfig {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,4 +39,20 @@ fn redis_toml_is_local_toml_plus_a_redis_table() {
         }
     );
     assert_eq!(table.key_prefix(), "mcp:sessions:");
+}
+
+/// The gateway reads the same files, with its own tables commented out:
+/// anonymous mode and the default limits.
+#[test]
+fn the_gateway_reads_both_files_as_anonymous_with_default_limits() {
+    for name in ["local.toml", "redis.toml"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../config")
+            .join(name);
+        let settings =
+            GatewaySettings::load(&path).unwrap_or_else(|error| panic!("{name}: {error}"));
+        assert_eq!(settings.session.expiry(), shipped(name).expiry(), "{name}");
+        assert!(matches!(settings.auth, AuthSettings::Anonymous), "{name}");
+        assert_eq!(settings.limits, Limits::default(), "{name}");
+    }
 }

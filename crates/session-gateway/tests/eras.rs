@@ -379,17 +379,11 @@ async fn handles_serve_the_handshake_era_too_and_are_no_sessions() {
             .unwrap_err()
             .starts_with("unknown handle")
     );
-    // The session-scoped counter needs a session, which 2026-07-28 lacks.
+    // The session-scoped counter needs a session, which 2026-07-28 lacks:
+    // a tool error that says what to use instead.
     let response = modern_tool(7, "counter", json!({})).send(&router).await;
-    let answer = &messages(response).await[0];
-    assert_eq!(answer["id"], 7);
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("open_counter"),
-        "{answer}"
-    );
+    let error = tool_result(response, 7).await.unwrap_err();
+    assert!(error.contains("open_counter"), "{error}");
 }
 
 #[tokio::test]

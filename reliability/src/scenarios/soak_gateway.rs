@@ -2,19 +2,32 @@
 //! MCP clients spread over both without affinity, random Redis and replica
 //! faults.
 //!
-//! Workers speak MCP's streamable HTTP directly (`initialize`,
-//! `notifications/initialized`, `tools/call counter`, `DELETE`), each
-//! request to a replica chosen at random, while Redis connections are
+//! The replicas check bearer JWTs (HS256, the secret in an environment
+//! variable) and every worker is one of four principals. Workers speak
+//! MCP's streamable HTTP directly, half of them in each protocol era, each
+//! request to a replica chosen at random:
+//!
+//! - handshake era (2025-03-26): `initialize`, `notifications/initialized`,
+//!   `tools/call counter`, `DELETE`;
+//! - 2026-07-28: no sessions; `open_counter` mints a handle, `increment`
+//!   counts behind it, `close_counter` closes it.
+//!
+//! Now and then a worker presents another principal's live session or
+//! handle, which must be answered as unknown. All this while Redis connections are
 //! killed, Redis is stalled (`SIGSTOP` 1 to 3 s) or killed and restarted
 //! (append-only file, `appendfsync always`), and replica b is killed
 //! (`SIGKILL`) or shut down (`SIGTERM`) and started again. Then the audit:
 //!
 //! - every session whose `initialize` was answered with a session id and
-//!   that was not deleted is in the store (read with a manager of our own on
-//!   the same key prefix) and is served by both replicas;
-//! - every session whose `DELETE` succeeded is gone;
-//! - during faults, requests on live sessions are answered 503 (retry), never
-//!   404 (which would tell a client its session is gone);
+//!   that was not deleted, and every handle opened and not closed, is in the
+//!   store (read with a manager of our own on the same key prefix), owned by
+//!   its principal, and served by both replicas;
+//! - every session whose `DELETE` succeeded, and every closed handle, is
+//!   gone;
+//! - during faults, requests on live sessions and handles are answered 503
+//!   or a retryable error, never 404 or "unknown handle" (which would tell a
+//!   client its session or handle is gone);
+//! - no request with another principal's session or handle was served;
 //! - replica a's resident memory grew by less than a bound after the
 //!   warm-up (replica b's is reported), no replica exited unasked, every
 //!   `SIGTERM` ended in a clean exit, and no log shows a panic.
@@ -27,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use session_config::RedisConfig;
-use session_core::SessionId;
+use session_core::{Owner, SessionId};
 
 use session_testenv::ports::free_port;
 use session_testenv::process::{Signal, rss_kib};
@@ -59,10 +73,24 @@ const DRAIN: Duration = Duration::from_secs(12);
 pub const WORKERS: usize = 16;
 /// Live sessions each client keeps at most.
 pub const SESSIONS_PER_WORKER: usize = 8;
+/// The handshake-era revision the session workers speak.
 const PROTOCOL: &str = "2025-03-26";
+/// The revision without sessions the handle workers speak.
+const MODERN: &str = "2026-07-28";
+/// The principals the workers are spread over.
+pub const PRINCIPALS: usize = 4;
+/// The issuer and audience of the soak's tokens.
+const ISSUER: &str = "https://soak.issuer.test";
+const AUDIENCE: &str = "session-gateway-soak";
+/// The environment variable that hands the replicas the HMAC secret.
+const SECRET_ENV: &str = "SOAK_GATEWAY_JWT_SECRET";
+/// How often (in percent of requests) a worker presents another
+/// principal's session or handle.
+const PROBE_PERCENT: u64 = 5;
 
 struct Gateway {
     name: String,
+    secret: String,
     port: u16,
     log: PathBuf,
     binary: PathBuf,
@@ -73,9 +101,16 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(binary: &Path, dir: &Path, name: &str, config: &Path) -> anyhow::Result<Self> {
+    fn start(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        config: &Path,
+        secret: &str,
+    ) -> anyhow::Result<Self> {
         let mut gateway = Self {
             name: name.to_owned(),
+            secret: secret.to_owned(),
             port: free_port()?,
             log: dir.join(format!("{name}.log")),
             binary: binary.to_owned(),
@@ -105,6 +140,7 @@ impl Gateway {
                     &format!("{}s", LOCAL_IDLE.as_secs()),
                 ])
                 .env("RUST_LOG", "info")
+                .env(SECRET_ENV, &self.secret)
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)
                 .stderr(file),
@@ -163,20 +199,40 @@ struct Answer {
     body: String,
 }
 
+/// A request's protocol side: the handshake era with its session, or
+/// 2026-07-28 with the per-request headers that revision asks for.
+#[derive(Clone, Copy)]
+enum Era<'a> {
+    Handshake(Option<&'a str>),
+    Modern { method: &'a str, tool: &'a str },
+}
+
 async fn post(
     http: &reqwest::Client,
     url: &str,
-    session: Option<&str>,
+    token: &str,
+    era: Era<'_>,
     body: String,
 ) -> Result<Answer, String> {
     let mut request = http
         .post(url)
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
-        .header("mcp-protocol-version", PROTOCOL)
+        .header("authorization", format!("Bearer {token}"))
         .body(body);
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
+    match era {
+        Era::Handshake(session) => {
+            request = request.header("mcp-protocol-version", PROTOCOL);
+            if let Some(session) = session {
+                request = request.header("mcp-session-id", session);
+            }
+        }
+        Era::Modern { method, tool } => {
+            request = request
+                .header("mcp-protocol-version", MODERN)
+                .header("mcp-method", method)
+                .header("mcp-name", tool);
+        }
     }
     let response = request.send().await.map_err(|error| error.to_string())?;
     let status = response.status();
@@ -193,14 +249,101 @@ async fn post(
     })
 }
 
-async fn delete(http: &reqwest::Client, url: &str, session: &str) -> Result<StatusCode, String> {
+async fn delete(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    session: &str,
+) -> Result<StatusCode, String> {
     http.delete(url)
         .header("mcp-session-id", session)
         .header("mcp-protocol-version", PROTOCOL)
+        .header("authorization", format!("Bearer {token}"))
         .send()
         .await
         .map(|response| response.status())
         .map_err(|error| error.to_string())
+}
+
+/// A 2026-07-28 `tools/call` of `tool` with `arguments`.
+fn modern_call(id: u64, tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+    "params": {"name": tool, "arguments": arguments, "_meta": {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "session-reliability-soak", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}})
+    .to_string()
+}
+
+/// What a tool call answered.
+enum ToolAnswer {
+    /// The tool's JSON result.
+    Done(Value),
+    /// A tool error (`isError`), its text.
+    ToolError(String),
+    /// A JSON-RPC error, or an HTTP status other than 200: (what, detail).
+    Failed(String, String),
+}
+
+/// Reads a tool call's answer (JSON or one SSE `data:` line).
+fn tool_answer(what: &str, answer: Result<Answer, String>) -> ToolAnswer {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => return ToolAnswer::Failed(format!("{what}: transport error"), error),
+    };
+    if answer.status != StatusCode::OK {
+        return ToolAnswer::Failed(format!("{what}: {}", answer.status), answer.body);
+    }
+    let message = answer
+        .body
+        .lines()
+        .map(|line| line.strip_prefix("data:").unwrap_or(line).trim())
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|message| message.get("result").is_some() || message.get("error").is_some());
+    let Some(message) = message else {
+        return ToolAnswer::Failed(format!("{what}: no answer"), answer.body);
+    };
+    if let Some(error) = message.get("error") {
+        return ToolAnswer::Failed(
+            format!("{what}: error {}", error["code"]),
+            error.to_string(),
+        );
+    }
+    let result = &message["result"];
+    let text = result["content"][0]["text"].as_str().unwrap_or_default();
+    if result["isError"] == true {
+        return ToolAnswer::ToolError(text.to_owned());
+    }
+    match serde_json::from_str(text) {
+        Ok(value) => ToolAnswer::Done(value),
+        Err(_) => ToolAnswer::Failed(format!("{what}: not JSON"), text.to_owned()),
+    }
+}
+
+/// A token for principal `index`, valid for `valid`.
+fn token(secret: &str, index: usize, valid: Duration) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + valid.as_secs();
+    let claims = json!({"iss": ISSUER, "aud": AUDIENCE, "sub": subject(index), "exp": exp});
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+fn subject(index: usize) -> String {
+    format!("soak-{index}")
+}
+
+/// The live sessions and handles of every worker, for the probes.
+#[derive(Default)]
+struct Registry {
+    /// (principal, is a handle, id)
+    items: Vec<(usize, bool, String)>,
 }
 
 fn initialize_body() -> String {
@@ -229,7 +372,16 @@ struct Tally {
     created: Vec<String>,
     deleted: Vec<String>,
     uncertain: Vec<String>,
+    /// Live sessions, or live handles, with the worker's principal.
     live: Vec<String>,
+    /// Each live item's principal, parallel to `live` after the merge.
+    principals: Vec<usize>,
+    /// Items whose worker speaks 2026-07-28 (handles), parallel likewise.
+    handles: Vec<bool>,
+    /// Requests with another principal's session or handle, and how many
+    /// of them were served.
+    probes: usize,
+    cross_principal_reads: Vec<String>,
     /// Status codes (or `error: ...`) of answers that were not a success.
     failures: std::collections::BTreeMap<String, usize>,
     /// 404 for a session that was created and not deleted.
@@ -253,95 +405,285 @@ impl Tally {
     }
 }
 
-async fn worker(
-    worker: usize,
+struct WorkerSetup {
+    index: usize,
+    principal: usize,
+    token: String,
+    modern: bool,
     urls: Arc<Vec<String>>,
+    registry: Arc<std::sync::Mutex<Registry>>,
     stop: Arc<AtomicBool>,
     seed: u64,
     epoch: Instant,
-) -> Tally {
+}
+
+async fn worker(setup: WorkerSetup) -> Tally {
+    let WorkerSetup {
+        index,
+        principal,
+        token,
+        modern,
+        urls,
+        registry,
+        stop,
+        seed,
+        epoch,
+    } = setup;
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap_or_default();
-    let mut rng = Rng::derive(seed, 0x6A7E + worker as u64);
+    let mut rng = Rng::derive(seed, 0x6A7E + index as u64);
     let mut tally = Tally::default();
     let mut next_id = 2u64;
-    // When and where each live session was created.
+    // When and where each live session or handle was created.
     let mut born: std::collections::HashMap<String, (Instant, usize)> =
         std::collections::HashMap::new();
+    let register = |item: &str, live: bool| {
+        let mut registry = registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if live {
+            registry.items.push((principal, modern, item.to_owned()));
+        } else {
+            registry.items.retain(|(_, _, id)| id != item);
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let replica = rng.below(urls.len() as u64) as usize;
         let url = &urls[replica];
         let live = tally.live.len();
         let started = Instant::now();
-        if live == 0 || (live < SESSIONS_PER_WORKER && rng.percent(30)) {
+        next_id += 1;
+        if rng.percent(PROBE_PERCENT) {
+            // Another principal's live session or handle, if there is one.
+            let probe = {
+                let registry = registry
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let others: Vec<_> = registry
+                    .items
+                    .iter()
+                    .filter(|(owner, ..)| *owner != principal)
+                    .cloned()
+                    .collect();
+                (!others.is_empty())
+                    .then(|| others[rng.below(others.len() as u64) as usize].clone())
+            };
+            if let Some((owner, is_handle, id)) = probe {
+                tally.probes += 1;
+                tally.requests += 1;
+                let served = if is_handle {
+                    let answer = post(
+                        &http,
+                        url,
+                        &token,
+                        Era::Modern {
+                            method: "tools/call",
+                            tool: "increment",
+                        },
+                        modern_call(next_id, "increment", json!({"handle": id})),
+                    )
+                    .await;
+                    matches!(tool_answer("probe", answer), ToolAnswer::Done(_))
+                } else {
+                    let answer = post(
+                        &http,
+                        url,
+                        &token,
+                        Era::Handshake(Some(&id)),
+                        counter_body(next_id),
+                    )
+                    .await;
+                    matches!(answer, Ok(ref answer) if answer.status == StatusCode::OK)
+                };
+                if served {
+                    tally.cross_principal_reads.push(format!(
+                        "{} of {} served to {}",
+                        id,
+                        subject(owner),
+                        subject(principal)
+                    ));
+                }
+            }
+        } else if live == 0 || (live < SESSIONS_PER_WORKER && rng.percent(30)) {
             tally.requests += 1;
-            match post(&http, url, None, initialize_body()).await {
-                Ok(answer)
-                    if answer.status == StatusCode::OK && answer.body.contains("\"result\"") =>
-                {
-                    match answer.session {
-                        Some(session) => {
-                            // The handshake's last step; its failure does
-                            // not undo the session.
-                            tally.requests += 1;
-                            let _ = post(&http, url, Some(&session), initialized_body()).await;
-                            born.insert(session.clone(), (Instant::now(), replica));
-                            tally.created.push(session.clone());
-                            tally.live.push(session);
+            if modern {
+                let answer = post(
+                    &http,
+                    url,
+                    &token,
+                    Era::Modern {
+                        method: "tools/call",
+                        tool: "open_counter",
+                    },
+                    modern_call(next_id, "open_counter", json!({})),
+                )
+                .await;
+                match tool_answer("open_counter", answer) {
+                    ToolAnswer::Done(value) => match value["handle"].as_str() {
+                        Some(handle) => {
+                            born.insert(handle.to_owned(), (Instant::now(), replica));
+                            tally.created.push(handle.to_owned());
+                            tally.live.push(handle.to_owned());
+                            register(handle, true);
                         }
-                        None => {
-                            tally.fail("initialize: 200 without a session id".into(), &answer.body)
+                        None => tally.fail("open_counter: no handle".into(), &value.to_string()),
+                    },
+                    ToolAnswer::ToolError(text) => {
+                        tally.fail("open_counter: tool error".into(), &text)
+                    }
+                    ToolAnswer::Failed(what, detail) => tally.fail(what, &detail),
+                }
+            } else {
+                match post(&http, url, &token, Era::Handshake(None), initialize_body()).await {
+                    Ok(answer)
+                        if answer.status == StatusCode::OK
+                            && answer.body.contains("\"result\"") =>
+                    {
+                        match answer.session {
+                            Some(session) => {
+                                // The handshake's last step; its failure does
+                                // not undo the session.
+                                tally.requests += 1;
+                                let _ = post(
+                                    &http,
+                                    url,
+                                    &token,
+                                    Era::Handshake(Some(&session)),
+                                    initialized_body(),
+                                )
+                                .await;
+                                born.insert(session.clone(), (Instant::now(), replica));
+                                tally.created.push(session.clone());
+                                register(&session, true);
+                                tally.live.push(session);
+                            }
+                            None => tally
+                                .fail("initialize: 200 without a session id".into(), &answer.body),
                         }
                     }
+                    Ok(answer) => {
+                        tally.fail(format!("initialize: {}", answer.status), &answer.body)
+                    }
+                    Err(error) => tally.fail("initialize: transport error".into(), &error),
                 }
-                Ok(answer) => tally.fail(format!("initialize: {}", answer.status), &answer.body),
-                Err(error) => tally.fail("initialize: transport error".into(), &error),
             }
         } else if rng.percent(85) {
-            let session = tally.live[rng.below(live as u64) as usize].clone();
-            next_id += 1;
+            let item = tally.live[rng.below(live as u64) as usize].clone();
             tally.requests += 1;
-            match post(&http, url, Some(&session), counter_body(next_id)).await {
-                Ok(answer)
-                    if answer.status == StatusCode::OK && answer.body.contains("\"result\"") => {}
-                Ok(answer) if answer.status == StatusCode::NOT_FOUND => {
-                    let (at, home) = born.get(&session).copied().unwrap_or((epoch, 9));
-                    tally.not_found_live.push(format!(
-                        "{session} at {:.1}s, {} after its initialize on replica {home}, asked replica {replica}",
-                        epoch.elapsed().as_secs_f64(),
-                        ms(at.elapsed())
-                    ));
-                    tally.fail("tools/call: 404 for a live session".into(), &answer.body);
+            let lost = |tally: &mut Tally, what: &str, detail: &str| {
+                let (at, home) = born.get(&item).copied().unwrap_or((epoch, 9));
+                tally.not_found_live.push(format!(
+                    "{item} at {:.1}s, {} after its creation on replica {home}, asked replica {replica}",
+                    epoch.elapsed().as_secs_f64(),
+                    ms(at.elapsed())
+                ));
+                tally.fail(what.to_owned(), detail);
+            };
+            if modern {
+                let answer = post(
+                    &http,
+                    url,
+                    &token,
+                    Era::Modern {
+                        method: "tools/call",
+                        tool: "increment",
+                    },
+                    modern_call(next_id, "increment", json!({"handle": item})),
+                )
+                .await;
+                match tool_answer("increment", answer) {
+                    ToolAnswer::Done(_) => {}
+                    ToolAnswer::ToolError(text) if text.starts_with("unknown handle") => lost(
+                        &mut tally,
+                        "increment: unknown handle for a live handle",
+                        &text,
+                    ),
+                    ToolAnswer::ToolError(text) => {
+                        tally.fail("increment: tool error".into(), &text)
+                    }
+                    ToolAnswer::Failed(what, detail) => tally.fail(what, &detail),
                 }
-                Ok(answer) => tally.fail(format!("tools/call: {}", answer.status), &answer.body),
-                Err(error) => tally.fail("tools/call: transport error".into(), &error),
+            } else {
+                match post(
+                    &http,
+                    url,
+                    &token,
+                    Era::Handshake(Some(&item)),
+                    counter_body(next_id),
+                )
+                .await
+                {
+                    Ok(answer)
+                        if answer.status == StatusCode::OK
+                            && answer.body.contains("\"result\"") => {}
+                    Ok(answer) if answer.status == StatusCode::NOT_FOUND => lost(
+                        &mut tally,
+                        "tools/call: 404 for a live session",
+                        &answer.body,
+                    ),
+                    Ok(answer) => {
+                        tally.fail(format!("tools/call: {}", answer.status), &answer.body)
+                    }
+                    Err(error) => tally.fail("tools/call: transport error".into(), &error),
+                }
             }
         } else {
             let index = rng.below(live as u64) as usize;
-            let session = tally.live.swap_remove(index);
+            let item = tally.live.swap_remove(index);
+            register(&item, false);
             tally.requests += 1;
-            match delete(&http, url, &session).await {
-                Ok(status) if status.is_success() => tally.deleted.push(session),
-                Ok(StatusCode::NOT_FOUND) => {
-                    tally.fail("DELETE: 404 for a live session".into(), "");
-                    tally.delete_not_found.push(session);
+            if modern {
+                let answer = post(
+                    &http,
+                    url,
+                    &token,
+                    Era::Modern {
+                        method: "tools/call",
+                        tool: "close_counter",
+                    },
+                    modern_call(next_id, "close_counter", json!({"handle": item})),
+                )
+                .await;
+                match tool_answer("close_counter", answer) {
+                    ToolAnswer::Done(_) => tally.deleted.push(item),
+                    ToolAnswer::ToolError(text) => {
+                        tally.fail(
+                            "close_counter: unknown handle for a live handle".into(),
+                            &text,
+                        );
+                        tally.delete_not_found.push(item);
+                    }
+                    ToolAnswer::Failed(what, detail) => {
+                        tally.fail(what, &detail);
+                        tally.uncertain.push(item);
+                    }
                 }
-                Ok(status) => {
-                    tally.fail(format!("DELETE: {status}"), "");
-                    tally.uncertain.push(session);
-                }
-                Err(error) => {
-                    tally.fail("DELETE: transport error".into(), &error);
-                    tally.uncertain.push(session);
+            } else {
+                match delete(&http, url, &token, &item).await {
+                    Ok(status) if status.is_success() => tally.deleted.push(item),
+                    Ok(StatusCode::NOT_FOUND) => {
+                        tally.fail("DELETE: 404 for a live session".into(), "");
+                        tally.delete_not_found.push(item);
+                    }
+                    Ok(status) => {
+                        tally.fail(format!("DELETE: {status}"), "");
+                        tally.uncertain.push(item);
+                    }
+                    Err(error) => {
+                        tally.fail("DELETE: transport error".into(), &error);
+                        tally.uncertain.push(item);
+                    }
                 }
             }
         }
         tally.worst = tally.worst.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    tally.principals = vec![principal; tally.live.len()];
+    tally.handles = vec![modern; tally.live.len()];
     tally
 }
 
@@ -387,13 +729,24 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     std::fs::write(
         &config_path,
         format!(
-            "ttl = \"30m\"\n\n[redis]\naddr = \"{}\"\nkey_prefix = \"{prefix}\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"2s\"\n\n[redis.reconnect]\nmin_delay = \"50ms\"\nmax_delay = \"1s\"\n",
+            "ttl = \"30m\"\n\n[redis]\naddr = \"{}\"\nkey_prefix = \"{prefix}\"\ncommand_timeout = \"1s\"\nconnect_timeout = \"2s\"\n\n[redis.reconnect]\nmin_delay = \"50ms\"\nmax_delay = \"1s\"\n\n[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhmac_secret_env = \"{SECRET_ENV}\"\n",
             server.addr()
         ),
     )?;
+    // A fresh secret per run, handed to the replicas through the
+    // environment, never written to a file or a log.
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let valid = Duration::from_secs(secs + 3600);
+    let tokens = (0..PRINCIPALS)
+        .map(|index| token(&secret, index, valid))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut gateways = vec![
-        Gateway::start(binary, scratch, "replica-a", &config_path)?,
-        Gateway::start(binary, scratch, "replica-b", &config_path)?,
+        Gateway::start(binary, scratch, "replica-a", &config_path, &secret)?,
+        Gateway::start(binary, scratch, "replica-b", &config_path, &secret)?,
     ];
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -404,16 +757,23 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     }
     let urls: Arc<Vec<String>> = Arc::new(gateways.iter().map(Gateway::url).collect());
     let stop = Arc::new(AtomicBool::new(false));
+    let registry = Arc::new(std::sync::Mutex::new(Registry::default()));
     let epoch = Instant::now();
+    // Half the workers speak each era; the principals cut across both.
     let workers: Vec<_> = (0..WORKERS)
         .map(|index| {
-            tokio::spawn(worker(
+            let principal = index % PRINCIPALS;
+            tokio::spawn(worker(WorkerSetup {
                 index,
-                Arc::clone(&urls),
-                Arc::clone(&stop),
+                principal,
+                token: tokens[principal].clone(),
+                modern: index % 2 == 1,
+                urls: Arc::clone(&urls),
+                registry: Arc::clone(&registry),
+                stop: Arc::clone(&stop),
                 seed,
                 epoch,
-            ))
+            }))
         })
         .collect();
 
@@ -499,6 +859,12 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
                 tally.deleted.extend(part.deleted);
                 tally.uncertain.extend(part.uncertain);
                 tally.live.extend(part.live);
+                tally.principals.extend(part.principals);
+                tally.handles.extend(part.handles);
+                tally.probes += part.probes;
+                tally
+                    .cross_principal_reads
+                    .extend(part.cross_principal_reads);
                 tally.not_found_live.extend(part.not_found_live);
                 tally.delete_not_found.extend(part.delete_not_found);
                 tally.worst = tally.worst.max(part.worst);
@@ -518,10 +884,17 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     )?;
     let auditor = scenarios::manager(&config).await?;
     let mut missing_in_store = Vec::new();
-    for session in &tally.live {
+    let mut wrong_owner = Vec::new();
+    for (session, principal) in tally.live.iter().zip(&tally.principals) {
         let id = SessionId::parse(session)?;
-        if !matches!(auditor.get(&id).await, Ok(Some(_))) {
-            missing_in_store.push(session.clone());
+        match auditor.get(&id).await {
+            Ok(Some(stored)) => {
+                let owner = Owner::new(ISSUER, subject(*principal))?;
+                if stored.owner() != Some(&owner) {
+                    wrong_owner.push(format!("{session}: {:?}", stored.owner()));
+                }
+            }
+            _ => missing_in_store.push(session.clone()),
         }
     }
     // Sessions whose DELETE succeeded must be gone. Those whose DELETE was
@@ -545,18 +918,53 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     // ... and through both replicas.
     let mut unserved = Vec::new();
     let mut call = 1_000_000u64;
-    for session in &tally.live {
+    for ((item, principal), is_handle) in
+        tally.live.iter().zip(&tally.principals).zip(&tally.handles)
+    {
+        let token = &tokens[*principal];
         for url in urls.iter() {
             call += 1;
-            match post(&http, url, Some(session), counter_body(call)).await {
+            if *is_handle {
+                let answer = post(
+                    &http,
+                    url,
+                    token,
+                    Era::Modern {
+                        method: "tools/call",
+                        tool: "increment",
+                    },
+                    modern_call(call, "increment", json!({"handle": item})),
+                )
+                .await;
+                match tool_answer("increment", answer) {
+                    ToolAnswer::Done(_) => {}
+                    ToolAnswer::ToolError(text) => {
+                        unserved.push(format!("{item} on {url}: {text}"))
+                    }
+                    ToolAnswer::Failed(what, detail) => unserved.push(format!(
+                        "{item} on {url}: {what} {}",
+                        detail.chars().take(120).collect::<String>()
+                    )),
+                }
+                continue;
+            }
+            match post(
+                &http,
+                url,
+                token,
+                Era::Handshake(Some(item)),
+                counter_body(call),
+            )
+            .await
+            {
                 Ok(answer)
                     if answer.status == StatusCode::OK && answer.body.contains("\"result\"") => {}
                 Ok(answer) => unserved.push(format!(
-                    "{session} on {url}: {} {}",
+                    "{item} on {url}: {} {}",
                     answer.status,
                     answer.body.chars().take(120).collect::<String>()
                 )),
-                Err(error) => unserved.push(format!("{session} on {url}: {error}")),
+                Err(error) => unserved.push(format!("{item} on {url}: {error}")),
             }
         }
     }
@@ -576,15 +984,20 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         .map(|(start, end)| end.saturating_sub(*start))
         .collect();
 
+    let live_handles = tally.handles.iter().filter(|handle| **handle).count();
     outcome.figure(format!(
-        "seed {seed}: {secs}s, {} faults ({}); {} requests from {WORKERS} clients over 2 replicas; {} sessions created, {} deleted, {} live at the end: {} missing from the store, {} replica answers other than 200 in the audit, {} deleted sessions still present; 404 for live sessions during the run: {}; other failures {:?}; slowest request {}; DELETE answered 404 for a live session: {} ({} of them present in the store afterwards); replica RSS {:?} -> {:?} KiB (bound +{RSS_GROWTH_BOUND_KIB}), sampled about every 10 s: {}; panics in logs: {panics}",
+        "seed {seed}: {secs}s, {} faults ({}); {} requests from {WORKERS} clients ({} per era, {PRINCIPALS} principals) over 2 replicas; {} sessions and handles created, {} deleted or closed, {} live at the end ({live_handles} handles): {} missing from the store, {} with another owner; {} probes with another principal's session or handle, {} served; {} replica answers other than 200 in the audit, {} deleted sessions still present; 404 for live sessions during the run: {}; other failures {:?}; slowest request {}; DELETE answered 404 for a live session: {} ({} of them present in the store afterwards); replica RSS {:?} -> {:?} KiB (bound +{RSS_GROWTH_BOUND_KIB}), sampled about every 10 s: {}; panics in logs: {panics}",
         faults.len(),
         faults.join(", "),
         tally.requests,
+        WORKERS / 2,
         tally.created.len(),
         tally.deleted.len(),
         tally.live.len(),
         missing_in_store.len(),
+        wrong_owner.len(),
+        tally.probes,
+        tally.cross_principal_reads.len(),
         unserved.len(),
         resurrected.len(),
         tally.not_found_live.len(),
@@ -603,15 +1016,32 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     outcome.check(
         missing_in_store.is_empty(),
         format!(
-            "every session created and not deleted is in the store: {} missing, e.g. {:?}",
+            "every session and handle created and not deleted is in the store: {} missing, e.g. {:?}",
             missing_in_store.len(),
             missing_in_store.iter().take(3).collect::<Vec<_>>()
         ),
     );
     outcome.check(
+        wrong_owner.is_empty(),
+        format!(
+            "every live session and handle is owned by its principal: {} not, e.g. {:?}",
+            wrong_owner.len(),
+            wrong_owner.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        tally.cross_principal_reads.is_empty() && tally.probes > 0,
+        format!(
+            "no request with another principal's session or handle is served: {} of {} probes were, e.g. {:?}",
+            tally.cross_principal_reads.len(),
+            tally.probes,
+            tally.cross_principal_reads.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
         unserved.is_empty(),
         format!(
-            "both replicas serve every live session after the soak: {} failed, e.g. {:?}",
+            "both replicas serve every live session and handle after the soak: {} failed, e.g. {:?}",
             unserved.len(),
             unserved.iter().take(3).collect::<Vec<_>>()
         ),
@@ -619,7 +1049,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     outcome.check(
         resurrected.is_empty(),
         format!(
-            "sessions whose DELETE succeeded stay deleted: {} present, e.g. {:?}",
+            "sessions whose DELETE succeeded, and closed handles, stay deleted: {} present, e.g. {:?}",
             resurrected.len(),
             resurrected.iter().take(3).collect::<Vec<_>>()
         ),
@@ -627,15 +1057,15 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     outcome.check(
         tally.not_found_live.is_empty(),
         format!(
-            "a live session is never answered 404: {} times (faults start {:.1}s after the load), e.g. {:#?}",
+            "a live session or handle is never answered as gone (404, unknown handle): {} times (faults start {:.1}s after the load), e.g. {:#?}",
             tally.not_found_live.len(),
             (started - epoch).as_secs_f64(),
             tally.not_found_live.iter().take(8).collect::<Vec<_>>()
         ),
     );
     outcome.check(
-        tally.created.len() > WORKERS,
-        "the workers created sessions",
+        tally.created.len() > WORKERS && live_handles > 0 && live_handles < tally.live.len(),
+        "the workers created sessions and handles, and both are live at the end",
     );
     outcome.check(
         exited.is_empty() && panics == 0,
