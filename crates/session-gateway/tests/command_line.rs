@@ -125,6 +125,12 @@ async fn every_option_falls_back_on_its_variable() {
     // The configuration file's TTL, in the start-up line: the file was read.
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("ttl=300s"), "{log}");
+    // A replica name on local storage, and no [auth] table: both warned of.
+    assert!(
+        log.contains("a replica name is set but storage is local"),
+        "{log}"
+    );
+    assert!(log.contains("anonymous mode"), "{log}");
     let health: Value = http()
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()
@@ -192,5 +198,78 @@ fn a_bad_value_in_a_variable_is_refused_like_a_bad_flag() {
     assert!(
         stderr.contains("unexpected argument '--verbose'"),
         "{stderr}"
+    );
+}
+
+/// The `[auth]` and `[limits]` tables of the configuration file reach the
+/// running binary: in JWT mode a request without a token is a 401 with the
+/// challenge, and the HMAC secret comes from the variable the file names;
+/// in anonymous mode the cap counts per client address.
+#[tokio::test]
+async fn the_auth_and_limits_tables_reach_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = dir.path().join("jwt.toml");
+    std::fs::write(
+        &jwt,
+        "ttl = \"5m\"\n[auth]\nmode = \"jwt\"\nissuer = \"https://issuer.test\"\n\
+         audience = \"gateway\"\nhmac_secret_env = \"TEST_GATEWAY_SECRET\"\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let (_running, _) = start(
+        gateway()
+            .env("TEST_GATEWAY_SECRET", "0123456789abcdef0123456789abcdef!")
+            .args(["--config"])
+            .arg(&jwt)
+            .args(["--listen", &format!("127.0.0.1:{port}")]),
+        port,
+    )
+    .await;
+    let response = http()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("host", "localhost")
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata="),
+        "{challenge}"
+    );
+
+    // Without the secret's variable the binary refuses to start, naming the
+    // variable (and no secret).
+    let output = gateway()
+        .args(["--config"])
+        .arg(&jwt)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("TEST_GATEWAY_SECRET is not set"), "{said}");
+
+    let limited = dir.path().join("limited.toml");
+    std::fs::write(&limited, "ttl = \"5m\"\n[limits]\nper_principal = 2\n").unwrap();
+    let port = free_port();
+    let (_running, _) = start(
+        gateway()
+            .args(["--config"])
+            .arg(&limited)
+            .args(["--listen", &format!("127.0.0.1:{port}")]),
+        port,
+    )
+    .await;
+    assert_eq!(initialize_status(port, "localhost").await, StatusCode::OK);
+    assert_eq!(initialize_status(port, "localhost").await, StatusCode::OK);
+    assert_eq!(
+        initialize_status(port, "localhost").await,
+        StatusCode::SERVICE_UNAVAILABLE
     );
 }
