@@ -834,4 +834,134 @@ mod tests {
         }
         assert!(toml::from_str::<AuthFile>("mode = \"jwt\"\nsecret = \"x\"").is_err());
     }
+
+    /// The test keys of `tests/fixtures/jwt`.
+    fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/jwt")
+            .join(name)
+    }
+
+    fn signed(algorithm: Algorithm, kid: Option<&str>, private: &str, subject: &str) -> String {
+        let pem = std::fs::read(fixture(private)).unwrap();
+        let key = match algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+            other => panic!("no fixture for {other:?}"),
+        }
+        .unwrap();
+        let mut header = Header::new(algorithm);
+        header.kid = kid.map(str::to_owned);
+        let mut claims = good_claims();
+        claims["sub"] = json!(subject);
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn from_file(text: &str) -> Authenticator {
+        let text = text.replace("FIXTURES", &fixture("").display().to_string());
+        let auth: AuthFile = toml::from_str(&text).unwrap();
+        Authenticator::new(auth.resolve(|_| None).unwrap())
+    }
+
+    #[test]
+    fn a_jwks_file_verifies_rsa_ec_and_ed25519_tokens_by_kid() {
+        let auth = from_file(
+            "mode = \"jwt\"\nissuer = \"https://issuer.test\"\naudience = \"gateway\"\n\
+             jwks_file = \"FIXTURES/jwks.json\"",
+        );
+        let cases = [
+            (Algorithm::RS256, "rsa-1", "rs256-private.pem"),
+            (Algorithm::ES256, "ec-1", "es256-private.pem"),
+            (Algorithm::EdDSA, "ed-1", "ed25519-private.pem"),
+        ];
+        for (algorithm, kid, private) in cases {
+            let token = signed(algorithm, Some(kid), private, "carol");
+            let principal = auth.authenticate(&bearer(&token), ADDRESS).unwrap();
+            assert_eq!(
+                principal.identity(),
+                ("https://issuer.test", "carol"),
+                "{algorithm:?}"
+            );
+            // Without a kid, every key of the algorithm is tried.
+            let token = signed(algorithm, None, private, "carol");
+            assert!(
+                auth.authenticate(&bearer(&token), ADDRESS).is_ok(),
+                "{algorithm:?}"
+            );
+        }
+        // A kid that names another key, and a key of the right algorithm
+        // that did not sign the token, are refused.
+        let token = signed(
+            Algorithm::ES256,
+            Some("rsa-1"),
+            "es256-private.pem",
+            "carol",
+        );
+        assert!(auth.authenticate(&bearer(&token), ADDRESS).is_err());
+        // An HMAC token signed with a public key's bytes (the classic
+        // algorithm confusion) has no HMAC key to be checked against.
+        let public = std::fs::read(fixture("rs256-public.pem")).unwrap();
+        let confused = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &good_claims(),
+            &EncodingKey::from_secret(&public),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.authenticate(&bearer(&confused), ADDRESS),
+            Err(AuthError::Refused("no key for the token's algorithm"))
+        );
+    }
+
+    #[test]
+    fn pem_keys_verify_with_their_algorithm() {
+        let auth = from_file(
+            "mode = \"jwt\"\nissuer = \"https://issuer.test\"\naudience = \"gateway\"\n\
+             [[keys]]\npem_file = \"FIXTURES/rs256-public.pem\"\nalgorithm = \"RS256\"\n\
+             [[keys]]\npem_file = \"FIXTURES/es256-public.pem\"\nalgorithm = \"ES256\"\nkid = \"ec-1\"",
+        );
+        let token = signed(Algorithm::RS256, None, "rs256-private.pem", "dave");
+        assert_eq!(
+            auth.authenticate(&bearer(&token), ADDRESS)
+                .unwrap()
+                .identity()
+                .1,
+            "dave"
+        );
+        let token = signed(Algorithm::ES256, Some("ec-1"), "es256-private.pem", "dave");
+        assert!(auth.authenticate(&bearer(&token), ADDRESS).is_ok());
+        // Ed25519 has no key here.
+        let token = signed(Algorithm::EdDSA, None, "ed25519-private.pem", "dave");
+        assert!(auth.authenticate(&bearer(&token), ADDRESS).is_err());
+    }
+
+    #[test]
+    fn unusable_key_files_are_refused_at_startup() {
+        let resolve = |text: &str| {
+            let text = text.replace("FIXTURES", &fixture("").display().to_string());
+            toml::from_str::<AuthFile>(&text).unwrap().resolve(|_| None)
+        };
+        let head = "mode = \"jwt\"\nissuer = \"i\"\naudience = \"a\"\n";
+        let cases = [
+            (
+                "[[keys]]\npem_file = \"FIXTURES/es256-public.pem\"\nalgorithm = \"RS256\"",
+                "is not a PEM public key for RS256",
+            ),
+            (
+                "[[keys]]\npem_file = \"FIXTURES/rs256-public.pem\"\nalgorithm = \"HS256\"",
+                "an HMAC secret is not a PEM key",
+            ),
+            (
+                "[[keys]]\npem_file = \"FIXTURES/rs256-public.pem\"\nalgorithm = \"none\"",
+                "not a JWS algorithm",
+            ),
+            ("jwks_file = \"FIXTURES/README.md\"", "is not a JWKS"),
+            ("hmac_secret_file = \"FIXTURES\"", "not a regular file"),
+        ];
+        for (table, wanted) in cases {
+            let error = resolve(&format!("{head}{table}")).unwrap_err().to_string();
+            assert!(error.contains(wanted), "{table}: {error}");
+        }
+    }
 }
