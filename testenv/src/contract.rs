@@ -31,6 +31,9 @@
 //! | `SESSION_TEST_VALKEY_SENTINEL_MASTER` | the name that sentinel monitors its Valkey master under (`mymaster`) |
 //! | `SESSION_TEST_REQUIRE_REDIS`          | `1` under `cargo xtask test`: a missing variable is a failure        |
 //! | `SESSION_TEST_NGINX`                  | path of the nginx binary for the cross-replica test                  |
+//! | `SESSION_TEST_MCP_PYTHON`             | the python of a venv with the official Python SDK (PyPI `mcp`)       |
+//! | `SESSION_TEST_MCP_NODE`               | a Node 22 binary, for the TypeScript SDK and the conformance suite   |
+//! | `SESSION_TEST_MCP_NODE_MODULES`       | the `node_modules` holding `@modelcontextprotocol/sdk` and `conformance` |
 //!
 //! The server certificate is valid for both `localhost` and `127.0.0.1`.
 //!
@@ -89,9 +92,16 @@ pub const REQUIRE_REDIS: &str = "SESSION_TEST_REQUIRE_REDIS";
 /// Path of the nginx binary the cross-replica test puts in front of two
 /// gateway replicas.
 pub const NGINX: &str = "SESSION_TEST_NGINX";
+/// The python of a virtual environment with the official MCP Python SDK.
+pub const MCP_PYTHON: &str = "SESSION_TEST_MCP_PYTHON";
+/// A Node 22 binary (the conformance suite needs 22 or newer).
+pub const MCP_NODE: &str = "SESSION_TEST_MCP_NODE";
+/// The `node_modules` directory with the TypeScript SDK and the conformance
+/// suite.
+pub const MCP_NODE_MODULES: &str = "SESSION_TEST_MCP_NODE_MODULES";
 
 /// Every variable of the contract, in the order of the table above.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 25] = [
     REDIS,
     REDIS_ACL,
     REDIS_ACL_USER,
@@ -114,6 +124,9 @@ pub const ALL: [&str; 22] = [
     VALKEY_SENTINEL_MASTER,
     REQUIRE_REDIS,
     NGINX,
+    MCP_PYTHON,
+    MCP_NODE,
+    MCP_NODE_MODULES,
 ];
 
 /// Whether the run demands every server (`SESSION_TEST_REQUIRE_REDIS` is set).

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use session_testenv::contract::{NGINX, REQUIRE_REDIS};
 use session_testenv::{Guard, Topologies};
 
-use crate::{tidy, tools};
+use crate::{clients, tidy, tools};
 
 /// Tests run at once in each test binary.
 const TEST_THREADS: &str = "8";
@@ -23,6 +23,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI, tools::NGINX])?;
     let nginx = tools.path(tools::NGINX).to_owned();
     let valkey = tools::valkey(&tools::target_dir(root))?;
+    let clients = clients::ensure(&tools::target_dir(root))?;
 
     cargo(root, &["fmt", "--all", "--", "--check"]).run()?;
     cargo(
@@ -67,6 +68,10 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
         println!("  {REQUIRE_REDIS}=1");
         step.command.env(NGINX, &nginx);
         println!("  {NGINX}={}", nginx.display());
+        for (key, path) in clients.env() {
+            step.command.env(key, path);
+            println!("  {key}={}", path.display());
+        }
         // Most Redis tests wait on real TTLs rather than on the CPU, so more
         // of them run at once than there are cores.
         step.command.env("RUST_TEST_THREADS", TEST_THREADS);

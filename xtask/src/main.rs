@@ -46,6 +46,7 @@
 
 mod bench;
 mod ci;
+mod clients;
 mod reliability;
 mod tidy;
 mod tools;

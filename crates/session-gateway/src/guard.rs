@@ -321,7 +321,15 @@ async fn with_session(
             Err(error) => return Refusal::store_error(&session_id, &error).answer(id.as_ref()),
         }
         request.extensions_mut().insert(principal);
-        return next.run(request).await;
+        let mut response = next.run(request).await;
+        // rmcp says 202 Accepted; the session is gone, not queued for
+        // deletion, and the Python SDK logs every status but 200 and 204 as
+        // a failed termination. 204: done, nothing to say.
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.body_mut() = Body::empty();
+        }
+        return response;
     }
     // Whether the session holds rmcp's state (so that rmcp can restore it)
     // decides how rmcp's plain errors are read.

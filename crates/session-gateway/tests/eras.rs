@@ -556,7 +556,7 @@ async fn a_refused_request_changes_nothing_in_the_store() {
         .token(&alice)
         .send(&router)
         .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(stored_counter(&manager, &session).await, None);
 }
 

@@ -384,7 +384,7 @@ async fn a_delete_the_store_cannot_carry_out_is_503_and_the_session_stays() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
-/// A `DELETE` that works: 202, then the session is gone for every request,
+/// A `DELETE` that works: 204 (rmcp's 202 made final), then the session is gone for every request,
 /// and a second `DELETE` is a 404.
 #[tokio::test]
 async fn a_delete_removes_the_session_from_the_store() {
@@ -392,7 +392,7 @@ async fn a_delete_removes_the_session_from_the_store() {
     let router = gateway.router();
     let id = open_session(&router).await;
     let response = send(&router, delete_request(&id)).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let session_id = SessionId::parse(&id).unwrap();
     assert!(gateway.manager().get(&session_id).await.unwrap().is_none());
     assert_jsonrpc_error(

@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod processes;
+
 use std::net::TcpListener;
 use std::time::Duration;
 

@@ -1,0 +1,243 @@
+//! Processes for the end-to-end tests: gateway replicas, nginx in front of
+//! them, their logs, and the configuration files they read.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::free_port;
+
+/// The gateway binary of this package.
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_session-gateway");
+/// How long a process may take to answer its health check.
+pub const STARTUP: Duration = Duration::from_secs(15);
+
+/// Child processes, killed and waited for when the test ends, pass or fail.
+/// On a failure their logs are printed.
+pub struct Children {
+    dir: tempfile::TempDir,
+    procs: Vec<(String, Child, PathBuf)>,
+}
+
+impl Children {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            procs: Vec::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `command` with its output in `<dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, command: &mut Command) {
+        let log = self.dir().join(format!("{name}.log"));
+        let file = File::create(&log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {name}: {error}"));
+        self.procs.push((name.to_owned(), child, log));
+    }
+
+    /// Starts a gateway replica.
+    pub fn gateway(&mut self, name: &str, port: u16, config: &Path) {
+        self.gateway_with_env(name, port, config, &[]);
+    }
+
+    /// Starts a gateway replica with `env` added to its environment (a
+    /// secret the configuration names, say).
+    pub fn gateway_with_env(&mut self, name: &str, port: u16, config: &Path, env: &[(&str, &str)]) {
+        let mut command = Command::new(GATEWAY);
+        command
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--replica", name])
+            .env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        self.spawn(name, &mut command);
+    }
+
+    /// Panics (with the log) if `name` has exited.
+    pub fn check_running(&mut self, name: &str) {
+        let (_, child, log) = self.procs.iter_mut().find(|(n, ..)| n == name).unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{name} exited with {status}:\n{log}");
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let (.., log) = self.procs.iter().find(|(n, ..)| n == name).unwrap();
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self, name: &str) {
+        if let Some(index) = self.procs.iter().position(|(n, ..)| n == name) {
+            let (_, mut child, _) = self.procs.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (name, child, log) in &mut self.procs {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("---- last lines of {name}'s log ----");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A configuration file on the Redis server `addr`, with its own key prefix.
+pub fn redis_config(dir: &Path, addr: &str, extra: &str) -> PathBuf {
+    let prefix = format!("e2e:{}:", uuid::Uuid::new_v4().simple());
+    write(
+        dir,
+        "redis.toml",
+        &format!("ttl = \"30m\"\n\n[redis]\naddr = \"{addr}\"\nkey_prefix = \"{prefix}\"\n{extra}"),
+    )
+}
+
+/// GET /health; the status and the body (JSON), or `None` if nothing answers.
+pub async fn health(http: &reqwest::Client, port: u16) -> Option<(StatusCode, Value)> {
+    let response = http
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status();
+    Some((status, response.json().await.ok()?))
+}
+
+/// Waits until `/health` of `name` answers `want`.
+pub async fn wait_health(
+    children: &mut Children,
+    http: &reqwest::Client,
+    name: &str,
+    port: u16,
+    want: StatusCode,
+) -> Value {
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        children.check_running(name);
+        if let Some((status, body)) = health(http, port).await
+            && status == want
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: /health did not answer {want} within {STARTUP:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts nginx in front of `upstreams`: round robin, no affinity.
+pub async fn start_nginx(
+    children: &mut Children,
+    http: &reqwest::Client,
+    nginx: &str,
+    upstreams: &[u16],
+) -> u16 {
+    let port = free_port();
+    let dir = children.dir().join("nginx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    // Temp paths only for the modules this nginx has (nginx-light lacks some).
+    let features = Command::new(nginx).arg("-V").output().unwrap();
+    let features = String::from_utf8_lossy(&features.stderr).into_owned();
+    let mut temp_paths =
+        format!("client_body_temp_path {d}/client_body;\n    proxy_temp_path {d}/proxy;\n");
+    for module in ["fastcgi", "uwsgi", "scgi"] {
+        if !features.contains(&format!("--without-http_{module}_module")) {
+            temp_paths.push_str(&format!("    {module}_temp_path {d}/{module};\n"));
+        }
+    }
+    let servers: String = upstreams
+        .iter()
+        .map(|port| format!("        server 127.0.0.1:{port};\n"))
+        .collect();
+    let conf = format!(
+        r#"daemon off;
+# One process: the guard's kill (SIGKILL, all std offers) must leave no
+# orphaned worker behind, which a master process would.
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections 256;
+}}
+http {{
+    log_format upstream '$request_method $uri $status upstream=$upstream_addr';
+    access_log {d}/access.log upstream;
+    {temp_paths}
+    upstream gateways {{
+{servers}    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://gateways;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = write(&dir, "nginx.conf", &conf);
+    children.spawn(
+        "nginx",
+        Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.join("error.log")),
+    );
+    wait_health(children, http, "nginx", port, StatusCode::OK).await;
+    port
+}
+
+/// Prints nginx's access log, upstreams named by replica.
+pub fn print_access_log(children: &Children, replicas: &[(&str, u16)]) {
+    let log = std::fs::read_to_string(children.dir().join("nginx/access.log")).unwrap();
+    for line in log.lines() {
+        let mut line = line.to_owned();
+        for (name, port) in replicas {
+            line = line.replace(&format!("upstream=127.0.0.1:{port}"), &format!("-> {name}"));
+        }
+        eprintln!("nginx: {line}");
+    }
+}
