@@ -1,5 +1,8 @@
 //! The MCP tools: `echo`, `whoami`, the session-scoped `counter`, and the
-//! counter behind a handle: `open_counter`, `increment`, `close_counter`.
+//! counter behind a handle: `open_counter`, `increment`, `close_counter`;
+//! and what else the server offers because it is cheap and shows the shape:
+//! one resource ([`REPLICA_RESOURCE`]) and one prompt ([`COUNT_PROMPT`]).
+//! Logging is not offered: 2026-07-28 deprecates it (SEP-2577).
 //!
 //! # Sessions and handles
 //!
@@ -34,9 +37,13 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
+    Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams, Prompt,
+    PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig,
 };
-use rmcp::{ErrorData, ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::json;
 use session_factory::{Conditional, Error, Manager, Session, SessionId, SessionType};
@@ -59,6 +66,10 @@ pub const COUNTER_HANDLE: &str = "counter";
 /// The tool error of `counter` on a request without a session.
 pub const NO_SESSION: &str = "`counter` counts per MCP session, which this request has none of \
      (protocol 2026-07-28 has no sessions): use `open_counter` and `increment`";
+/// The one resource: the replica, its storage and its protocol revisions.
+pub const REPLICA_RESOURCE: &str = "gateway://replica";
+/// The one prompt.
+pub const COUNT_PROMPT: &str = "count-with-a-handle";
 /// The start of the tool error for a handle that cannot be used.
 pub const UNKNOWN_HANDLE: &str = "unknown handle";
 
@@ -328,7 +339,12 @@ impl GatewayTools {
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for GatewayTools {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_resources()
+            .enable_prompts()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new(
                 "session-gateway",
                 env!("CARGO_PKG_VERSION"),
@@ -345,6 +361,90 @@ impl ServerHandler for GatewayTools {
     /// revision it knows.
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
         Cow::Borrowed(SUPPORTED_VERSIONS)
+    }
+
+    /// One resource, [`REPLICA_RESOURCE`]: which replica answered and what
+    /// it serves.
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(REPLICA_RESOURCE, "replica")
+                .with_description(
+                    "The replica that answers this read, its storage, and the protocol \
+                     revisions it serves",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if request.uri != REPLICA_RESOURCE {
+            // -32602, as 2026-07-28 answers an unknown resource (the
+            // handshake era's -32002 is retired).
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "no resource {:?}: the one resource is {REPLICA_RESOURCE}",
+                    request.uri
+                ),
+                None,
+            ));
+        }
+        let description = self.manager.describe();
+        let body = json!({
+            "replica": &*self.replica,
+            "storage": description.backend,
+            "topology": description.topology.as_str(),
+            "protocol_versions": SUPPORTED_VERSIONS.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+        });
+        let mut contents = ResourceContents::text(body.to_string(), REPLICA_RESOURCE);
+        if let ResourceContents::TextResourceContents { mime_type, .. } = &mut contents {
+            *mime_type = Some("application/json".into());
+        }
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
+    /// One prompt, [`COUNT_PROMPT`]: how to keep a count across calls.
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            COUNT_PROMPT,
+            Some("Asks the model to count to three with a counter handle, across replicas"),
+            None,
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if request.name != COUNT_PROMPT {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "no prompt {:?}: the one prompt is {COUNT_PROMPT}",
+                    request.name
+                ),
+                None,
+            ));
+        }
+        Ok(GetPromptResult::new(vec![PromptMessage::new_text(
+            Role::User,
+            "Open a counter with `open_counter`, call `increment` with its handle three \
+             times, report each count and the replica that answered, then close it with \
+             `close_counter`.",
+        )])
+        .with_description("Count to three behind a handle")
+        .into())
     }
 }
 

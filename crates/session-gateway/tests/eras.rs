@@ -87,7 +87,12 @@ struct Call {
 impl Call {
     fn post(version: &'static str, body: Value) -> Self {
         let mcp_method = body["method"].as_str().map(str::to_owned);
-        let mcp_name = body["params"]["name"].as_str().map(str::to_owned);
+        // SEP-2243 mirrors the target into `Mcp-Name`: a tool's or prompt's
+        // name, a resource's URI.
+        let mcp_name = body["params"]["name"]
+            .as_str()
+            .or_else(|| body["params"]["uri"].as_str())
+            .map(str::to_owned);
         Self {
             method: "POST",
             version: Some(version),
@@ -763,4 +768,60 @@ async fn an_open_get_stream_keeps_its_session_alive() {
         "the streaming session expired"
     );
     drop(body);
+}
+
+/// The one resource and the one prompt, under 2026-07-28: listed, read and
+/// got; an unknown one is invalid params (-32602), not the retired -32002.
+#[tokio::test]
+async fn the_resource_and_the_prompt_are_served() {
+    let router = gateway_with(manager(), |_| {}).router();
+    let request = |id: u64, method: &str, params: Value| {
+        let mut params = params;
+        params["_meta"] = modern_meta();
+        Call::post(
+            MODERN,
+            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+    };
+    let listed = result_of(
+        request(1, "resources/list", json!({})).send(&router).await,
+        1,
+    )
+    .await;
+    assert_eq!(
+        listed["resources"][0]["uri"], "gateway://replica",
+        "{listed}"
+    );
+    let read = result_of(
+        request(2, "resources/read", json!({"uri": "gateway://replica"}))
+            .send(&router)
+            .await,
+        2,
+    )
+    .await;
+    let body: Value = serde_json::from_str(read["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["replica"], "unit");
+    assert_eq!(body["storage"], "local");
+    assert_eq!(body["protocol_versions"][3], MODERN);
+    let response = request(3, "resources/read", json!({"uri": "gateway://nothing"}))
+        .send(&router)
+        .await;
+    let answer = &messages(response).await[0];
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+
+    let prompts = result_of(request(4, "prompts/list", json!({})).send(&router).await, 4).await;
+    assert_eq!(
+        prompts["prompts"][0]["name"], "count-with-a-handle",
+        "{prompts}"
+    );
+    assert!(prompts["prompts"][0]["description"].is_string());
+    let prompt = result_of(
+        request(5, "prompts/get", json!({"name": "count-with-a-handle"}))
+            .send(&router)
+            .await,
+        5,
+    )
+    .await;
+    let text = prompt["messages"][0]["content"]["text"].as_str().unwrap();
+    assert!(text.contains("open_counter"), "{prompt}");
 }
