@@ -183,20 +183,61 @@ async fn run_suite(node: &str, modules: &str, url: &str) -> Vec<(String, Vec<Val
     for entry in std::fs::read_dir(out.path()).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        // `server-<scenario>-<timestamp>`, the timestamp starting with the
-        // year.
-        let Some(rest) = name.strip_prefix("server-") else {
-            continue;
-        };
-        let Some(cut) = rest.rfind("-20") else {
+        let Some(scenario) = scenario_of_dir(&name) else {
             continue;
         };
         let checks: Vec<Value> =
             serde_json::from_slice(&std::fs::read(entry.path().join("checks.json")).unwrap())
                 .unwrap();
-        results.push((rest[..cut].to_owned(), checks));
+        results.push((scenario.to_owned(), checks));
     }
     results
+}
+
+/// The scenario of one of the suite's result directories, which it names
+/// `server-<scenario>-<timestamp>`, the timestamp being
+/// `Date.toISOString()` with `:` and `.` replaced by `-`
+/// (`2026-12-02T20-34-39-712Z`, always 24 characters).
+///
+/// The timestamp is cut off by its fixed length and checked digit by digit:
+/// searching for its start instead, e.g. the last `-20`, also finds one in
+/// the 20th day of a month, a minute or second of 20, 200 to 209
+/// milliseconds, or a scenario name such as `json-schema-2020-12`, and then
+/// names a scenario that does not exist.
+fn scenario_of_dir(name: &str) -> Option<&str> {
+    const SHAPE: &[u8; 24] = b"dddd-dd-ddTdd-dd-dd-dddZ";
+    let rest = name.strip_prefix("server-")?;
+    let cut = rest.len().checked_sub(SHAPE.len() + 1)?;
+    let (scenario, stamp) = (rest.get(..cut)?, rest.get(cut..)?.strip_prefix('-')?);
+    let shaped = stamp.bytes().zip(SHAPE).all(|(byte, want)| match want {
+        b'd' => byte.is_ascii_digit(),
+        _ => byte == *want,
+    });
+    (shaped && !scenario.is_empty()).then_some(scenario)
+}
+
+#[test]
+fn result_directories_name_their_scenario_whatever_the_time() {
+    for (dir, scenario) in [
+        ("server-ping-2026-12-02T20-34-39-712Z", Some("ping")),
+        // Each of these held a `-20` that is not the year's.
+        ("server-ping-2026-12-02T20-34-39-205Z", Some("ping")),
+        (
+            "server-tools-list-2026-12-20T10-34-39-712Z",
+            Some("tools-list"),
+        ),
+        ("server-ping-2026-12-02T10-20-39-712Z", Some("ping")),
+        (
+            "server-json-schema-2020-12-2026-12-02T20-20-20-209Z",
+            Some("json-schema-2020-12"),
+        ),
+        ("server-ping", None),
+        ("server--2026-12-02T20-34-39-712Z", None),
+        ("server-ping-2026-12-02 20:34:39.712Z", None),
+        ("client-ping-2026-12-02T20-34-39-712Z", None),
+    ] {
+        assert_eq!(scenario_of_dir(dir), scenario, "{dir}");
+    }
 }
 
 /// Asserts that every [`PASS`] scenario passed against `url`.
