@@ -20,12 +20,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::Value;
 use session_testkit::env::var as test_env;
 
-use common::processes::{Children, redis_config, start_nginx, wait_health};
-use common::{free_port, http};
+use common::http;
+use common::processes::{Children, redis_config, start_nginx, start_replicas};
 
 /// The scenarios the gateway passes, on one replica and on the pair.
 pub const PASS: [&str; 8] = [
@@ -183,12 +182,12 @@ async fn run_suite(node: &str, modules: &str, url: &str) -> Vec<(String, Vec<Val
     for entry in std::fs::read_dir(out.path()).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
-        // `server-<scenario>-<timestamp>`, the timestamp starting with the
-        // year.
+        // `server-<scenario>-<timestamp>`, the timestamp like
+        // `2026-12-02T20-17-27-632Z` (whose minutes may well read `-20`).
         let Some(rest) = name.strip_prefix("server-") else {
             continue;
         };
-        let Some(cut) = rest.rfind("-20") else {
+        let Some(cut) = timestamp_at(rest) else {
             continue;
         };
         let checks: Vec<Value> =
@@ -197,6 +196,21 @@ async fn run_suite(node: &str, modules: &str, url: &str) -> Vec<(String, Vec<Val
         results.push((rest[..cut].to_owned(), checks));
     }
     results
+}
+
+/// Where the `-<date>T` suffix of a result directory's name starts.
+fn timestamp_at(name: &str) -> Option<usize> {
+    let bytes = name.as_bytes();
+    let is_date = |at: usize| {
+        let date = bytes.get(at..at + 11)?;
+        let digits = [0, 1, 2, 3, 5, 6, 8, 9];
+        let ok = digits.iter().all(|&i| date[i].is_ascii_digit())
+            && date[4] == b'-'
+            && date[7] == b'-'
+            && date[10] == b'T';
+        Some(ok)
+    };
+    (0..bytes.len()).find(|&at| bytes[at] == b'-' && is_date(at + 1) == Some(true))
 }
 
 /// Asserts that every [`PASS`] scenario passed against `url`.
@@ -275,13 +289,7 @@ async fn one_replica_and_the_pair_behind_nginx_pass() {
     let http = http();
     let mut children = Children::new();
     let config = redis_config(children.dir(), &redis, "");
-    let ports = [free_port(), free_port()];
-    for (name, port) in ["a", "b"].into_iter().zip(ports) {
-        children.gateway(name, port, &config);
-    }
-    for (name, port) in ["a", "b"].into_iter().zip(ports) {
-        wait_health(&mut children, &http, name, port, StatusCode::OK).await;
-    }
+    let ports = start_replicas(&mut children, &http, &config, &[]).await;
     assert_conformant(
         &node,
         &modules,
@@ -295,4 +303,16 @@ async fn one_replica_and_the_pair_behind_nginx_pass() {
         &format!("http://127.0.0.1:{nginx_port}/mcp"),
     )
     .await;
+}
+
+#[test]
+fn a_result_directory_names_its_scenario() {
+    let name = "ping-2026-12-02T21-20-33-632Z";
+    assert_eq!(timestamp_at(name).map(|at| &name[..at]), Some("ping"));
+    let name = "tools-call-simple-text-2026-12-02T20-17-27-526Z";
+    assert_eq!(
+        timestamp_at(name).map(|at| &name[..at]),
+        Some("tools-call-simple-text")
+    );
+    assert_eq!(timestamp_at("no-date-here"), None);
 }
