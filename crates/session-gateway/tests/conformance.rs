@@ -316,3 +316,17 @@ fn a_result_directory_names_its_scenario() {
     );
     assert_eq!(timestamp_at("no-date-here"), None);
 }
+
+/// docs/deployment.md names every scenario not offered, with the reason
+/// given here.
+#[test]
+fn the_docs_list_every_scenario_not_offered_with_its_reason() {
+    let docs = include_str!("../../../docs/deployment.md");
+    for (scenario, why) in NOT_OFFERED {
+        let row = format!("| `{scenario}` | {why} |");
+        assert!(
+            docs.contains(&row),
+            "docs/deployment.md lacks the row {row}"
+        );
+    }
+}
