@@ -10,8 +10,9 @@
 //! the store, so that a request refused for any reason leaves sessions and
 //! handles exactly as they were:
 //!
-//! 1. `Host` and `Origin` against the [allowed hosts](crate::AllowedHosts)
-//!    (rmcp's own check is switched off: it would run after the guard).
+//! 1. `Host` against the [allowed hosts](crate::AllowedHosts), and `Origin`
+//!    against the allowed origins (rmcp's own check is switched off: it
+//!    would run after the guard).
 //! 2. The bearer token ([`crate::auth`]): 401 without a valid one.
 //! 3. The body of a `POST`, read once ([`crate::request`]): not JSON, a
 //!    batch, or too large is refused; otherwise its era and id are known.
@@ -169,9 +170,9 @@ pub async fn check_session(
     request: Request,
     next: Next,
 ) -> Response {
-    if !gateway
-        .allowed_hosts()
-        .allows(request.uri(), request.headers())
+    let headers = request.headers();
+    if !gateway.allowed_hosts().allows_host(request.uri(), headers)
+        || !gateway.allowed_origins().allows_origin(headers)
     {
         tracing::warn!(
             host = ?request.headers().get(header::HOST),

@@ -6,7 +6,10 @@
 //! read or deleted the session, is switched off). The rules are rmcp's: an
 //! entry `host` accepts that host on any port, `host:port` that port only;
 //! names compare without case, IPv6 literals without brackets. An `Origin`,
-//! when a browser sends one, must name an accepted host too.
+//! when a browser sends one, must name an accepted origin host: by default
+//! the accepted `Host` values themselves (same-origin pages, and on loopback
+//! the local tools), or a list of its own for browser apps served
+//! elsewhere (`--allowed-origin`).
 
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Uri, header};
@@ -29,9 +32,9 @@ pub enum AllowedHosts {
 const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 impl AllowedHosts {
-    /// Whether a request with `headers` (and `uri`, whose authority stands in
-    /// for a missing `Host`) may be served.
-    pub fn allows(&self, uri: &Uri, headers: &HeaderMap) -> bool {
+    /// Whether the `Host` of a request with `headers` (and `uri`, whose
+    /// authority stands in for a missing `Host`) is accepted.
+    pub fn allows_host(&self, uri: &Uri, headers: &HeaderMap) -> bool {
         if *self == Self::Any {
             return true;
         }
@@ -40,11 +43,15 @@ impl AllowedHosts {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.parse::<Authority>().ok())
             .or_else(|| uri.authority().cloned());
-        let Some(host) = host else {
-            return false;
-        };
-        if !self.matches(host.host(), host.port_u16()) {
-            return false;
+        host.is_some_and(|host| self.matches(host.host(), host.port_u16()))
+    }
+
+    /// Whether the `Origin` of a request with `headers`, read as a list of
+    /// accepted origin hosts, is accepted: no `Origin` (not a browser) is;
+    /// `null` and anything unparsable is not, unless any is accepted.
+    pub fn allows_origin(&self, headers: &HeaderMap) -> bool {
+        if *self == Self::Any {
+            return true;
         }
         match headers.get(header::ORIGIN) {
             None => true,
@@ -114,8 +121,10 @@ mod tests {
         headers
     }
 
+    /// `hosts` for both the `Host` and the `Origin`, the default.
     fn allows(hosts: &AllowedHosts, host: Option<&str>, origin: Option<&str>) -> bool {
-        hosts.allows(&Uri::from_static("/mcp"), &request(host, origin))
+        let headers = request(host, origin);
+        hosts.allows_host(&Uri::from_static("/mcp"), &headers) && hosts.allows_origin(&headers)
     }
 
     #[test]
@@ -174,5 +183,18 @@ mod tests {
             Some("null")
         ));
         assert!(allows(&AllowedHosts::Any, None, None));
+    }
+
+    #[test]
+    fn an_origin_list_of_its_own_admits_browser_apps_elsewhere() {
+        let hosts = AllowedHosts::Only(vec!["mcp.example.com".into()]);
+        let origins = AllowedHosts::Only(vec!["chat.example.com".into()]);
+        let headers = request(Some("mcp.example.com"), Some("https://chat.example.com"));
+        assert!(hosts.allows_host(&Uri::from_static("/mcp"), &headers));
+        assert!(!hosts.allows_origin(&headers));
+        assert!(origins.allows_origin(&headers));
+        let evil = request(Some("mcp.example.com"), Some("https://evil.example.com"));
+        assert!(!origins.allows_origin(&evil));
+        assert!(AllowedHosts::Any.allows_origin(&evil));
     }
 }

@@ -104,8 +104,10 @@ struct Inner {
     /// Cancelled on shutdown: ends every rmcp session and SSE stream, so that
     /// a graceful shutdown does not wait for long-lived streams.
     cancel: CancellationToken,
-    /// The `Host` and `Origin` header values the guard accepts.
+    /// The `Host` header values the guard accepts.
     allowed_hosts: AllowedHosts,
+    /// The hosts an `Origin` header may name.
+    allowed_origins: AllowedHosts,
     /// Who may call.
     authenticator: Authenticator,
     /// What one principal may hold.
@@ -170,6 +172,9 @@ pub const DEFAULT_LOCAL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct GatewayOptions {
     /// The `Host` header values to accept.
     pub allowed_hosts: AllowedHosts,
+    /// The hosts an `Origin` header (a browser's) may name; `None`: the
+    /// accepted `Host` values.
+    pub allowed_origins: Option<AllowedHosts>,
     /// How long rmcp's in-memory copy of an idle session lives on this
     /// replica; see [`DEFAULT_LOCAL_IDLE_TIMEOUT`].
     pub local_idle_timeout: Duration,
@@ -189,6 +194,7 @@ impl Default for GatewayOptions {
     fn default() -> Self {
         Self {
             allowed_hosts: AllowedHosts::Loopback,
+            allowed_origins: None,
             local_idle_timeout: DEFAULT_LOCAL_IDLE_TIMEOUT,
             auth: AuthSettings::Anonymous,
             limits: Limits::default(),
@@ -222,6 +228,9 @@ impl Gateway {
                 served_by,
                 sessions: Arc::new(sessions),
                 cancel: CancellationToken::new(),
+                allowed_origins: options
+                    .allowed_origins
+                    .unwrap_or_else(|| options.allowed_hosts.clone()),
                 allowed_hosts: options.allowed_hosts,
                 authenticator: Authenticator::new(options.auth),
                 limits: options.limits,
@@ -247,9 +256,14 @@ impl Gateway {
         &self.inner.sessions
     }
 
-    /// The `Host` and `Origin` values this gateway accepts.
+    /// The `Host` values this gateway accepts.
     pub fn allowed_hosts(&self) -> &AllowedHosts {
         &self.inner.allowed_hosts
+    }
+
+    /// The hosts an `Origin` header may name.
+    pub fn allowed_origins(&self) -> &AllowedHosts {
+        &self.inner.allowed_origins
     }
 
     /// Who may call.

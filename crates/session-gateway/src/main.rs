@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! session-gateway [--config <path>] [--listen <addr>] [--replica <name>]
-//!                 [--allowed-host <host>]... [--local-idle <time>]
+//!                 [--allowed-host <host>]... [--allowed-origin <host>]...
+//!                 [--local-idle <time>]
 //! ```
 //!
 //! Every option falls back on an environment variable (`--help` names
@@ -79,6 +80,18 @@ struct Args {
         value_parser = parse_host
     )]
     allowed_hosts: Vec<Host>,
+    /// A host that a browser's Origin header may name (host or host:port,
+    /// any scheme); may be repeated (the environment variable takes a
+    /// comma-separated list); `*` accepts any. Default: the accepted Host
+    /// values (same-origin pages only).
+    #[arg(
+        long = "allowed-origin",
+        value_name = "host",
+        env = "SESSION_GATEWAY_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_parser = parse_host
+    )]
+    allowed_origins: Vec<Host>,
     /// How long this replica keeps its in-memory copy of a session that gets
     /// no requests (the store keeps the session; a later request restores
     /// the copy).
@@ -121,27 +134,40 @@ fn parse_idle(text: &str) -> Result<Duration, String> {
 impl Args {
     /// The `Host` values to accept: rmcp's loopback default without
     /// `--allowed-host`, any host for `*`, the names otherwise.
-    ///
-    /// `*` beside names is refused rather than read one way or the other:
-    /// either reading would ignore some of what the operator wrote.
     fn allowed_hosts(&self) -> Result<AllowedHosts, clap::Error> {
-        let mut names = Vec::new();
-        let mut any = false;
-        for host in &self.allowed_hosts {
-            match host {
-                Host::Any => any = true,
-                Host::Name(name) => names.push(name.clone()),
-            }
+        Ok(hosts_of(&self.allowed_hosts, "--allowed-host")?.unwrap_or(AllowedHosts::Loopback))
+    }
+
+    /// The hosts an Origin may name: `None` (the accepted Host values)
+    /// without `--allowed-origin`, with the same rules as
+    /// [`allowed_hosts`](Args::allowed_hosts) otherwise.
+    fn allowed_origins(&self) -> Result<Option<AllowedHosts>, clap::Error> {
+        hosts_of(&self.allowed_origins, "--allowed-origin")
+    }
+}
+
+/// `values` of `flag` as a host list: `None` without values, any host for
+/// `*`, the names otherwise.
+///
+/// `*` beside names is refused rather than read one way or the other:
+/// either reading would ignore some of what the operator wrote.
+fn hosts_of(values: &[Host], flag: &str) -> Result<Option<AllowedHosts>, clap::Error> {
+    let mut names = Vec::new();
+    let mut any = false;
+    for host in values {
+        match host {
+            Host::Any => any = true,
+            Host::Name(name) => names.push(name.clone()),
         }
-        match (any, names.is_empty()) {
-            (false, true) => Ok(AllowedHosts::Loopback),
-            (true, true) => Ok(AllowedHosts::Any),
-            (false, false) => Ok(AllowedHosts::Only(names)),
-            (true, false) => Err(Args::command().error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--allowed-host '*' accepts any host: it cannot stand beside host names",
-            )),
-        }
+    }
+    match (any, names.is_empty()) {
+        (false, true) => Ok(None),
+        (true, true) => Ok(Some(AllowedHosts::Any)),
+        (false, false) => Ok(Some(AllowedHosts::Only(names))),
+        (true, false) => Err(Args::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("{flag} '*' accepts any host: it cannot stand beside host names"),
+        )),
     }
 }
 
@@ -150,6 +176,7 @@ fn main() -> ExitCode {
     // an error, as the hand-written parser did.
     let args = Args::parse();
     let allowed_hosts = args.allowed_hosts().unwrap_or_else(|error| error.exit());
+    let allowed_origins = args.allowed_origins().unwrap_or_else(|error| error.exit());
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
@@ -169,7 +196,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, allowed_hosts)) {
+    match runtime.block_on(run(args, allowed_hosts, allowed_origins)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -178,7 +205,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
+async fn run(
+    args: Args,
+    allowed_hosts: AllowedHosts,
+    allowed_origins: Option<AllowedHosts>,
+) -> Result<()> {
     let settings = match &args.config {
         Some(path) => GatewaySettings::load(path)?,
         None => GatewaySettings::local(Ttl::new(DEFAULT_TTL)?),
@@ -208,6 +239,7 @@ async fn run(args: Args, allowed_hosts: AllowedHosts) -> Result<()> {
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
     let mut options = GatewayOptions::default();
     options.allowed_hosts = allowed_hosts;
+    options.allowed_origins = allowed_origins;
     options.local_idle_timeout = args.local_idle;
     options.auth = settings.auth.clone();
     options.limits = settings.limits;
@@ -373,6 +405,33 @@ mod tests {
     }
 
     #[test]
+    fn origins_default_to_the_hosts_and_follow_the_same_rules() {
+        assert_eq!(parse(&[]).unwrap().allowed_origins().unwrap(), None);
+        assert_eq!(
+            parse(&["--allowed-origin", "chat.example.com,app.example.com:8443"])
+                .unwrap()
+                .allowed_origins()
+                .unwrap(),
+            Some(AllowedHosts::Only(vec![
+                "chat.example.com".into(),
+                "app.example.com:8443".into()
+            ]))
+        );
+        assert_eq!(
+            parse(&["--allowed-origin=*"])
+                .unwrap()
+                .allowed_origins()
+                .unwrap(),
+            Some(AllowedHosts::Any)
+        );
+        let error = parse(&["--allowed-origin", "*", "--allowed-origin", "a.example"])
+            .unwrap()
+            .allowed_origins()
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
     fn a_star_accepts_any_host_and_stands_alone() {
         assert_eq!(hosts(&["--allowed-host", "*"]), AllowedHosts::Any);
         assert_eq!(
@@ -405,6 +464,8 @@ mod tests {
             "--replica <name>",
             "--allowed-host <host>",
             "--local-idle <time>",
+            "--allowed-origin <host>",
+            "SESSION_GATEWAY_ALLOWED_ORIGINS",
             "SESSION_GATEWAY_CONFIG",
             "SESSION_GATEWAY_LISTEN",
             "SESSION_GATEWAY_REPLICA",

@@ -20,11 +20,12 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_session-gateway");
 
 /// Every variable the binary reads, removed from each child's environment
 /// so that only what a test sets counts.
-const VARIABLES: [&str; 5] = [
+const VARIABLES: [&str; 6] = [
     "SESSION_GATEWAY_CONFIG",
     "SESSION_GATEWAY_LISTEN",
     "SESSION_GATEWAY_REPLICA",
     "SESSION_GATEWAY_ALLOWED_HOSTS",
+    "SESSION_GATEWAY_ALLOWED_ORIGINS",
     "SESSION_GATEWAY_LOCAL_IDLE",
 ];
 
@@ -78,8 +79,13 @@ async fn start(command: &mut Command, port: u16) -> (Running, String) {
 }
 
 /// The status of an `initialize` sent to `port` with the `Host` header
-/// `host`: rmcp answers 403 to a host that is not allowed.
+/// `host`: the gateway answers 403 to a host that is not allowed.
 async fn initialize_status(port: u16, host: &str) -> StatusCode {
+    initialize_status_from(port, host, None).await
+}
+
+/// [`initialize_status`] with an `Origin` header, as a browser sends.
+async fn initialize_status_from(port: u16, host: &str, origin: Option<&str>) -> StatusCode {
     let body = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {
@@ -88,15 +94,14 @@ async fn initialize_status(port: u16, host: &str) -> StatusCode {
             "clientInfo": {"name": "command-line-test", "version": "0"},
         },
     });
-    http()
+    let mut request = http()
         .post(format!("http://127.0.0.1:{port}/mcp"))
         .header("host", host)
-        .header("accept", "application/json, text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .status()
+        .header("accept", "application/json, text/event-stream");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.json(&body).send().await.unwrap().status()
 }
 
 #[tokio::test]
@@ -117,7 +122,8 @@ async fn every_option_falls_back_on_its_variable() {
                 "SESSION_GATEWAY_ALLOWED_HOSTS",
                 "mcp.example.com,api.example.com",
             )
-            .env("SESSION_GATEWAY_LOCAL_IDLE", "90s"),
+            .env("SESSION_GATEWAY_LOCAL_IDLE", "90s")
+            .env("SESSION_GATEWAY_ALLOWED_ORIGINS", "chat.example.com"),
         port,
     )
     .await;
@@ -158,6 +164,19 @@ async fn every_option_falls_back_on_its_variable() {
         initialize_status(port, &format!("127.0.0.1:{port}")).await,
         StatusCode::FORBIDDEN
     );
+    // A browser app on the allowed origin is served; one elsewhere, or the
+    // gateway's own host as an origin once origins are listed, is not.
+    for (origin, status) in [
+        ("https://chat.example.com", StatusCode::OK),
+        ("https://evil.example.com", StatusCode::FORBIDDEN),
+        ("https://mcp.example.com", StatusCode::FORBIDDEN),
+    ] {
+        assert_eq!(
+            initialize_status_from(port, "mcp.example.com", Some(origin)).await,
+            status,
+            "{origin}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -32,12 +32,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use session_testkit::env::var as test_env;
 
-use common::processes::{Children, redis_config, start_nginx, wait_health};
-use common::{free_port, http};
+use common::http;
+use common::processes::{Children, redis_config, start_nginx, start_replicas};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "session-gateway";
@@ -71,13 +70,7 @@ async fn deployment(redis: &str, nginx: &str) -> (Children, u16, [u16; 2]) {
         "\n[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhmac_secret_env = \"{SECRET_ENV}\"\n"
     );
     let config = redis_config(children.dir(), redis, &auth);
-    let ports = [free_port(), free_port()];
-    for (name, port) in ["a", "b"].into_iter().zip(ports) {
-        children.gateway_with_env(name, port, &config, &[(SECRET_ENV, SECRET)]);
-    }
-    for (name, port) in ["a", "b"].into_iter().zip(ports) {
-        wait_health(&mut children, &http, name, port, StatusCode::OK).await;
-    }
+    let ports = start_replicas(&mut children, &http, &config, &[(SECRET_ENV, SECRET)]).await;
     let nginx_port = start_nginx(&mut children, &http, nginx, &ports).await;
     (children, nginx_port, ports)
 }
@@ -177,34 +170,42 @@ async fn foreign_requests(ports: [u16; 2]) -> u64 {
     total
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_default_client_speaks_2026_07_28_with_handles() {
+/// A run of the Python client in `mode` against a fresh deployment: the
+/// deployment (kept alive until the caller is done), the replicas' ports,
+/// the client's steps and the first principal's token; `None` when the
+/// environment lacks a server or the client (a skip).
+async fn python_run(mode: &str) -> Option<(Children, [u16; 2], BTreeMap<String, Value>, String)> {
     let (Some(redis), Some(nginx), Some(python)) = (
         test_env(session_testkit::env::REDIS),
         test_env(session_testkit::env::NGINX),
         test_env(session_testkit::env::MCP_PYTHON),
     ) else {
-        return;
+        return None;
     };
-    let (_children, nginx_port, ports) = deployment(&redis, &nginx).await;
+    let (children, nginx_port, ports) = deployment(&redis, &nginx).await;
     let url = format!("http://127.0.0.1:{nginx_port}/mcp");
     let (alice, bob) = (token("alice"), token("bob"));
     let script = script("python_client.py");
-    let steps = run(
-        &python,
-        &[
-            script.to_str().unwrap(),
-            "--url",
-            &url,
-            "--token",
-            &alice,
-            "--other-token",
-            &bob,
-            "--mode",
-            "auto",
-        ],
-    )
-    .await;
+    let args = [
+        script.to_str().unwrap(),
+        "--url",
+        &url,
+        "--token",
+        &alice,
+        "--other-token",
+        &bob,
+        "--mode",
+        mode,
+    ];
+    let steps = run(&python, &args).await;
+    Some((children, ports, steps, alice))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_default_client_speaks_2026_07_28_with_handles() {
+    let Some((_children, ports, steps, _)) = python_run("auto").await else {
+        return;
+    };
     assert_eq!(steps["negotiated"]["version"], "2026-07-28");
     assert_counts_over_both(&steps["counts"], 1, 10);
     assert_eq!(counts(&steps["parallel"]), (1..=20).collect::<Vec<_>>());
@@ -233,32 +234,9 @@ async fn python_sdk_default_client_speaks_2026_07_28_with_handles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_legacy_mode_keeps_its_session_on_both_replicas() {
-    let (Some(redis), Some(nginx), Some(python)) = (
-        test_env(session_testkit::env::REDIS),
-        test_env(session_testkit::env::NGINX),
-        test_env(session_testkit::env::MCP_PYTHON),
-    ) else {
+    let Some((_children, ports, steps, alice)) = python_run("legacy").await else {
         return;
     };
-    let (_children, nginx_port, ports) = deployment(&redis, &nginx).await;
-    let url = format!("http://127.0.0.1:{nginx_port}/mcp");
-    let (alice, bob) = (token("alice"), token("bob"));
-    let script = script("python_client.py");
-    let steps = run(
-        &python,
-        &[
-            script.to_str().unwrap(),
-            "--url",
-            &url,
-            "--token",
-            &alice,
-            "--other-token",
-            &bob,
-            "--mode",
-            "legacy",
-        ],
-    )
-    .await;
     assert_eq!(steps["negotiated"]["version"], "2025-11-25");
     assert_counts_over_both(&steps["counts"], 1, 10);
     assert_eq!(counts(&steps["parallel"]), (11..=30).collect::<Vec<_>>());

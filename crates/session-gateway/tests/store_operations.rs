@@ -272,6 +272,28 @@ async fn a_counter_call_costs_one_read_and_one_write() {
     assert_eq!(b_ops.take(), one_read_one_write);
 }
 
+/// Ten `counter` calls on `session` through `router`, the n-th started
+/// `n * spread` after the first; asserts that they count 1 to 10, each once.
+async fn ten_calls_at_once(router: &Router, session: &str, spread: Duration, round: u64) {
+    let calls = (0..10u32).map(|n| {
+        let router = router.clone();
+        let session = session.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(spread * n).await;
+            call_tool(&router, &session, "counter", 100 + u64::from(n)).await
+        })
+    });
+    let mut counts = Vec::new();
+    for call in calls {
+        let answer = call
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        counts.push(answer["count"].as_u64().unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "round {round}");
+}
+
 /// Ten first requests of one session at once on a replica that has never
 /// seen it (a restarted replica, a new one behind the balancer): rmcp
 /// restores the session for the first and the others must wait for that
@@ -285,23 +307,13 @@ async fn ten_first_requests_at_once_on_a_cold_replica_are_all_served() {
         let [(_, a_router, _), (b, b_router, _)] = two_replicas();
         let id = open_session(&a_router).await;
         assert!(!holds(&b, &id).await);
-        let calls = (0..10).map(|n| {
-            let router = b_router.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(n * (50 + 25 * round))).await;
-                call_tool(&router, &id, "counter", 100 + n).await
-            })
-        });
-        let mut counts = Vec::new();
-        for call in calls {
-            let answer = call
-                .await
-                .unwrap_or_else(|error| panic!("round {round}: {error}"));
-            counts.push(answer["count"].as_u64().unwrap());
-        }
-        counts.sort_unstable();
-        assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "round {round}");
+        ten_calls_at_once(
+            &b_router,
+            &id,
+            Duration::from_micros(50 + 25 * round),
+            round,
+        )
+        .await;
     }
 }
 
@@ -334,23 +346,7 @@ async fn ten_first_requests_at_once_on_a_cold_replica_on_redis() {
     for round in 0..10u64 {
         let id = open_session(&home_router).await;
         let (cold, cold_router) = replica("cold").await;
-        let calls = (0..10).map(|n| {
-            let router = cold_router.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(n * (100 * round))).await;
-                call_tool(&router, &id, "counter", 100 + n).await
-            })
-        });
-        let mut counts = Vec::new();
-        for call in calls {
-            let answer = call
-                .await
-                .unwrap_or_else(|error| panic!("round {round}: {error}"));
-            counts.push(answer["count"].as_u64().unwrap());
-        }
-        counts.sort_unstable();
-        assert_eq!(counts, (1..=10).collect::<Vec<_>>(), "round {round}");
+        ten_calls_at_once(&cold_router, &id, Duration::from_micros(100 * round), round).await;
         cold.manager().close().await.unwrap();
     }
     home.manager().close().await.unwrap();

@@ -276,6 +276,31 @@ fn modern_call(id: u64, tool: &str, arguments: Value) -> String {
     .to_string()
 }
 
+/// A 2026-07-28 `tools/call` of `tool` with `arguments` and the JSON-RPC
+/// id `id`, read as a [`ToolAnswer`]; `what` names it in failures.
+async fn call_tool(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    id: u64,
+    tool: &str,
+    arguments: Value,
+    what: &str,
+) -> ToolAnswer {
+    let answer = post(
+        http,
+        url,
+        token,
+        Era::Modern {
+            method: "tools/call",
+            tool,
+        },
+        modern_call(id, tool, arguments),
+    )
+    .await;
+    tool_answer(what, answer)
+}
+
 /// What a tool call answered.
 enum ToolAnswer {
     /// The tool's JSON result.
@@ -475,18 +500,17 @@ async fn worker(setup: WorkerSetup) -> Tally {
                 tally.probes += 1;
                 tally.requests += 1;
                 let served = if is_handle {
-                    let answer = post(
+                    let answer = call_tool(
                         &http,
                         url,
                         &token,
-                        Era::Modern {
-                            method: "tools/call",
-                            tool: "increment",
-                        },
-                        modern_call(next_id, "increment", json!({"handle": id})),
+                        next_id,
+                        "increment",
+                        json!({"handle": id}),
+                        "probe",
                     )
                     .await;
-                    matches!(tool_answer("probe", answer), ToolAnswer::Done(_))
+                    matches!(answer, ToolAnswer::Done(_))
                 } else {
                     let answer = post(
                         &http,
@@ -510,18 +534,17 @@ async fn worker(setup: WorkerSetup) -> Tally {
         } else if live == 0 || (live < SESSIONS_PER_WORKER && rng.percent(30)) {
             tally.requests += 1;
             if modern {
-                let answer = post(
+                let answer = call_tool(
                     &http,
                     url,
                     &token,
-                    Era::Modern {
-                        method: "tools/call",
-                        tool: "open_counter",
-                    },
-                    modern_call(next_id, "open_counter", json!({})),
+                    next_id,
+                    "open_counter",
+                    json!({}),
+                    "open_counter",
                 )
                 .await;
-                match tool_answer("open_counter", answer) {
+                match answer {
                     ToolAnswer::Done(value) => match value["handle"].as_str() {
                         Some(handle) => {
                             born.insert(handle.to_owned(), (Instant::now(), replica));
@@ -583,18 +606,17 @@ async fn worker(setup: WorkerSetup) -> Tally {
                 tally.fail(what.to_owned(), detail);
             };
             if modern {
-                let answer = post(
+                let answer = call_tool(
                     &http,
                     url,
                     &token,
-                    Era::Modern {
-                        method: "tools/call",
-                        tool: "increment",
-                    },
-                    modern_call(next_id, "increment", json!({"handle": item})),
+                    next_id,
+                    "increment",
+                    json!({"handle": item}),
+                    "increment",
                 )
                 .await;
-                match tool_answer("increment", answer) {
+                match answer {
                     ToolAnswer::Done(_) => {}
                     ToolAnswer::ToolError(text) if text.starts_with("unknown handle") => lost(
                         &mut tally,
@@ -636,18 +658,17 @@ async fn worker(setup: WorkerSetup) -> Tally {
             register(&item, false);
             tally.requests += 1;
             if modern {
-                let answer = post(
+                let answer = call_tool(
                     &http,
                     url,
                     &token,
-                    Era::Modern {
-                        method: "tools/call",
-                        tool: "close_counter",
-                    },
-                    modern_call(next_id, "close_counter", json!({"handle": item})),
+                    next_id,
+                    "close_counter",
+                    json!({"handle": item}),
+                    "close_counter",
                 )
                 .await;
-                match tool_answer("close_counter", answer) {
+                match answer {
                     ToolAnswer::Done(_) => tally.deleted.push(item),
                     ToolAnswer::ToolError(text) => {
                         tally.fail(
@@ -925,18 +946,17 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         for url in urls.iter() {
             call += 1;
             if *is_handle {
-                let answer = post(
+                let answer = call_tool(
                     &http,
                     url,
                     token,
-                    Era::Modern {
-                        method: "tools/call",
-                        tool: "increment",
-                    },
-                    modern_call(call, "increment", json!({"handle": item})),
+                    call,
+                    "increment",
+                    json!({"handle": item}),
+                    "increment",
                 )
                 .await;
-                match tool_answer("increment", answer) {
+                match answer {
                     ToolAnswer::Done(_) => {}
                     ToolAnswer::ToolError(text) => {
                         unserved.push(format!("{item} on {url}: {text}"))

@@ -230,6 +230,24 @@ http {{
     port
 }
 
+/// Starts replicas `a` and `b` on `config` (with `env` added to their
+/// environment) and waits until both are healthy; their ports.
+pub async fn start_replicas(
+    children: &mut Children,
+    http: &reqwest::Client,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> [u16; 2] {
+    let ports = [free_port(), free_port()];
+    for (name, port) in ["a", "b"].into_iter().zip(ports) {
+        children.gateway_with_env(name, port, config, env);
+    }
+    for (name, port) in ["a", "b"].into_iter().zip(ports) {
+        wait_health(children, http, name, port, StatusCode::OK).await;
+    }
+    ports
+}
+
 /// Prints nginx's access log, upstreams named by replica.
 pub fn print_access_log(children: &Children, replicas: &[(&str, u16)]) {
     let log = std::fs::read_to_string(children.dir().join("nginx/access.log")).unwrap();
