@@ -393,7 +393,8 @@ impl ServerHandler for GatewayTools {
                     "no resource {:?}: the one resource is {REPLICA_RESOURCE}",
                     request.uri
                 ),
-                None,
+                // SEP-2164: the unknown URI, for the client to match.
+                Some(json!({ "uri": request.uri })),
             ));
         }
         let description = self.manager.describe();

@@ -14,10 +14,9 @@
 //! Judging is the suite's own: `--expected-failures` takes the baseline
 //! `tests/fixtures/conformance-2026-07-28-expected-failures.yaml`, and the
 //! run fails on a failure (or warning) the baseline does not list and on a
-//! listed one that now passes. The baseline names the one requirement the
-//! gateway itself misses (`error.data.uri` on an unknown resource, a
-//! SHOULD), the checks that need the suite's diagnostic tools, and what the
-//! gateway does not offer, each with its reason.
+//! listed one that now passes. The baseline names the checks that need the
+//! suite's diagnostic tools and what the gateway does not offer, each with
+//! its reason.
 //!
 //! The suite speaks no bearer tokens, so the replicas run in anonymous mode.
 //! Needs `SESSION_TEST_REDIS`, `SESSION_TEST_NGINX`, `SESSION_TEST_MCP_NODE`

@@ -808,6 +808,10 @@ async fn the_resource_and_the_prompt_are_served() {
         .await;
     let answer = &messages(response).await[0];
     assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(
+        answer["error"]["data"]["uri"], "gateway://nothing",
+        "{answer}"
+    );
 
     let prompts = result_of(request(4, "prompts/list", json!({})).send(&router).await, 4).await;
     assert_eq!(
