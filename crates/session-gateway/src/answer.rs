@@ -15,6 +15,7 @@
 //! | [`SessionNotFound`](Refusal::SessionNotFound) | 404 | `-32001` | session not found or expired |
 //! | [`StoreUnavailable`](Refusal::StoreUnavailable) | 503, `Retry-After: 1` | `-31000` | session store unavailable, retry |
 //! | [`LimitReached`](Refusal::LimitReached) | 503 | `-31001` | too many live sessions and handles for this principal |
+//! | [`ShuttingDown`](Refusal::ShuttingDown) | 503, `Retry-After: 1` | `-31003` | replica shutting down, retry |
 //! | [`Unauthorized`](Refusal::Unauthorized) | 401, `WWW-Authenticate` | `-31002` | missing or invalid bearer token |
 //! | [`HostNotAllowed`](Refusal::HostNotAllowed) | 403 | `-32600` | Host or Origin header not allowed |
 //! | [`UnsupportedVersion`](Refusal::UnsupportedVersion) | 400 | `-32022` | unsupported protocol version (with `supported` and `requested`) |
@@ -27,7 +28,7 @@
 //! | [`StoreFailed`](Refusal::StoreFailed) | 500 | `-32603` | internal error: session store error |
 //! | [`Internal`](Refusal::Internal) | 500 | `-32603` | internal error |
 //!
-//! The gateway's own codes (`-31000` to `-31002`) lie outside the range
+//! The gateway's own codes (`-31000` to `-31003`) lie outside the range
 //! JSON-RPC reserves (`-32768` to `-32000`), of which MCP claims `-32020` to
 //! `-32099` and keeps `-32002` retired for good: no revision can give them
 //! another meaning. `-32001` for a gone session is what handshake-era clients
@@ -56,6 +57,9 @@ pub const STORE_UNAVAILABLE: i32 = -31000;
 pub const LIMIT_REACHED: i32 = -31001;
 /// JSON-RPC error code for a missing or invalid bearer token.
 pub const UNAUTHORIZED: i32 = -31002;
+/// JSON-RPC error code for a request cut short by this replica's shutdown:
+/// retry (on another replica).
+pub const SHUTTING_DOWN: i32 = -31003;
 /// MCP's `UnsupportedProtocolVersionError` (2026-07-28).
 pub const UNSUPPORTED_PROTOCOL_VERSION: i32 = -32022;
 /// JSON-RPC's parse error.
@@ -79,6 +83,9 @@ pub enum Refusal {
     /// The principal holds as many live sessions and handles as the limits
     /// allow.
     LimitReached,
+    /// This replica is shutting down and cut the request short; another
+    /// replica serves it.
+    ShuttingDown,
     /// No bearer token (`missing`), or one that was refused.
     Unauthorized {
         /// Whether the request carried no token at all.
@@ -147,7 +154,9 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::SessionNotFound => StatusCode::NOT_FOUND,
-            Self::StoreUnavailable | Self::LimitReached => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::LimitReached | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::HostNotAllowed => StatusCode::FORBIDDEN,
             Self::UnsupportedVersion(_) | Self::ParseError | Self::NotOneMessage => {
@@ -168,6 +177,7 @@ impl Refusal {
             Self::SessionNotFound => SESSION_NOT_FOUND,
             Self::StoreUnavailable => STORE_UNAVAILABLE,
             Self::LimitReached => LIMIT_REACHED,
+            Self::ShuttingDown => SHUTTING_DOWN,
             Self::Unauthorized { .. } => UNAUTHORIZED,
             Self::UnsupportedVersion(_) => UNSUPPORTED_PROTOCOL_VERSION,
             Self::ParseError => PARSE_ERROR,
@@ -189,6 +199,7 @@ impl Refusal {
             Self::SessionNotFound => "session not found or expired",
             Self::StoreUnavailable => "session store unavailable, retry",
             Self::LimitReached => "too many live sessions and handles for this principal",
+            Self::ShuttingDown => "replica shutting down, retry",
             Self::Unauthorized { missing: true, .. } => "missing bearer token",
             Self::Unauthorized { missing: false, .. } => "invalid bearer token",
             Self::HostNotAllowed => "Host or Origin header not allowed",
@@ -256,7 +267,7 @@ impl Refusal {
         match self {
             // The header tells the client that a retry is the cure: the
             // session is still there, only the store did not answer.
-            Self::StoreUnavailable => {
+            Self::StoreUnavailable | Self::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::NotInThisEra => {
@@ -387,7 +398,15 @@ mod tests {
 
     #[test]
     fn the_gateway_codes_stay_out_of_the_reserved_range() {
-        for refusal in [Refusal::StoreUnavailable, Refusal::LimitReached] {
+        for refusal in [
+            Refusal::StoreUnavailable,
+            Refusal::LimitReached,
+            Refusal::Unauthorized {
+                missing: true,
+                resource_metadata: String::new(),
+            },
+            Refusal::ShuttingDown,
+        ] {
             assert!(!(-32768..=-32000).contains(&refusal.code()), "{refusal:?}");
         }
     }

@@ -240,9 +240,10 @@ async fn post(gateway: Gateway, principal: Principal, request: Request, next: Ne
         // is down, unless a tool itself needs it).
         parts.headers.remove(SESSION_HEADER);
         parts.extensions.insert(principal);
-        return next
+        let response = next
             .run(Request::from_parts(parts, Body::from(bytes)))
             .await;
+        return shutting_down(&gateway, response, rpc.id.as_ref());
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     if request.headers().contains_key(SESSION_HEADER) {
@@ -339,6 +340,7 @@ async fn with_session(
     extensions.insert(principal);
     extensions.insert(LoadedSession { session });
     let response = next.run(request).await;
+    let response = shutting_down(&gateway, response, id.as_ref());
     let response = rewrite_plain_errors(response, restorable, id.as_ref()).await;
     if method == Method::GET && response.status() == StatusCode::OK {
         return keep_alive(&gateway, session_id, response);
@@ -437,6 +439,26 @@ async fn close_local_copy(gateway: &Gateway, raw: String) {
             Err(error) => tracing::warn!(session = %rmcp_id, %error, "cannot close session"),
         }
     }
+}
+
+/// Turns rmcp's plain-text 500 into [`Refusal::ShuttingDown`] while this
+/// replica shuts down.
+///
+/// A graceful shutdown cancels rmcp's token, and rmcp then answers a request
+/// still waiting for its handler's first message with a plain 500 (`empty
+/// response`). The request did nothing wrong, and another replica serves it:
+/// a 503 with `Retry-After` says so, where a 500 would tell the client to
+/// give up.
+fn shutting_down(gateway: &Gateway, response: Response, id: Option<&RequestId>) -> Response {
+    let plain = !response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if plain && response.status() == StatusCode::INTERNAL_SERVER_ERROR && gateway.is_closing() {
+        return Refusal::ShuttingDown.answer(id);
+    }
+    response
 }
 
 /// Gives rmcp's plain-text 404 (`Not Found: Session not found`) the JSON-RPC

@@ -334,6 +334,12 @@ impl Gateway {
         self.inner.cancel.cancel();
     }
 
+    /// Whether [`close_streams`](Gateway::close_streams) was called: the
+    /// replica is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
     /// The application: `/mcp` (rmcp behind the session [`guard`]) and
     /// `/health`, with `x-served-by` on every response.
     pub fn router(&self) -> Router {

@@ -829,3 +829,22 @@ async fn the_resource_and_the_prompt_are_served() {
     let text = prompt["messages"][0]["content"]["text"].as_str().unwrap();
     assert!(text.contains("open_counter"), "{prompt}");
 }
+
+/// A replica that is shutting down cuts a 2026-07-28 request short; the
+/// client is told to retry (elsewhere), with the request's id, not given
+/// rmcp's plain 500.
+#[tokio::test]
+async fn a_request_cut_short_by_a_shutdown_is_a_503_to_retry() {
+    let gateway = gateway_with(manager(), |_| {});
+    let router = gateway.router();
+    gateway.close_streams();
+    assert!(gateway.is_closing());
+    let response = modern_tool(41, "echo", json!({"text": "hi"}))
+        .send(&router)
+        .await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let (status, body) = refusal(response).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], -31003, "{body}");
+    assert_eq!(body["id"], 41, "{body}");
+}
