@@ -25,7 +25,6 @@
 //! The answer says whether a token was missing or invalid, never why a token
 //! was refused: the reason is logged, at debug level, without the token.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -504,14 +503,14 @@ impl Authenticator {
         let validations = match &settings {
             AuthSettings::Anonymous => Vec::new(),
             AuthSettings::Jwt(jwt) => {
-                let algorithms: BTreeSet<String> = jwt
-                    .keys
-                    .iter()
-                    .map(|key| format!("{:?}", key.algorithm))
-                    .collect();
+                let mut algorithms: Vec<Algorithm> = Vec::new();
+                for key in &jwt.keys {
+                    if !algorithms.contains(&key.algorithm) {
+                        algorithms.push(key.algorithm);
+                    }
+                }
                 algorithms
-                    .iter()
-                    .filter_map(|name| Algorithm::from_str(name).ok())
+                    .into_iter()
                     .map(|algorithm| {
                         let mut validation = Validation::new(algorithm);
                         validation.set_issuer(&[&jwt.issuer]);

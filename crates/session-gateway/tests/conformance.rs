@@ -23,8 +23,7 @@ use std::time::Duration;
 use serde_json::Value;
 use session_testkit::env::var as test_env;
 
-use common::http;
-use common::processes::{Children, redis_config, start_nginx, start_replicas};
+use common::processes::pair_behind_nginx;
 
 /// The scenarios the gateway passes, on one replica and on the pair.
 pub const PASS: [&str; 8] = [
@@ -286,23 +285,10 @@ async fn one_replica_and_the_pair_behind_nginx_pass() {
     ) else {
         return;
     };
-    let http = http();
-    let mut children = Children::new();
-    let config = redis_config(children.dir(), &redis, "");
-    let ports = start_replicas(&mut children, &http, &config, &[]).await;
-    assert_conformant(
-        &node,
-        &modules,
-        &format!("http://127.0.0.1:{}/mcp", ports[0]),
-    )
-    .await;
-    let nginx_port = start_nginx(&mut children, &http, &nginx, &ports).await;
-    assert_conformant(
-        &node,
-        &modules,
-        &format!("http://127.0.0.1:{nginx_port}/mcp"),
-    )
-    .await;
+    let (_children, ports, nginx_port) = pair_behind_nginx(&redis, &nginx, "", &[]).await;
+    for url in [ports[0], nginx_port].map(|port| format!("http://127.0.0.1:{port}/mcp")) {
+        assert_conformant(&node, &modules, &url).await;
+    }
 }
 
 #[test]

@@ -32,8 +32,7 @@ use std::time::Duration;
 
 use session_testkit::env::var as test_env;
 
-use common::http;
-use common::processes::{Children, redis_config, start_nginx, start_replicas};
+use common::processes::pair_behind_nginx;
 
 /// The npm alias under which `xtask/mcp-clients` installs the pre-release.
 const SUITE_PACKAGE: &str = "conformance-2026-07-28";
@@ -98,23 +97,10 @@ async fn one_replica_and_the_pair_meet_the_2026_07_28_requirements() {
     ) else {
         return;
     };
-    let http = http();
-    let mut children = Children::new();
-    let config = redis_config(children.dir(), &redis, "");
-    let ports = start_replicas(&mut children, &http, &config, &[]).await;
-    assert_meets_the_requirements(
-        &node,
-        &modules,
-        &format!("http://127.0.0.1:{}/mcp", ports[0]),
-    )
-    .await;
-    let nginx_port = start_nginx(&mut children, &http, &nginx, &ports).await;
-    assert_meets_the_requirements(
-        &node,
-        &modules,
-        &format!("http://127.0.0.1:{nginx_port}/mcp"),
-    )
-    .await;
+    let (_children, ports, nginx_port) = pair_behind_nginx(&redis, &nginx, "", &[]).await;
+    for url in [ports[0], nginx_port].map(|port| format!("http://127.0.0.1:{port}/mcp")) {
+        assert_meets_the_requirements(&node, &modules, &url).await;
+    }
 }
 
 /// Every entry of the baseline says why it is there, on its own line.

@@ -36,7 +36,7 @@ use serde_json::{Value, json};
 use session_testkit::env::var as test_env;
 
 use common::http;
-use common::processes::{Children, redis_config, start_nginx, start_replicas};
+use common::processes::{Children, pair_behind_nginx};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "session-gateway";
@@ -61,17 +61,14 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Two replicas on Redis behind nginx; the children, nginx's port and the
-/// replicas' ports.
+/// Two replicas on Redis behind nginx, checking the tests' tokens; the
+/// children, nginx's port and the replicas' ports.
 async fn deployment(redis: &str, nginx: &str) -> (Children, u16, [u16; 2]) {
-    let http = http();
-    let mut children = Children::new();
     let auth = format!(
         "\n[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhmac_secret_env = \"{SECRET_ENV}\"\n"
     );
-    let config = redis_config(children.dir(), redis, &auth);
-    let ports = start_replicas(&mut children, &http, &config, &[(SECRET_ENV, SECRET)]).await;
-    let nginx_port = start_nginx(&mut children, &http, nginx, &ports).await;
+    let (children, ports, nginx_port) =
+        pair_behind_nginx(redis, nginx, &auth, &[(SECRET_ENV, SECRET)]).await;
     (children, nginx_port, ports)
 }
 

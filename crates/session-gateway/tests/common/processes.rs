@@ -248,6 +248,24 @@ pub async fn start_replicas(
     ports
 }
 
+/// Replicas `a` and `b` on the Redis server `redis` (with `extra` after the
+/// `[redis]` table of their configuration, and `env` in their environment),
+/// healthy, behind nginx at `nginx`, round robin: the children, the
+/// replicas' ports and nginx's port.
+pub async fn pair_behind_nginx(
+    redis: &str,
+    nginx: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Children, [u16; 2], u16) {
+    let http = super::http();
+    let mut children = Children::new();
+    let config = redis_config(children.dir(), redis, extra);
+    let ports = start_replicas(&mut children, &http, &config, env).await;
+    let nginx_port = start_nginx(&mut children, &http, nginx, &ports).await;
+    (children, ports, nginx_port)
+}
+
 /// Prints nginx's access log, upstreams named by replica.
 pub fn print_access_log(children: &Children, replicas: &[(&str, u16)]) {
     let log = std::fs::read_to_string(children.dir().join("nginx/access.log")).unwrap();
