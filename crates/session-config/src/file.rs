@@ -21,8 +21,9 @@ use session_core::{Codec, ConfigError, Ttl};
 use crate::SessionConfig;
 use crate::read::{PASSWORD_FILE_LIMIT, read_file};
 use crate::redis::{
-    Addr, Auth, ClientIdentity, ConnectMode, KeyPrefix, Pem, ReconnectPolicy, RedisConfig,
-    RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
+    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, KeyPrefix, Pem,
+    ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
+    TrackingMode,
 };
 
 /// The top level of a session configuration file.
@@ -100,6 +101,58 @@ pub struct RedisFile {
     /// How stale a TTL refresh may be (default 1/64 of the TTL).
     #[serde(default, with = "humantime_serde")]
     pub refresh_window: Option<Duration>,
+    /// The local cache of hot sessions (off without this table).
+    pub cache: Option<CacheFile>,
+}
+
+/// The `[redis.cache]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct CacheFile {
+    /// At most this many cached sessions (default 10,000); give this or
+    /// `max_bytes`, not both.
+    pub max_entries: Option<u64>,
+    /// At most this many bytes of cached sessions.
+    pub max_bytes: Option<u64>,
+    /// How old a served copy may be at most (default 1 s, at most the TTL).
+    #[serde(default, with = "humantime_serde")]
+    pub max_staleness: Option<Duration>,
+    /// `"tracking"` (the default) or `"broadcast"`.
+    #[serde(default)]
+    pub mode: TrackingMode,
+}
+
+impl TryFrom<CacheFile> for CacheConfig {
+    type Error = ConfigError;
+
+    fn try_from(file: CacheFile) -> Result<Self, ConfigError> {
+        let nonzero = |field: &str, value: u64| {
+            std::num::NonZeroU64::new(value).ok_or_else(|| {
+                ConfigError::new(
+                    field,
+                    "must be more than zero (to turn the cache off, remove the [redis.cache] table)",
+                )
+            })
+        };
+        let capacity = match (file.max_entries, file.max_bytes) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "redis.cache.max_bytes",
+                    "give `max_entries` or `max_bytes`, not both",
+                ));
+            }
+            (Some(entries), None) => {
+                CacheCapacity::Entries(nonzero("redis.cache.max_entries", entries)?)
+            }
+            (None, Some(bytes)) => CacheCapacity::Bytes(nonzero("redis.cache.max_bytes", bytes)?),
+            (None, None) => CacheConfig::default().capacity(),
+        };
+        let staleness = file
+            .max_staleness
+            .unwrap_or(crate::redis::DEFAULT_MAX_STALENESS);
+        Ok(CacheConfig::new(capacity, staleness)?.with_mode(file.mode))
+    }
 }
 
 /// The `[redis.sentinel]` table.
@@ -394,7 +447,8 @@ impl TryFrom<RedisFile> for RedisConfig {
             .with_reconnect(reconnect)
             .with_codec(file.codec)
             .with_stored_format(stored_format(file.stored_format)?)
-            .with_refresh_window(file.refresh_window);
+            .with_refresh_window(file.refresh_window)
+            .with_cache(file.cache.map(CacheConfig::try_from).transpose()?)?;
         if let Some(auth) = auth(
             TABLE,
             file.username,
@@ -424,7 +478,22 @@ impl TryFrom<SessionFile> for SessionConfig {
             .with_max_lifetime(file.max_lifetime)?
             .with_cleanup_interval(file.cleanup_interval)?;
         if let Some(redis) = file.redis {
-            config = config.with_redis(redis.try_into()?);
+            let redis: RedisConfig = redis.try_into()?;
+            if let Some(cache) = redis.cache()
+                && cache.max_staleness() > ttl.get()
+            {
+                // A copy is never served past the refresh window, which is
+                // shorter than the TTL: a longer bound is a mistake.
+                return Err(ConfigError::new(
+                    "redis.cache.max_staleness",
+                    format!(
+                        "{} is longer than the TTL ({}): a cached copy could never get that old",
+                        humantime_serde::re::humantime::format_duration(cache.max_staleness()),
+                        humantime_serde::re::humantime::format_duration(ttl.get())
+                    ),
+                ));
+            }
+            config = config.with_redis(redis);
         }
         Ok(config)
     }

@@ -46,8 +46,9 @@ use std::time::Duration;
 
 pub use read::{FILE_LIMIT, PASSWORD_FILE_LIMIT, read_file};
 pub use redis::{
-    Addr, Auth, ClientIdentity, ConnectMode, KeyPrefix, Pem, ReconnectPolicy, RedisConfig,
-    RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
+    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, KeyPrefix, Pem,
+    ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
+    TrackingMode,
 };
 pub use session_core::ConfigError;
 use session_core::{Expiry, Ttl};
@@ -224,6 +225,96 @@ mod tests {
         let error = parse("stored_format = 3").unwrap_err();
         assert_eq!(error.field(), Some("redis.stored_format"));
         assert!(error.reason().contains("expected 1 or 2"), "{error}");
+    }
+
+    #[test]
+    fn the_cache_is_off_unless_its_table_is_there() {
+        let parse = |extra: &str, cluster: bool| {
+            SessionConfig::from_toml(
+                &format!(
+                    "ttl = \"1m\"\n[redis]\naddr = \"127.0.0.1:6379\"\ncluster = {cluster}\nkey_prefix = \"s:\"\n{extra}"
+                ),
+                "redis.toml",
+            )
+        };
+        let cache = |config: SessionConfig| config.redis().unwrap().cache().copied();
+        assert_eq!(cache(parse("", false).unwrap()), None);
+        let defaults = cache(parse("[redis.cache]", false).unwrap()).unwrap();
+        assert_eq!(defaults, CacheConfig::default());
+        assert_eq!(
+            defaults.capacity(),
+            CacheCapacity::Entries(std::num::NonZeroU64::new(10_000).unwrap())
+        );
+        assert_eq!(defaults.max_staleness(), Duration::from_secs(1));
+        assert_eq!(defaults.mode(), TrackingMode::Tracking);
+        let set = cache(
+            parse(
+                "[redis.cache]\nmax_bytes = 1048576\nmax_staleness = \"250ms\"\nmode = \"broadcast\"",
+                false,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            set.capacity(),
+            CacheCapacity::Bytes(std::num::NonZeroU64::new(1 << 20).unwrap())
+        );
+        assert_eq!(set.max_staleness(), Duration::from_millis(250));
+        assert_eq!(set.mode(), TrackingMode::Broadcast);
+        // Tracking on a cluster is fine; broadcast is not.
+        assert!(parse("[redis.cache]", true).is_ok());
+
+        let refused = |extra: &str, cluster: bool| {
+            let error = parse(extra, cluster).expect_err(extra);
+            (
+                error.field().unwrap_or("<whole>").to_owned(),
+                error.to_string(),
+            )
+        };
+        for (extra, field, says) in [
+            (
+                "[redis.cache]\nmax_entries = 0",
+                "redis.cache.max_entries",
+                "more than zero",
+            ),
+            (
+                "[redis.cache]\nmax_bytes = 0",
+                "redis.cache.max_bytes",
+                "more than zero",
+            ),
+            (
+                "[redis.cache]\nmax_entries = 5\nmax_bytes = 5",
+                "redis.cache.max_bytes",
+                "not both",
+            ),
+            (
+                "[redis.cache]\nmax_staleness = \"0s\"",
+                "redis.cache.max_staleness",
+                "more than zero",
+            ),
+            (
+                "[redis.cache]\nmax_staleness = \"2m\"",
+                "redis.cache.max_staleness",
+                "longer than the TTL",
+            ),
+            (
+                "[redis.cache]\nmode = \"sometimes\"",
+                "redis.cache.mode",
+                "unknown variant",
+            ),
+            (
+                "[redis.cache]\nsize = 5",
+                "redis.cache.size",
+                "unknown field",
+            ),
+        ] {
+            let (got_field, message) = refused(extra, false);
+            assert_eq!(got_field, field, "{extra}: {message}");
+            assert!(message.contains(says), "{extra}: {message}");
+        }
+        let (field, message) = refused("[redis.cache]\nmode = \"broadcast\"", true);
+        assert_eq!(field, "redis.cache.mode");
+        assert!(message.contains("cluster"), "{message}");
     }
 
     #[test]

@@ -458,6 +458,104 @@ impl Default for ReconnectPolicy {
     }
 }
 
+/// How big the local cache may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheCapacity {
+    /// At most this many sessions.
+    Entries(std::num::NonZeroU64),
+    /// At most this many bytes of cached sessions, counted as their stored
+    /// size plus a fixed overhead per entry.
+    Bytes(std::num::NonZeroU64),
+}
+
+/// How the server tells the cache that a key changed (`CLIENT TRACKING`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackingMode {
+    /// The server remembers which keys this client read and invalidates
+    /// exactly those (with `NOLOOP`: not for this client's own writes). It
+    /// costs the server memory per tracked key (`tracking-table-max-keys`)
+    /// and works on every topology. The default.
+    #[default]
+    Tracking,
+    /// The server sends every change under the key prefix to every client
+    /// (`BCAST PREFIX`, with `NOLOOP`): no server memory, more messages.
+    /// Not on a cluster.
+    Broadcast,
+}
+
+/// The default number of cached sessions.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+/// The default bound on how old a cached copy may be.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
+
+/// The local cache of a Redis storage: its bound, how old a copy may get
+/// before it is read again, and how invalidations arrive.
+///
+/// A copy is served only while the session's refresh window holds and for
+/// at most `max_staleness` after it was read; a change by any client
+/// reaches the cache as an invalidation, usually well within that bound.
+/// The bound covers what invalidations cannot: a `FLUSHALL`, a connection
+/// that died without a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    capacity: CacheCapacity,
+    max_staleness: Duration,
+    mode: TrackingMode,
+}
+
+impl CacheConfig {
+    /// A cache bounded by `capacity`, serving copies at most
+    /// `max_staleness` old; zero is refused.
+    pub fn new(capacity: CacheCapacity, max_staleness: Duration) -> Result<Self, ConfigError> {
+        if max_staleness.is_zero() {
+            return Err(ConfigError::new(
+                "redis.cache.max_staleness",
+                "must be more than zero (to read every session from Redis, leave the cache off)",
+            ));
+        }
+        Ok(Self {
+            capacity,
+            max_staleness,
+            mode: TrackingMode::default(),
+        })
+    }
+
+    /// The same cache with invalidations in `mode`.
+    pub fn with_mode(mut self, mode: TrackingMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// How big the cache may grow.
+    pub fn capacity(&self) -> CacheCapacity {
+        self.capacity
+    }
+
+    /// How old a served copy may be at most.
+    pub fn max_staleness(&self) -> Duration {
+        self.max_staleness
+    }
+
+    /// How invalidations arrive.
+    pub fn mode(&self) -> TrackingMode {
+        self.mode
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            capacity: CacheCapacity::Entries(
+                std::num::NonZeroU64::new(DEFAULT_CACHE_ENTRIES)
+                    .unwrap_or(std::num::NonZeroU64::MIN),
+            ),
+            max_staleness: DEFAULT_MAX_STALENESS,
+            mode: TrackingMode::default(),
+        }
+    }
+}
+
 /// The default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default command timeout.
@@ -478,6 +576,7 @@ pub struct RedisConfig {
     codec: Codec,
     stored_format: FormatVersion,
     refresh_window: Option<Duration>,
+    cache: Option<CacheConfig>,
 }
 
 impl RedisConfig {
@@ -495,6 +594,7 @@ impl RedisConfig {
             codec: Codec::default(),
             stored_format: FormatVersion::default(),
             refresh_window: None,
+            cache: None,
         }
     }
 
@@ -610,6 +710,32 @@ impl RedisConfig {
     pub fn with_refresh_window(mut self, window: Option<Duration>) -> Self {
         self.refresh_window = window;
         self
+    }
+
+    /// Keeps a local copy of hot sessions, invalidated by the server
+    /// (RESP3 client tracking); `None`, the default, reads every session
+    /// from Redis. See [`CacheConfig`].
+    ///
+    /// Broadcast tracking is refused on a cluster: it must be enabled on
+    /// every node's connection, and the client enables it on one.
+    pub fn with_cache(mut self, cache: Option<CacheConfig>) -> Result<Self, ConfigError> {
+        if let Some(cache) = &cache
+            && cache.mode() == TrackingMode::Broadcast
+            && matches!(self.topology, RedisTopology::Cluster { .. })
+        {
+            return Err(ConfigError::new(
+                "redis.cache.mode",
+                "\"broadcast\" is not supported on a cluster (it would be enabled on one node only); \
+                 use \"tracking\"",
+            ));
+        }
+        self.cache = cache;
+        Ok(self)
+    }
+
+    /// The local cache's settings, if it is on.
+    pub fn cache(&self) -> Option<&CacheConfig> {
+        self.cache.as_ref()
     }
 
     /// Where the sessions are.

@@ -242,8 +242,13 @@ impl Manager {
         let inner = &self.inner;
         inner.check()?;
         let ttl = inner.expiry.ttl();
-        let Some(session) = call!(inner, get(id, ttl))? else {
-            return Ok(None);
+        // A copy the storage holds answers without a boxed future.
+        let session = match inner.storage.get_cached(id, ttl) {
+            Some(session) => session,
+            None => match call!(inner, get(id, ttl))? {
+                Some(session) => session,
+                None => return Ok(None),
+            },
         };
         if inner.expiry.max_lifetime().is_none() {
             return Ok(Some(session));

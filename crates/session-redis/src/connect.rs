@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{Builder, Config, ReconnectPolicy, Server, ServerConfig};
+use fred::types::RespVersion;
 use fred::types::config::{ClusterDiscoveryPolicy, TlsConfig as FredTls, TlsConnector};
 use rustls::RootCertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,6 +19,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use session_config::{Addr, ConnectMode, Pem, RedisConfig, RedisTopology, Roots, TlsConfig};
 use session_core::{ConfigError, Error, Result};
+
+/// The capacity of fred's notification channels on a client with a cache:
+/// invalidations queued for the cache's task before it must flush.
+pub(crate) const INVALIDATION_CHANNEL_CAPACITY: usize = 4096;
 
 /// What a client built by [`tune`] is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +63,12 @@ pub(crate) fn tune(builder: &mut Builder, config: &RedisConfig, role: Role) {
             // fred's default is 0: no timeout at all, which hangs forever on
             // a dead connection. Every command gets the configured bound.
             performance.default_command_timeout = command_timeout;
+            if role == Role::Data && config.cache().is_some() {
+                // Invalidations reach the cache through a broadcast channel;
+                // one that lags loses some, and the cache must then flush.
+                // fred's 32 would lag under any burst of writes.
+                performance.broadcast_channel_capacity = INVALIDATION_CHANNEL_CAPACITY;
+            }
         });
     let policy = config.reconnect();
     let max_attempts = match role {
@@ -153,6 +164,14 @@ pub(crate) fn data_client(
         // Eager connect reports the first connection error; lazy connect must
         // instead keep retrying until Redis comes up.
         fail_fast: config.connect_mode() == ConnectMode::Eager,
+        // The cache needs RESP3, whose connections carry the server's
+        // invalidations. Without it the client stays on RESP2, which every
+        // server speaks.
+        version: if config.cache().is_some() {
+            RespVersion::RESP3
+        } else {
+            RespVersion::RESP2
+        },
         ..Config::default()
     };
     let mut builder = Builder::from_config(fred_config);

@@ -11,7 +11,7 @@
 //!   | `create`         | `SET key value NX PX ttl`   |
 //!   | `update`         | `SET key value XX PX ttl`   |
 //!   | `upsert`         | `SET key value PX ttl`      |
-//!   | `get`            | `GETEX key PX ttl`, or `GET key` within the refresh window |
+//!   | `get`            | `GET key` while this client knows enough life is left, else the load script |
 //!   | `expire`         | `PEXPIRE key ttl LT` (and `EXISTS key` when it set nothing) |
 //!   | `delete`         | `DEL key`                   |
 //!   | `delete_expired` | nothing: Redis expires keys |
@@ -19,14 +19,17 @@
 //!   | `ping`           | `PING`                      |
 //!   | `close`          | `QUIT`                      |
 //!
-//!   A read must slide the session's TTL, but `GETEX` is a write for Redis
-//!   and costs a fifth to a third more than `GET`. So each client remembers
-//!   which keys it set the TTL of recently (by a write or a `GETEX`), and
-//!   within the refresh window (`RedisConfig::refresh_window`, default 1/64
-//!   of the TTL) reads them with a plain `GET`. A read therefore guarantees
-//!   the session at least `ttl - refresh_window` more life instead of
-//!   exactly `ttl`; with the default that is 98.4% of the TTL, for a busy
-//!   session one `GETEX` per window instead of one per request.
+//!   A read must slide the session's TTL, but a TTL change is a write for
+//!   Redis: it costs more than a `GET`, and it invalidates every other
+//!   client's cached copy of the key. So a read promises the session at
+//!   least `ttl - refresh_window` more life instead of exactly `ttl`
+//!   (`RedisConfig::refresh_window`, default 1/64 of the TTL: 98.4%). Each
+//!   client remembers until when it knows that much is left (after its own
+//!   write, or a read through the load script) and reads with a plain `GET`
+//!   until then. Otherwise the load script (in `scripts`) reads the key's
+//!   remaining life and sets the TTL only if less than `ttl - refresh_window`
+//!   is left. A busy session is therefore refreshed about once per window
+//!   for the whole fleet of replicas, not once per replica.
 //!
 //!   Keys are `{key_prefix}{session_id}`; values are in the versioned format
 //!   of `session_core::codec`. The TTL each call passes is the key's TTL.
@@ -37,6 +40,17 @@
 //!   from messages.
 //! - `sentinel_watch`, in sentinel mode: subscribers on the sentinels that
 //!   reconnect the client the moment a sentinel announces a new master.
+//!
+//! # The local cache
+//!
+//! With `RedisConfig::with_cache` (`[redis.cache]`), the storage keeps
+//! copies of the sessions it read or wrote and answers reads from them, in
+//! memory, while the refresh window and the staleness bound hold. The
+//! server's invalidations (RESP3 `CLIENT TRACKING`) drop a copy as soon as
+//! any client changes the key; writes, read-modify-writes and conditional
+//! writes always go to Redis, which decides them. The `cache` module says
+//! what makes a copy safe to serve and what fred leaves to us;
+//! [`RedisStorage::cache_stats`] has its counters.
 //!
 //! # One client, auto-pipelined
 //!
@@ -66,6 +80,7 @@
 
 #![deny(missing_docs)]
 
+mod cache;
 mod connect;
 mod errors;
 mod owners;
@@ -81,7 +96,7 @@ use std::time::Duration;
 use fred::bytes::Bytes;
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
 use fred::prelude::{Expiration, SetOptions, Value};
-use fred::types::{ClientState, ClusterHash, CustomCommand, ExpireOptions};
+use fred::types::{ClientState, ExpireOptions};
 use futures_util::TryStreamExt;
 use session_config::{ConnectMode, RedisConfig};
 use session_core::codec::{self, Codec, CodecError, FormatVersion};
@@ -96,6 +111,7 @@ use crate::errors::ErrorContext;
 use crate::scripts::{Refused, Scripts, WriteMode, Written};
 use crate::sentinel_watch::SentinelWatch;
 
+pub use cache::CacheStats;
 pub use fred;
 
 /// Session storage in Redis. Cheap to clone; clones share one client.
@@ -114,11 +130,14 @@ struct Inner {
     closed: AtomicBool,
     /// `RedisConfig::refresh_window`; `None` means 1/64 of each call's TTL.
     refresh_window: Option<Duration>,
-    /// The sessions whose key TTL this client set within the refresh
-    /// window, by GETEX or a write: their reads use a plain GET. Entries
-    /// expire by themselves after the window; a task of the storage's own
-    /// frees them every second.
-    refreshed: ExpiringMap<SessionId, ()>,
+    /// The sessions whose remaining life this client knows to be at least
+    /// `ttl - refresh_window` until the instant each entry holds (and
+    /// expires at): set by a write, or by a read through the load script.
+    /// Their reads use a plain GET. A task of the storage's own frees
+    /// passed entries every second.
+    refreshed: ExpiringMap<SessionId, Instant>,
+    /// The local cache, when configured (see the `cache` module).
+    cache: Option<cache::NearCache>,
     /// The last refusal of a connection attempt that will not pass by
     /// itself (bad credentials), cleared when a connection succeeds: see
     /// "Connection errors" in the crate documentation.
@@ -161,14 +180,6 @@ impl fmt::Debug for RedisStorage {
     }
 }
 
-/// `GETEX` is not among fred's typed commands. Sent as a custom command, it is
-/// routed by its first key, so it goes to the right node of a cluster.
-const GETEX: CustomCommand = CustomCommand {
-    cmd: fred::bytes_utils::Str::from_static("GETEX"),
-    cluster_hash: ClusterHash::FirstKey,
-    blocking: false,
-};
-
 impl RedisStorage {
     /// Builds the client for `config` and, with eager connect (the default),
     /// connects and sends `PING`, failing within the connect timeout with a
@@ -194,6 +205,14 @@ impl RedisStorage {
                 let result = tokio::time::timeout(config.connect_timeout(), connected).await;
                 let failure = match result {
                     Ok(Ok(_)) => None,
+                    Ok(Err(error)) if config.cache().is_some() && refuses_resp3(&error) => {
+                        Some(Error::config(
+                            "redis.cache",
+                            "the server does not speak RESP3 (it refused HELLO 3), which the \
+                             cache's invalidations need: remove [redis.cache], or use Redis 6 \
+                             or later",
+                        ))
+                    }
                     Ok(Err(error)) => Some(errors.map(Operation::Connect, &error)),
                     Err(_) => Some(Error::Timeout {
                         operation: Operation::Connect,
@@ -221,6 +240,7 @@ impl RedisStorage {
             errors,
             config.refresh_window(),
             sentinel_watch,
+            config.cache(),
         );
         storage.codec = config.codec();
         storage.format = config.stored_format();
@@ -284,6 +304,7 @@ impl RedisStorage {
             errors,
             None,
             None,
+            None,
         ))
     }
 
@@ -294,6 +315,7 @@ impl RedisStorage {
         errors: ErrorContext,
         refresh_window: Option<Duration>,
         sentinel_watch: Option<SentinelWatch>,
+        cache: Option<&session_config::CacheConfig>,
     ) -> Self {
         let inner = Arc::new(Inner {
             client,
@@ -303,12 +325,16 @@ impl RedisStorage {
             closed: AtomicBool::new(false),
             refresh_window,
             refreshed: ExpiringMap::new(),
+            cache: cache.map(cache::NearCache::new),
             refused: Mutex::new(None),
             sentinel_watch,
             scripts: Scripts::new(),
         });
         spawn_refresh_sweeper(Arc::downgrade(&inner));
         spawn_refusal_watch(&inner);
+        if inner.cache.is_some() {
+            spawn_tracking(&inner);
+        }
         Self {
             inner,
             codec: Codec::default(),
@@ -366,6 +392,22 @@ impl RedisStorage {
     /// but that the once-a-second sweep has not dropped yet. For diagnostics.
     pub fn refresh_tracked(&self) -> usize {
         self.inner.refreshed.len()
+    }
+
+    /// What the local cache did so far; `None` without a cache.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(cache::NearCache::stats)
+    }
+
+    /// Whether the local cache stores copies now: it is configured, and the
+    /// server confirmed tracking on the current connections. `false` while
+    /// a reconnect is being handled, and for good after the server refused
+    /// `CLIENT TRACKING`.
+    pub fn cache_armed(&self) -> bool {
+        self.inner
+            .cache
+            .as_ref()
+            .is_some_and(cache::NearCache::is_armed)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -471,11 +513,50 @@ impl RedisStorage {
         self.inner.refresh_window.unwrap_or(ttl.get() / 64)
     }
 
-    /// Records that this client just set the TTL of session `id`.
-    fn note_refresh(&self, id: SessionId, ttl: Ttl) {
-        let window = self.refresh_window(ttl);
-        if !window.is_zero() {
-            self.inner.refreshed.upsert(id, (), window);
+    /// Records that this client just set the TTL of session `id` to `ttl`;
+    /// returns until when its reads may skip the refresh.
+    fn note_refresh(&self, id: SessionId, ttl: Ttl) -> Instant {
+        self.note_left(id, self.refresh_window(ttl))
+    }
+
+    /// Records that reads of session `id` may skip the refresh for `for_`
+    /// from now; returns until when.
+    fn note_left(&self, id: SessionId, for_: Duration) -> Instant {
+        let until = Instant::now() + for_;
+        if !for_.is_zero() {
+            self.inner.refreshed.upsert(id, until, for_);
+        }
+        until
+    }
+
+    /// Drops this client's copy of `id` and any fill of it in flight,
+    /// around a write of it.
+    fn forget(&self, id: &SessionId) {
+        if let Some(cache) = &self.inner.cache {
+            cache.forget(id);
+        }
+    }
+
+    /// A fill's claim on `id`, taken before the command that fills it is
+    /// sent: by a read always, by a write only in broadcast mode.
+    fn ticket(&self, id: &SessionId, write: bool) -> Option<cache::Ticket> {
+        let cache = self.inner.cache.as_ref()?;
+        if write && !cache.writes_through() {
+            return None;
+        }
+        cache.ticket(id)
+    }
+
+    /// Stores `session` as this client's copy if `ticket` still holds.
+    fn fill(
+        &self,
+        ticket: Option<cache::Ticket>,
+        session: &Arc<Session>,
+        until: Instant,
+        bytes: usize,
+    ) {
+        if let (Some(cache), Some(ticket)) = (&self.inner.cache, ticket) {
+            cache.fill(ticket, session.clone(), until, bytes);
         }
     }
 
@@ -508,6 +589,9 @@ impl RedisStorage {
         self.check_open()?;
         let started = Instant::now();
         let key = self.key_bytes(&session.id());
+        // No copy is kept of a new session: the manager reads it back
+        // rarely at once, and in tracking mode only a read tracks the key.
+        self.forget(&session.id());
         let client = &self.inner.client;
         let condition = Some(SetOptions::NX);
         let reply: Value = self
@@ -545,6 +629,12 @@ impl RedisStorage {
         let key = self.key_bytes(&id);
         let value = self.encode(&session)?;
         let client = &self.inner.client;
+        // No read may keep a copy from before this write: its fills in
+        // flight are dropped, and in broadcast mode the written session
+        // becomes the copy (the server does not tell this client of its own
+        // writes, `NOLOOP`).
+        self.forget(&id);
+        let ticket = self.ticket(&id, true);
         let [mode_arg, expected] = mode.args();
         let args = vec![
             Value::Bytes(value.clone()),
@@ -553,10 +643,18 @@ impl RedisStorage {
             expected,
         ];
         let script = &self.inner.scripts.write;
-        let reply: Value = self
+        let reply: std::result::Result<Value, _> = self
             .redirected(started, || script.run(client, key.clone(), args.clone()))
-            .await
-            .map_err(|error| self.script_error(operation, &session, &error))?;
+            .await;
+        if ticket.is_none() {
+            // Tracking mode: the server no longer tracks this key for this
+            // client, so no copy may stay (a read tracks it again).
+            self.forget(&id);
+        }
+        let reply = reply.map_err(|error| {
+            self.forget(&id);
+            self.script_error(operation, &session, &error)
+        })?;
         let written = scripts::written(reply).ok_or_else(|| {
             Error::backend(
                 BackendErrorKind::Protocol,
@@ -567,15 +665,66 @@ impl RedisStorage {
             if written == Written::Absent {
                 self.inner.refreshed.remove(&id);
             }
+            // A conflict says this client's copy, if it read one, was old.
+            self.forget(&id);
             return Ok((written, None));
         };
-        self.note_refresh(id, ttl);
+        let until = self.note_refresh(id, ttl);
         // A value in format 1 has no revision number: its revision is
         // derived from its bytes, as when it is read back.
         let revision = revision.unwrap_or_else(|| codec::legacy_revision(&value));
         // The manager hands over the only reference, so this edits in place.
         Arc::make_mut(&mut session).set_revision(revision);
+        self.fill(ticket, &session, until, value.len());
         Ok((Written::Stored(Some(revision)), Some(session)))
+    }
+
+    /// The load script on `id`'s key: the stored value, until when reads
+    /// may skip the refresh, and whether the script set the TTL; `None`
+    /// when the key does not exist.
+    async fn load(
+        &self,
+        id: &SessionId,
+        key: Bytes,
+        ttl: Ttl,
+        started: Instant,
+    ) -> Result<Option<(Bytes, Instant, bool)>> {
+        let window = self.refresh_window(ttl);
+        let threshold = ttl.get().saturating_sub(window);
+        let args = vec![
+            Value::from(millis(ttl)),
+            Value::from(i64::try_from(threshold.as_millis()).unwrap_or(i64::MAX)),
+        ];
+        let script = &self.inner.scripts.load;
+        let client = &self.inner.client;
+        let reply: Value = self
+            .redirected(started, || script.run(client, key.clone(), args.clone()))
+            .await
+            .map_err(self.map(Operation::Get))?;
+        let Some(loaded) = scripts::loaded(reply).ok_or_else(|| {
+            Error::backend(
+                BackendErrorKind::Protocol,
+                "get: the load script answered something unexpected",
+            )
+        })?
+        else {
+            self.inner.refreshed.remove(id);
+            return Ok(None);
+        };
+        // The key lives at least `left` from when the script was sent, so
+        // reads may skip the refresh for what that leaves above the
+        // threshold.
+        let left = Duration::from_millis(loaded.left_ms);
+        let skip = left.saturating_sub(threshold);
+        let until = started + skip;
+        if !skip.is_zero() {
+            self.inner.refreshed.upsert(
+                *id,
+                until,
+                until.saturating_duration_since(Instant::now()),
+            );
+        }
+        Ok(Some((loaded.value, until, loaded.refreshed)))
     }
 
     /// Maps an error of a script run: the script's own refusals become the
@@ -684,6 +833,130 @@ fn spawn_refusal_watch(inner: &Arc<Inner>) {
     });
 }
 
+/// Keeps the local cache correct: reads the server's invalidations, and
+/// after every reconnect or cluster change flushes the cache and enables
+/// tracking again (see the `cache` module for what fred leaves to us).
+///
+/// The cache starts disarmed and is armed once the server confirmed
+/// tracking. A server that refuses `CLIENT TRACKING` (an ACL without
+/// `client`, a managed service without it) leaves it disarmed: the storage
+/// runs uncached, and says so once. The task holds the storage weakly and
+/// ends with it.
+fn spawn_tracking(inner: &Arc<Inner>) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    use fred::interfaces::TrackingInterface;
+    let weak = Arc::downgrade(inner);
+    let mut invalidations = inner.client.invalidation_rx();
+    let mut reconnects = inner.client.reconnect_rx();
+    let mut changes = inner.client.cluster_change_rx();
+    /// What woke the task.
+    enum Event {
+        Keys(Vec<fred::types::Key>),
+        Flush(cache::Flush),
+    }
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        // Enables tracking now, and again after each flush; a failure that
+        // may pass (no connection yet) is retried by the next reconnect.
+        let enable = |weak: std::sync::Weak<Inner>| async move {
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(cache) = &inner.cache else { return };
+            let broadcast = cache.mode() == session_config::TrackingMode::Broadcast;
+            let prefixes: Vec<String> = if broadcast {
+                vec![inner.key_prefix.clone()]
+            } else {
+                Vec::new()
+            };
+            let client = inner.client.clone();
+            drop(inner);
+            let result = client
+                .start_tracking(prefixes, broadcast, false, false, true)
+                .await;
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(cache) = &inner.cache else { return };
+            match result {
+                Ok(()) if !inner.closed.load(Ordering::Acquire) => cache.arm(),
+                Ok(()) => {}
+                Err(error)
+                    if *error.kind() == fred::error::ErrorKind::Timeout
+                        || *error.kind() == fred::error::ErrorKind::IO
+                        || *error.kind() == fred::error::ErrorKind::Canceled =>
+                {
+                    tracing::debug!(
+                        error = %inner.errors.map(Operation::Connect, &error),
+                        "could not enable client tracking yet; the cache waits for the next connection"
+                    );
+                }
+                Err(error) => {
+                    if cache.note_refused() {
+                        tracing::warn!(
+                            error = %inner.errors.map(Operation::Connect, &error),
+                            "the Redis server refused CLIENT TRACKING: the session cache is off, \
+                             every read goes to Redis"
+                        );
+                    }
+                }
+            }
+        };
+        enable(weak.clone()).await;
+        loop {
+            let event = tokio::select! {
+                invalidation = invalidations.recv() => match invalidation {
+                    Ok(invalidation) => Event::Keys(invalidation.keys),
+                    Err(RecvError::Lagged(_)) => Event::Flush(cache::Flush::Lagged),
+                    Err(RecvError::Closed) => return,
+                },
+                reconnect = reconnects.recv() => match reconnect {
+                    Ok(_) | Err(RecvError::Lagged(_)) => Event::Flush(cache::Flush::Reconnect),
+                    Err(RecvError::Closed) => return,
+                },
+                change = changes.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => Event::Flush(cache::Flush::Topology),
+                    Err(RecvError::Closed) => return,
+                },
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(cache) = &inner.cache else { return };
+            match event {
+                Event::Keys(keys) => {
+                    let prefix = inner.key_prefix.as_bytes();
+                    for key in &keys {
+                        // Owner indexes share the prefix; only sessions are
+                        // cached.
+                        let id = key
+                            .as_bytes()
+                            .strip_prefix(prefix)
+                            .and_then(|id| std::str::from_utf8(id).ok())
+                            .and_then(|id| SessionId::parse(id).ok());
+                        if let Some(id) = id {
+                            cache.invalidate(&id);
+                        }
+                    }
+                }
+                // Lost invalidations: the copies may be stale, but tracking
+                // is still on.
+                Event::Flush(cache::Flush::Lagged) => cache.flush(cache::Flush::Lagged),
+                Event::Flush(cause) => {
+                    cache.disarm(cause);
+                    drop(inner);
+                    enable(weak.clone()).await;
+                }
+            }
+        }
+    });
+}
+
+/// Whether a connection failed because the server does not speak RESP3.
+fn refuses_resp3(error: &fred::error::Error) -> bool {
+    let details = error.details();
+    details.contains("HELLO") || details.contains("NOPROTO") || details.contains("unknown command")
+}
+
 /// A TTL in whole milliseconds, at least 1 (Redis rejects `PX 0`).
 fn millis(ttl: Ttl) -> i64 {
     i64::try_from(ttl.get().as_millis())
@@ -765,60 +1038,62 @@ impl Storage for RedisStorage {
 
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
-        let started = Instant::now();
+        if let Some(session) = self.get_cached(id, ttl) {
+            return Ok(Some(session));
+        }
+        let ticket = self.ticket(id, false);
+        let started = ticket.map_or_else(Instant::now, |ticket| ticket.sent());
         let key = self.key_bytes(id);
-        // The sliding TTL without a write per read: if this client set the
-        // key's TTL within the refresh window, a plain GET suffices and the
-        // session still lives at least `ttl - refresh_window` from now.
-        let fresh = self.inner.refreshed.peek(id).is_some();
+        // The sliding TTL without a write per read: while this client knows
+        // the key has at least `ttl - refresh_window` left, a plain GET
+        // suffices; otherwise the load script reads the key's remaining life
+        // and sets the TTL only if it runs low.
+        let known = self.inner.refreshed.peek(id);
         let client = &self.inner.client;
-        // The common read, GET, is a typed command that fred pipelines with
-        // others; GETEX, once per refresh window, is a custom command, which
-        // fred flushes to the socket on its own (a write call per command).
-        // The GETEX future is boxed: a fred command future is several
-        // kilobytes, the manager boxes this whole future (moving all of it)
-        // on every call, and its size is CPU time per read.
-        let reply: Value = if fresh {
-            self.redirected(started, || client.get(key.clone())).await
+        let (bytes, until, refreshed) = if let Some(until) = known {
+            let reply: Option<Bytes> = self
+                .redirected(started, || client.get(key.clone()))
+                .await
+                .map_err(self.map(Operation::Get))?;
+            match reply {
+                Some(bytes) => (bytes, until, false),
+                None => {
+                    self.inner.refreshed.remove(id);
+                    return Ok(None);
+                }
+            }
         } else {
-            Box::pin(self.redirected(started, || {
-                let args: Vec<Value> = vec![
-                    Value::Bytes(key.clone()),
-                    Value::from_static_str("PX"),
-                    Value::from(millis(ttl)),
-                ];
-                client.custom(GETEX, args)
-            }))
-            .await
-        }
-        .map_err(self.map(Operation::Get))?;
-        if reply.is_null() {
-            self.inner.refreshed.remove(id);
-            return Ok(None);
-        }
-        if !fresh {
-            self.note_refresh(*id, ttl);
-        }
-        let bytes = match reply {
-            Value::Bytes(bytes) => bytes,
-            Value::String(text) => text.into_inner(),
-            other => {
-                return Err(Error::backend(
-                    BackendErrorKind::Protocol,
-                    format!("get: unexpected GETEX reply of type {:?}", other.kind()),
-                ));
+            // Boxed: a script future is several kilobytes, the manager boxes
+            // this whole future (moving all of it) on every call, and this
+            // path runs once per refresh window.
+            match Box::pin(self.load(id, key, ttl, started)).await? {
+                Some(loaded) => loaded,
+                None => return Ok(None),
             }
         };
-        let session = codec::decode_session_for(&bytes, id)?;
-        if !fresh && session.owner().is_some() {
+        let session = Arc::new(codec::decode_session_for(&bytes, id)?);
+        if refreshed && session.owner().is_some() {
             // Boxed: a path of owned sessions only, once per half TTL.
             Box::pin(self.index_after_read(&session, ttl, started)).await?;
         }
-        Ok(Some(Arc::new(session)))
+        self.fill(ticket, &session, until, bytes.len());
+        Ok(Some(session))
+    }
+
+    fn get_cached(&self, id: &SessionId, _ttl: Ttl) -> Option<Arc<Session>> {
+        // A closed storage answers nothing from memory either.
+        if self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.inner.cache.as_ref()?.lookup(id)
     }
 
     async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
         self.check_open()?;
+        // A copy may answer until a bound this shortens: it goes, and so
+        // does what this client knew of the key's remaining life.
+        self.forget(id);
+        self.inner.refreshed.remove(id);
         let started = Instant::now();
         let key = self.key_bytes(id);
         let client = &self.inner.client;
@@ -845,13 +1120,16 @@ impl Storage for RedisStorage {
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check_open()?;
         self.inner.refreshed.remove(id);
+        self.forget(id);
         let started = Instant::now();
         let key = self.key_bytes(id);
-        let removed: i64 = self
+        let removed: std::result::Result<i64, _> = self
             .redirected(started, || self.inner.client.del(key.clone()))
-            .await
-            .map_err(self.map(Operation::Delete))?;
-        Ok(removed > 0)
+            .await;
+        // A read sent before the delete may have been answered with the
+        // session and be filling now: that fill must not survive.
+        self.forget(id);
+        Ok(removed.map_err(self.map(Operation::Delete))? > 0)
     }
 
     async fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
@@ -911,6 +1189,9 @@ impl Storage for RedisStorage {
     async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Some(cache) = &self.inner.cache {
+            cache.disarm(cache::Flush::Close);
         }
         // QUIT waits for commands in flight; a server that does not answer
         // must not hold up shutdown past the command timeout. Either way the

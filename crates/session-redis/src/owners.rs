@@ -158,6 +158,7 @@ impl RedisStorage {
                 // where no listing or revocation would find it: undo the
                 // create, and report the failure.
                 self.inner.refreshed.remove(&id);
+                self.forget(&id);
                 let key = self.key_bytes(&id);
                 let undone: std::result::Result<i64, _> =
                     self.within(started, self.inner.client.del(key)).await;
@@ -292,6 +293,7 @@ impl RedisStorage {
             match (outcome, id) {
                 (Ok(true), Some(id)) => {
                     self.inner.refreshed.remove(&id);
+                    self.forget(&id);
                     revoked.push(id);
                     stale.push(member);
                 }

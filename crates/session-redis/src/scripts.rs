@@ -63,6 +63,8 @@ pub(crate) struct Scripts {
     pub(crate) delete_owned: Script,
     /// Adds a session to its owner's index and extends the index's TTL.
     pub(crate) index: Script,
+    /// Reads a session and slides its TTL only when it runs low.
+    pub(crate) load: Script,
 }
 
 impl Scripts {
@@ -71,6 +73,7 @@ impl Scripts {
             write: Script::new(WRITE),
             delete_owned: Script::new(DELETE_OWNED),
             index: Script::new(INDEX),
+            load: Script::new(LOAD),
         }
     }
 }
@@ -137,6 +140,39 @@ impl Refused {
             None
         }
     }
+}
+
+/// What the load script answered for a session that exists.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    /// The stored value.
+    pub(crate) value: Bytes,
+    /// The key's remaining life after the script, in ms.
+    pub(crate) left_ms: u64,
+    /// Whether the script set the TTL (a write, which other clients'
+    /// copies are invalidated by).
+    pub(crate) refreshed: bool,
+}
+
+/// Reads the load script's reply: `{value, pttl, refreshed}`, or nothing
+/// (`None` inside) for a missing key.
+pub(crate) fn loaded(reply: Value) -> Option<Option<Loaded>> {
+    let parts = match reply {
+        Value::Null => return Some(None),
+        Value::Array(parts) => parts,
+        _ => return None,
+    };
+    let [value, left, refreshed]: [Value; 3] = parts.try_into().ok()?;
+    let value = match value {
+        Value::Bytes(bytes) => bytes,
+        Value::String(text) => text.into_inner(),
+        _ => return None,
+    };
+    Some(Some(Loaded {
+        value,
+        left_ms: u64::try_from(left.as_i64()?).ok()?,
+        refreshed: refreshed.as_i64()? == 1,
+    }))
 }
 
 /// Reads the write script's reply: `{status, revision}`.
@@ -265,6 +301,32 @@ end
 return 0
 ";
 
+/// KEYS[1]: a session's key. ARGV[1]: the TTL in ms; ARGV[2]: the
+/// threshold in ms, `ttl - refresh_window`.
+///
+/// Replies `{value, remaining life in ms, 1 if it set the TTL}`, or nil
+/// when the key does not exist. It sets the TTL only when less than the
+/// threshold is left (or more than the TTL, after the TTL was shortened):
+/// a TTL change is a write, and every write invalidates every other
+/// client's tracked copy, so a busy session read by many replicas is
+/// refreshed about once per refresh window for all of them, not once per
+/// replica. `PEXPIRE` comes before `GET`: the server stops tracking a key
+/// for the client that changes it, and the `GET` tracks it again.
+const LOAD: &str = r"
+local left = redis.call('PTTL', KEYS[1])
+if left == -2 then return false end
+local ttl = tonumber(ARGV[1])
+local refreshed = 0
+if left < tonumber(ARGV[2]) or left > ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  left = ttl
+  refreshed = 1
+end
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+return {value, left, refreshed}
+";
+
 /// KEYS[1]: an owner's index (a sorted set of session ids). ARGV[1]: a
 /// session id; ARGV[2]: its score, the time of this write in ms since the
 /// Unix epoch; ARGV[3]: the least TTL the index must have afterwards, in ms.
@@ -288,6 +350,29 @@ mod tests {
             Script::new("").sha1,
             "da39a3ee5e6b4b0d3255bfef95601890afd80709"
         );
+    }
+
+    #[test]
+    fn replies_of_the_load_script_are_read() {
+        let reply = |left: i64, refreshed: i64| {
+            Value::Array(vec![
+                Value::from_static(b"value"),
+                Value::Integer(left),
+                Value::Integer(refreshed),
+            ])
+        };
+        assert_eq!(
+            loaded(reply(1500, 1)),
+            Some(Some(Loaded {
+                value: Bytes::from_static(b"value"),
+                left_ms: 1500,
+                refreshed: true
+            }))
+        );
+        assert!(!loaded(reply(10, 0)).unwrap().unwrap().refreshed);
+        assert_eq!(loaded(Value::Null), Some(None));
+        assert_eq!(loaded(reply(-1, 0)), None);
+        assert_eq!(loaded(Value::Integer(3)), None);
     }
 
     #[test]

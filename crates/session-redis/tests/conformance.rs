@@ -6,6 +6,7 @@
 mod common;
 
 use common::{RedisHarness, Topology};
+use session_config::TrackingMode;
 
 macro_rules! topology {
     ($module:ident, $topology:expr) => {
@@ -33,3 +34,53 @@ topology!(valkey_standalone, Topology::ValkeyStandalone);
 topology!(valkey_acl, Topology::ValkeyAcl);
 topology!(valkey_cluster, Topology::ValkeyCluster);
 topology!(valkey_sentinel, Topology::ValkeySentinel);
+
+// With the local cache on: every storage the suite opens keeps copies, and
+// must answer exactly as without them.
+macro_rules! cached {
+    ($module:ident, $topology:expr, $mode:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn harness() -> Option<RedisHarness> {
+                RedisHarness::cached($topology, $mode).await
+            }
+
+            session_testkit::conformance_suite!(harness, real_time);
+        }
+    };
+}
+
+cached!(
+    cached_standalone,
+    Topology::Standalone,
+    TrackingMode::Tracking
+);
+cached!(
+    cached_broadcast,
+    Topology::Standalone,
+    TrackingMode::Broadcast
+);
+cached!(cached_tls, Topology::Tls, TrackingMode::Tracking);
+cached!(cached_cluster, Topology::Cluster, TrackingMode::Tracking);
+cached!(cached_sentinel, Topology::Sentinel, TrackingMode::Tracking);
+cached!(
+    cached_valkey_standalone,
+    Topology::ValkeyStandalone,
+    TrackingMode::Tracking
+);
+cached!(
+    cached_valkey_broadcast,
+    Topology::ValkeyStandalone,
+    TrackingMode::Broadcast
+);
+cached!(
+    cached_valkey_cluster,
+    Topology::ValkeyCluster,
+    TrackingMode::Tracking
+);
+cached!(
+    cached_valkey_sentinel,
+    Topology::ValkeySentinel,
+    TrackingMode::Tracking
+);

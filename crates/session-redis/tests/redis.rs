@@ -202,7 +202,9 @@ async fn reads_within_the_refresh_window_read_without_refreshing() {
         remaining <= 40_000,
         "a read within the window must not refresh, PTTL {remaining}"
     );
-    // Another client (another replica) has no recent refresh of its own: GETEX.
+    // Another client (another replica) has no recent refresh of its own:
+    // it reads the remaining life with the load script, which leaves the
+    // TTL alone while more than `ttl - window` (30 s) is left...
     let other = RedisStorage::connect(&config).await.unwrap();
     other
         .get(&id, manager.expiry().ttl())
@@ -211,8 +213,25 @@ async fn reads_within_the_refresh_window_read_without_refreshing() {
         .unwrap();
     let remaining = pttl(&storage, &id).await;
     assert!(
+        (30_000..=40_000).contains(&remaining),
+        "a read with more than ttl - window left must not refresh, PTTL {remaining}"
+    );
+    // ...and refreshes it once less is left.
+    let third = RedisStorage::connect(&config).await.unwrap();
+    let _: bool = storage
+        .client()
+        .pexpire(storage.key(&id), 20_000, None)
+        .await
+        .unwrap();
+    third
+        .get(&id, manager.expiry().ttl())
+        .await
+        .unwrap()
+        .unwrap();
+    let remaining = pttl(&storage, &id).await;
+    assert!(
         remaining > 55_000,
-        "a read outside the window must refresh, PTTL {remaining}"
+        "a read with less than ttl - window left must refresh, PTTL {remaining}"
     );
     // A deleted session is not kept alive by the bookkeeping.
     other.delete(&id).await.unwrap();

@@ -76,6 +76,16 @@ pub trait Harness: Send + Sync + 'static {
     /// The cases use it to check that a refused or conditional write left
     /// nothing behind, not even a value that a read would not return.
     fn raw_exists(&self, id: &SessionId) -> impl Future<Output = Option<bool>> + Send;
+
+    /// Waits until a write through one storage of this harness is seen by
+    /// every other: at once for backends without copies (the default), and
+    /// up to the staleness bound for storages with a local cache, which
+    /// learn of another client's write from an invalidation that may still
+    /// be on its way. The cases call it between a write on one replica and
+    /// a read on another that must see it.
+    fn settle(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// Generates one `#[tokio::test]` per conformance case for a harness.

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use session_config::{Auth, ClientIdentity, Pem, RedisConfig, SentinelConfig, TlsConfig};
+use session_config::{
+    Auth, CacheConfig, ClientIdentity, Pem, RedisConfig, SentinelConfig, TlsConfig, TrackingMode,
+};
 use session_core::{SessionId, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred::bytes::Bytes;
@@ -114,15 +116,50 @@ impl RedisHarness {
             .unwrap_or_else(|error| panic!("{topology:?}: cannot connect: {error}"));
         Some(Self { config, raw })
     }
+
+    /// The harness for `topology` whose storages keep a local cache with
+    /// invalidations in `mode` (the raw client keeps none).
+    pub async fn cached(topology: Topology, mode: TrackingMode) -> Option<Self> {
+        let mut harness = Self::new(topology).await?;
+        harness.config = harness
+            .config
+            .with_cache(Some(
+                CacheConfig::new(CacheConfig::default().capacity(), CACHED_STALENESS)
+                    .expect("a valid bound")
+                    .with_mode(mode),
+            ))
+            .expect("a cache valid for the topology");
+        Some(harness)
+    }
+}
+
+/// The staleness bound of the cached harnesses: short, because
+/// [`Harness::settle`] waits it out.
+pub const CACHED_STALENESS: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Connects a storage for `config` and waits until its cache stores
+/// copies (tracking confirmed by the server), so that a test's first reads
+/// already fill it.
+pub async fn connect_armed(config: &RedisConfig) -> RedisStorage {
+    let storage = RedisStorage::connect(config).await.expect("connect");
+    if config.cache().is_some() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !storage.cache_armed() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tracking was not confirmed within 5 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    storage
 }
 
 impl Harness for RedisHarness {
     type Storage = RedisStorage;
 
     async fn open(&self) -> RedisStorage {
-        RedisStorage::connect(&self.config)
-            .await
-            .expect("connect a second client")
+        connect_armed(&self.config).await
     }
 
     fn ttl(&self) -> Ttl {
@@ -139,7 +176,18 @@ impl Harness for RedisHarness {
             .set(key, Bytes::copy_from_slice(bytes), None, None, false)
             .await
             .expect("raw SET");
+        // Another client's write: storages with a cache see it within the
+        // staleness bound.
+        self.settle().await;
         true
+    }
+
+    async fn settle(&self) {
+        if let Some(cache) = self.config.cache() {
+            // Deterministic: past the staleness bound no copy from before
+            // the write can answer, whether or not its invalidation came.
+            tokio::time::sleep(cache.max_staleness() + std::time::Duration::from_millis(20)).await;
+        }
     }
 
     async fn raw_exists(&self, id: &SessionId) -> Option<bool> {

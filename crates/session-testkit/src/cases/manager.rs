@@ -99,6 +99,7 @@ pub async fn two_managers_share_sessions<H: Harness>(harness: &H) {
     let mut edited = Arc::unwrap_or_clone(seen);
     edited.set_metadata("by", "b");
     assert!(b.update(edited).await.unwrap());
+    harness.settle().await;
     let from_a = a.get(&id).await.unwrap().unwrap();
     assert_eq!(from_a.get_metadata("by"), Some("b"));
     assert!(matches!(
@@ -106,6 +107,7 @@ pub async fn two_managers_share_sessions<H: Harness>(harness: &H) {
         Err(Error::AlreadyExists(_))
     ));
     assert!(b.delete(&id).await.unwrap());
+    harness.settle().await;
     assert!(a.get(&id).await.unwrap().is_none());
     a.close().await.unwrap();
     b.close().await.unwrap();

@@ -112,6 +112,7 @@ pub async fn golden_format_1_values_read_and_migrate<H: Harness>(harness: &H) {
         assert_eq!(count, 42);
         let first = legacy.next().unwrap();
         assert_eq!(migrated.revision(), first, "{codec}: migrated");
+        harness.settle().await;
         let read = store.must_get(&id).await;
         assert_eq!(*read, *migrated, "{codec}: read back after migration");
         assert_golden_fields(&read, &format!("{codec} golden value migrated"));
@@ -126,6 +127,7 @@ pub async fn golden_format_1_values_read_and_migrate<H: Harness>(harness: &H) {
             .unwrap()
             .expect("the migrated session exists");
         assert_eq!(again.revision(), first.next().unwrap(), "{codec}");
+        harness.settle().await;
         assert_eq!(store.must_get(&id).await.revision(), again.revision());
         assert!(store.delete(&id).await);
     }

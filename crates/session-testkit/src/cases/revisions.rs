@@ -215,16 +215,19 @@ pub async fn manager_writes_advance_the_revision_by_one<H: Harness>(harness: &H)
         .unwrap()
         .expect("the session exists");
     assert_eq!(modified.revision(), Revision::new(2));
+    harness.settle().await;
     assert_eq!(*other_replica.must_get(&id).await, *modified);
 
     let mut edited = (*modified).clone();
     edited.set_metadata("step", "upsert");
     let upserted = manager.upsert(edited.clone()).await.unwrap();
     assert_eq!(upserted.revision(), Revision::new(3));
+    harness.settle().await;
     assert_eq!(*other_replica.must_get(&id).await, *upserted);
 
     edited.set_metadata("step", "update");
     assert!(manager.update(edited.clone()).await.unwrap());
+    harness.settle().await;
     let read = other_replica.must_get(&id).await;
     assert_eq!(read.revision(), Revision::new(4));
     assert_eq!(read.get_metadata("step"), Some("update"));
@@ -233,6 +236,7 @@ pub async fn manager_writes_advance_the_revision_by_one<H: Harness>(harness: &H)
     match manager.update_if(edited, Revision::new(4)).await.unwrap() {
         Conditional::Written(stored) => {
             assert_eq!(stored.revision(), Revision::new(5));
+            harness.settle().await;
             assert_eq!(*other_replica.must_get(&id).await, *stored);
         }
         other => panic!("a conditional write at the stored revision gave {other:?}"),
@@ -299,6 +303,7 @@ pub async fn update_if_at_the_stored_revision_writes<H: Harness>(harness: &H) {
     };
     assert_eq!(stored.revision(), Revision::new(2));
     assert_eq!(stored.get_metadata("written"), Some("conditionally"));
+    harness.settle().await;
     assert_eq!(*store.must_get(&written.id()).await, *stored);
     assert_eq!(*other_replica.must_get(&written.id()).await, *stored);
     // The revision it replaced is now stale.
