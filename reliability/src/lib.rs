@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`load`] | the steady mixed load of 64 tasks, with a record of every operation and an audit ledger |
 //! | [`increments`] | counters incremented through the atomic read-modify-write, and the audit of what a fault did to them |
+//! | [`history`] | a history checker: every read held against the writes that completed before it began |
 //! | [`capture`] | a buffer receiving every `tracing` event and every `log` record |
 //! | [`scenarios`] | one module per scenario |
 //! | [`rng`] | a small seeded generator, so each run prints the seed that reproduces its schedule |
@@ -24,6 +25,7 @@
 
 pub mod capture;
 pub mod env;
+pub mod history;
 pub mod increments;
 pub mod load;
 pub mod outcome;

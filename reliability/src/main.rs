@@ -24,8 +24,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use lexopt::prelude::*;
 use session_reliability::scenarios::{
-    bad_config, bad_values, cluster_failover, conn_kill, down_at_start, failover, races, restart,
-    secrets, soak, soak_gateway, stall,
+    bad_config, bad_values, cache_consistency, cluster_failover, conn_kill, down_at_start,
+    failover, races, restart, secrets, soak, soak_gateway, stall,
 };
 use session_reliability::{Outcome, capture, env, rng};
 use session_testenv::{RedisProcess, contract, process};
@@ -37,7 +37,7 @@ usage: session-reliability [--only <name>[,<name>...]] [--quick]
 
 scenarios: connection-killed server-stalled server-restarted sentinel-failover
            cluster-failover redis-down-at-start races bad-stored-values
-           secrets-redacted bad-configuration";
+           secrets-redacted bad-configuration cache-consistency";
 
 const ALL: &[&str] = &[
     "bad-configuration",
@@ -50,6 +50,7 @@ const ALL: &[&str] = &[
     "server-restarted",
     "sentinel-failover",
     "cluster-failover",
+    "cache-consistency",
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -294,6 +295,53 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             &mut outcomes,
             cluster_failover::run(scratch.path(), seed).await,
         );
+    }
+    if wanted("cache-consistency") {
+        let mut servers = vec![session_testenv::Programs::redis()];
+        match (
+            std::env::var(contract::VALKEY_SERVER_BIN),
+            std::env::var(contract::VALKEY_CLI_BIN),
+        ) {
+            (Ok(server), Ok(cli)) => servers.push(session_testenv::Programs::new(server, cli)),
+            _ if contract::require_redis() => report(
+                &mut outcomes,
+                Outcome::error(
+                    format!("{}-valkey", cache_consistency::NAME),
+                    &anyhow::anyhow!("{} is not set", contract::VALKEY_SERVER_BIN),
+                ),
+            ),
+            _ => println!(
+                "SKIPPED: {} on Valkey: {} is not set (`cargo xtask reliability` sets it)",
+                cache_consistency::NAME,
+                contract::VALKEY_SERVER_BIN
+            ),
+        }
+        for programs in servers {
+            let valkey = programs.server.to_string_lossy().contains("valkey");
+            for mode in [
+                session_config::TrackingMode::Tracking,
+                session_config::TrackingMode::Broadcast,
+            ] {
+                for fault in cache_consistency::Fault::ALL {
+                    let spec = cache_consistency::Spec {
+                        programs: programs.clone(),
+                        mode,
+                        fault,
+                        duration: std::time::Duration::from_secs(scale(20, 5) as u64),
+                        seed,
+                    };
+                    let outcome = cache_consistency::run(scratch.path(), &spec).await;
+                    report(
+                        &mut outcomes,
+                        if valkey {
+                            outcome.on_server("valkey")
+                        } else {
+                            outcome
+                        },
+                    );
+                }
+            }
+        }
     }
     summary(&outcomes, started, seed);
     Ok(outcomes)

@@ -103,3 +103,78 @@ async fn lazy_connect_without_redis_builds_and_fails_operations_typed() {
     manager.close().await.unwrap();
     verdict(&outcome);
 }
+
+/// The cache's history checks, short: each runs a server of its own.
+mod cache_consistency {
+    use super::*;
+    use session_config::TrackingMode;
+    use session_reliability::scenarios::cache_consistency::{self, Fault, Spec};
+    use session_testenv::Programs;
+
+    async fn run(programs: Programs, mode: TrackingMode, fault: Fault) {
+        let valkey = programs.server.to_string_lossy().contains("valkey");
+        let scratch = env::scratch_dir("cache-consistency").unwrap();
+        let spec = Spec {
+            programs,
+            mode,
+            fault,
+            duration: Duration::from_secs(3),
+            seed: rng::run_seed(),
+        };
+        let outcome = cache_consistency::run(scratch.path(), &spec).await;
+        verdict(&if valkey {
+            outcome.on_server("valkey")
+        } else {
+            outcome
+        });
+    }
+
+    /// Valkey's programs from the harness, if it gave them.
+    fn valkey() -> Option<Programs> {
+        let server = session_testenv::contract::var(session_testenv::contract::VALKEY_SERVER_BIN)?;
+        let cli = session_testenv::contract::var(session_testenv::contract::VALKEY_CLI_BIN)?;
+        Some(Programs::new(server, cli))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_tracking_under_load() {
+        run(Programs::redis(), TrackingMode::Tracking, Fault::None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_broadcast_under_load() {
+        run(Programs::redis(), TrackingMode::Broadcast, Fault::None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_tracking_through_killed_connections() {
+        run(
+            Programs::redis(),
+            TrackingMode::Tracking,
+            Fault::ConnectionKill,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_tracking_through_a_flushall() {
+        run(Programs::redis(), TrackingMode::Tracking, Fault::FlushAll).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_tracking_through_an_invalidation_storm() {
+        run(Programs::redis(), TrackingMode::Tracking, Fault::Storm).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_tracking_under_load() {
+        let Some(valkey) = valkey() else { return };
+        run(valkey, TrackingMode::Tracking, Fault::None).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_broadcast_through_a_flushall() {
+        let Some(valkey) = valkey() else { return };
+        run(valkey, TrackingMode::Broadcast, Fault::FlushAll).await;
+    }
+}

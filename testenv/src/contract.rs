@@ -29,6 +29,8 @@
 //! | `SESSION_TEST_VALKEY_CLUSTER`         | `127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3`, a 3-master Valkey cluster  |
 //! | `SESSION_TEST_VALKEY_SENTINEL`        | `127.0.0.1:PORT` of a Valkey sentinel                                |
 //! | `SESSION_TEST_VALKEY_SENTINEL_MASTER` | the name that sentinel monitors its Valkey master under (`mymaster`) |
+//! | `SESSION_TEST_VALKEY_SERVER_BIN`      | path of `valkey-server`, for scenarios that run Valkey servers of their own |
+//! | `SESSION_TEST_VALKEY_CLI_BIN`         | path of `valkey-cli`, which goes with it                             |
 //! | `SESSION_TEST_REQUIRE_REDIS`          | `1` under `cargo xtask test`: a missing variable is a failure        |
 //! | `SESSION_TEST_NGINX`                  | path of the nginx binary for the cross-replica test                  |
 //! | `SESSION_TEST_MCP_PYTHON`             | the python of a venv with the official Python SDK (PyPI `mcp`)       |
@@ -87,6 +89,11 @@ pub const VALKEY_CLUSTER: &str = "SESSION_TEST_VALKEY_CLUSTER";
 pub const VALKEY_SENTINEL: &str = "SESSION_TEST_VALKEY_SENTINEL";
 /// Name of the master the Valkey sentinel monitors.
 pub const VALKEY_SENTINEL_MASTER: &str = "SESSION_TEST_VALKEY_SENTINEL_MASTER";
+/// Path of the Valkey server program, for scenarios that start (and stop,
+/// stall or flush) Valkey servers of their own.
+pub const VALKEY_SERVER_BIN: &str = "SESSION_TEST_VALKEY_SERVER_BIN";
+/// Path of the Valkey command-line client that goes with it.
+pub const VALKEY_CLI_BIN: &str = "SESSION_TEST_VALKEY_CLI_BIN";
 /// Set to `1` by `cargo xtask test`: a missing variable is then a test failure.
 pub const REQUIRE_REDIS: &str = "SESSION_TEST_REQUIRE_REDIS";
 /// Path of the nginx binary the cross-replica test puts in front of two
@@ -101,7 +108,7 @@ pub const MCP_NODE: &str = "SESSION_TEST_MCP_NODE";
 pub const MCP_NODE_MODULES: &str = "SESSION_TEST_MCP_NODE_MODULES";
 
 /// Every variable of the contract, in the order of the table above.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 27] = [
     REDIS,
     REDIS_ACL,
     REDIS_ACL_USER,
@@ -122,6 +129,8 @@ pub const ALL: [&str; 25] = [
     VALKEY_CLUSTER,
     VALKEY_SENTINEL,
     VALKEY_SENTINEL_MASTER,
+    VALKEY_SERVER_BIN,
+    VALKEY_CLI_BIN,
     REQUIRE_REDIS,
     NGINX,
     MCP_PYTHON,

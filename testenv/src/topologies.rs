@@ -170,6 +170,16 @@ impl Topologies {
                 details: errors.join("\n\nalso: "),
             });
         }
+        if let Some(valkey) = valkey {
+            env.push((
+                crate::contract::VALKEY_SERVER_BIN,
+                valkey.server.display().to_string(),
+            ));
+            env.push((
+                crate::contract::VALKEY_CLI_BIN,
+                valkey.cli.display().to_string(),
+            ));
+        }
         Ok(Topologies { servers, env, dir })
     }
 

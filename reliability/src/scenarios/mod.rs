@@ -4,6 +4,7 @@
 
 pub mod bad_config;
 pub mod bad_values;
+pub mod cache_consistency;
 pub mod cluster_failover;
 pub mod conn_kill;
 pub mod down_at_start;
