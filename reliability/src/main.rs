@@ -289,11 +289,19 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
     }
     if wanted("sentinel-failover") {
         report(&mut outcomes, failover::run(scratch.path(), seed).await);
+        report(
+            &mut outcomes,
+            failover::run_cached(scratch.path(), seed).await,
+        );
     }
     if wanted("cluster-failover") {
         report(
             &mut outcomes,
             cluster_failover::run(scratch.path(), seed).await,
+        );
+        report(
+            &mut outcomes,
+            cluster_failover::run_cached(scratch.path(), seed).await,
         );
     }
     if wanted("cache-consistency") {

@@ -562,3 +562,120 @@ async fn storm(reader: &RedisStorage, writer: &RedisStorage, prefix: &str) -> an
     }
     Ok(())
 }
+
+/// The staleness bound of the failover scenarios' caching managers: far
+/// longer than they wait, so that what they see in time came from an
+/// invalidation.
+pub const FAILOVER_BOUND: Duration = Duration::from_secs(30);
+
+/// `config` with a cache in tracking mode and [`FAILOVER_BOUND`].
+pub fn cached(config: session_config::RedisConfig) -> anyhow::Result<session_config::RedisConfig> {
+    let cache = CacheConfig::new(CacheConfig::default().capacity(), FAILOVER_BOUND)?;
+    Ok(config.with_cache(Some(cache))?)
+}
+
+/// A second caching replica in a failover scenario: it holds copies of
+/// some sessions through the failover and, after the switch, must see
+/// another replica's writes to them through invalidations from the new
+/// master, well before its staleness bound.
+pub struct Observer {
+    manager: Manager,
+    storage: RedisStorage,
+    watched: Vec<SessionId>,
+}
+
+impl Observer {
+    /// Connects to `config` (with a cache) and reads each of `watched`, so
+    /// that it holds their copies.
+    pub async fn start(
+        config: &session_config::RedisConfig,
+        watched: &[SessionId],
+    ) -> anyhow::Result<Self> {
+        let (manager, storage) = scenarios::manager_and_storage(config).await?;
+        wait_armed(std::slice::from_ref(&storage)).await?;
+        for id in watched {
+            anyhow::ensure!(
+                manager.get(id).await?.is_some(),
+                "a watched session is missing"
+            );
+        }
+        Ok(Self {
+            manager,
+            storage,
+            watched: watched.to_vec(),
+        })
+    }
+
+    /// After the switch: the cache flushed and re-armed, and each watched
+    /// session written by `writer` is seen within 2 s.
+    pub async fn check_after_switch(
+        &self,
+        writer: &Manager,
+        outcome: &mut Outcome,
+    ) -> anyhow::Result<()> {
+        let armed = tokio::time::timeout(Duration::from_secs(10), async {
+            while !self.storage.cache_armed() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .is_ok();
+        let mut slowest = Duration::ZERO;
+        let mut unseen = 0;
+        for id in &self.watched {
+            // A copy filled on the new connections, then written elsewhere.
+            let _ = read_retrying(&self.manager, id).await?;
+            let _ = read_retrying(&self.manager, id).await?;
+            let Some((written, ())) = writer
+                .modify(id, |session| {
+                    bump(session);
+                    Ok::<_, Error>(())
+                })
+                .await?
+            else {
+                continue;
+            };
+            let started = Instant::now();
+            loop {
+                let seen = self.manager.get(id).await.ok().flatten();
+                if seen.is_some_and(|s| s.revision() == written.revision()) {
+                    slowest = slowest.max(started.elapsed());
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(2) {
+                    unseen += 1;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let stats = self.storage.cache_stats().unwrap_or_default();
+        outcome.figure(format!(
+            "caching replica: flushes reconnect {}, topology {}; after the switch {} writes of another replica seen, the slowest after {slowest:?}",
+            stats.flushes_reconnect,
+            stats.flushes_topology,
+            self.watched.len() - unseen
+        ));
+        outcome.check(
+            stats.flushes_reconnect + stats.flushes_topology >= 1 && armed,
+            format!(
+                "the caching replica flushed when it followed the new master and tracks again (flushes: reconnect {}, topology {}; armed {armed})",
+                stats.flushes_reconnect, stats.flushes_topology
+            ),
+        );
+        outcome.check(
+            unseen == 0,
+            format!(
+                "after the switch, another replica's writes reach the caching replica as invalidations: {} of {} seen within 2 s (bound {FAILOVER_BOUND:?}), slowest {slowest:?}",
+                self.watched.len() - unseen,
+                self.watched.len()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Closes the observer's client.
+    pub async fn close(self) {
+        let _ = self.manager.close().await;
+    }
+}

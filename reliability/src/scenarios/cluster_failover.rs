@@ -53,12 +53,15 @@ use session_redis::fred::util::redis_keyslot;
 
 use crate::load::{self, Anomaly, Load, LoadReport, LoadSpec, OpResult, ms};
 use crate::rng::Rng;
+use crate::scenarios::cache_consistency::{self, Observer};
 use crate::{Outcome, increments, scenarios};
 use session_testenv::cluster::{self, ClusterNode, Shape};
 use session_testenv::{Cli, HOST, Programs, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "cluster-failover";
+/// The figure's name with caching managers.
+pub const NAME_CACHED: &str = "cluster-failover-cached";
 
 /// Masters in the cluster; each has one replica.
 pub const MASTERS: usize = 3;
@@ -81,7 +84,16 @@ const NODE_TIMEOUT_MS: u32 = 5000;
 
 /// Runs the scenario with its own servers in `scratch`.
 pub async fn run(scratch: &Path, seed: u64) -> Outcome {
-    Outcome::or_error(NAME, try_run(scratch, seed).await)
+    Outcome::or_error(NAME, try_run(scratch, seed, false).await)
+}
+
+/// The same with the manager and a second replica keeping a local cache
+/// (tracking mode, staleness bound 30 s): every promise above holds
+/// through the cache, and after the switch the second replica sees the
+/// first one's writes through the new master's invalidations
+/// ([`Observer`](crate::scenarios::cache_consistency::Observer)).
+pub async fn run_cached(scratch: &Path, seed: u64) -> Outcome {
+    Outcome::or_error(NAME_CACHED, try_run(scratch, seed, true).await)
 }
 
 /// `WAIT 1 500` on the manager's own connection to the master on `port`,
@@ -202,12 +214,14 @@ fn failure_spread(report: &LoadReport, failover_at: Duration) -> String {
     )
 }
 
-async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome::new(NAME);
+async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(if cached { NAME_CACHED } else { NAME });
     let nodes = cluster::start(
         &Programs::default(),
         scratch,
-        "cluster",
+        // Each run starts from empty nodes: a node directory holds its
+        // cluster state.
+        if cached { "cluster-cached" } else { "cluster" },
         Shape {
             masters: MASTERS,
             replicas: 1,
@@ -241,10 +255,13 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
 
     // The old master is the seed node: the manager must not depend on its
     // seed keeping its role.
-    let config = scenarios::tune(RedisConfig::cluster(
+    let mut config = scenarios::tune(RedisConfig::cluster(
         &old_master.addr(),
         &scenarios::unique_prefix("cluster-failover"),
     )?)?;
+    if cached {
+        config = cache_consistency::cached(config)?;
+    }
     // `storage` shares the manager's client, and so its connections.
     let (manager, storage) = scenarios::manager_and_storage(&config).await?;
     let storage = &storage;
@@ -261,6 +278,21 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         );
     }
     let confirmed_moved = in_slots(storage, &old_master_line, &confirmed);
+    // Watched by a second caching replica: sessions in the slots that move
+    // and elsewhere.
+    let observer = match cached {
+        true => {
+            let mut watched: Vec<SessionId> = confirmed_moved.iter().take(8).copied().collect();
+            watched.extend(
+                confirmed
+                    .iter()
+                    .filter(|id| !confirmed_moved.contains(id))
+                    .take(8),
+            );
+            Some(Observer::start(&config, &watched).await?)
+        }
+        false => None,
+    };
 
     // Counters: two in the slots that move, two elsewhere.
     let mut counters = Vec::new();
@@ -487,6 +519,10 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         ),
     );
     report.check_through_a_switch(&mut outcome, recovery, RECOVERY_BOUND);
+    if let Some(observer) = observer {
+        observer.check_after_switch(&manager, &mut outcome).await?;
+        observer.close().await;
+    }
     outcome.note(format!(
         "sessions of the load whose create or delete failed (fate unknown, not audited): {}; anomalies: {anomalies:?}",
         report.uncertain.len()

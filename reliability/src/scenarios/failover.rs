@@ -51,12 +51,15 @@ use session_redis::fred::prelude::Value;
 
 use crate::load::{self, Anomaly, Load, LoadSpec, ms};
 use crate::rng::Rng;
+use crate::scenarios::cache_consistency::{self, Observer};
 use crate::{Outcome, increments, scenarios};
 use session_testenv::cli::info_field;
 use session_testenv::{HOST, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "sentinel-failover";
+/// The figure's name with caching managers.
+pub const NAME_CACHED: &str = "sentinel-failover-cached";
 
 const MASTER_NAME: &str = "mymaster";
 /// Sessions created and confirmed with WAIT before the failover.
@@ -74,7 +77,16 @@ pub const RECOVERY_BOUND: Duration = Duration::from_secs(30);
 
 /// Runs the scenario with its own servers in `scratch`.
 pub async fn run(scratch: &Path, seed: u64) -> Outcome {
-    Outcome::or_error(NAME, try_run(scratch, seed).await)
+    Outcome::or_error(NAME, try_run(scratch, seed, false).await)
+}
+
+/// The same with the manager and a second replica keeping a local cache
+/// (tracking mode, staleness bound 30 s): every promise above holds
+/// through the cache, and after the switch the second replica sees the
+/// first one's writes through the new master's invalidations
+/// ([`Observer`](crate::scenarios::cache_consistency::Observer)).
+pub async fn run_cached(scratch: &Path, seed: u64) -> Outcome {
+    Outcome::or_error(NAME_CACHED, try_run(scratch, seed, true).await)
 }
 
 /// `WAIT 1 500` on the manager's own connection (through `storage`, a
@@ -105,13 +117,15 @@ where
     }
 }
 
-async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
-    let mut outcome = Outcome::new(NAME);
-    let master = RedisProcess::start(scratch, "failover-master", &[])?;
+async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(if cached { NAME_CACHED } else { NAME });
+    // Each run starts from empty servers in directories of its own.
+    let dir = |name: &str| format!("{}{name}", if cached { "cached-" } else { "" });
+    let master = RedisProcess::start(scratch, &dir("failover-master"), &[])?;
     let master_port = master.port().to_string();
     let replica = RedisProcess::start(
         scratch,
-        "failover-replica",
+        &dir("failover-replica"),
         &["--replicaof", HOST, &master_port],
     )?;
     wait_until("the replica syncs", Duration::from_secs(20), || async {
@@ -121,7 +135,7 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     .await?;
     let sentinel = RedisProcess::start_sentinel(
         scratch,
-        "failover-sentinel",
+        &dir("failover-sentinel"),
         &[
             "sentinel resolve-hostnames no".into(),
             format!("sentinel monitor {MASTER_NAME} {HOST} {master_port} 1"),
@@ -150,16 +164,23 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
     )
     .await?;
 
-    let config = scenarios::tune(RedisConfig::sentinel(
+    let mut config = scenarios::tune(RedisConfig::sentinel(
         SentinelConfig::new(MASTER_NAME, [sentinel.addr()])?,
         &scenarios::unique_prefix("failover"),
     )?)?;
+    if cached {
+        config = cache_consistency::cached(config)?;
+    }
     let (manager, storage) = scenarios::manager_and_storage(&config).await?;
 
     // 1. Confirmed before the failover.
     let mut rng = Rng::derive(seed, 4);
     let (confirmed, failed) = load::create_many(&manager, CONFIRMED_BEFORE, 32, &mut rng).await;
     anyhow::ensure!(failed == 0, "{failed} creates failed before the failover");
+    let observer = match cached {
+        true => Some(Observer::start(&config, &confirmed[..16.min(confirmed.len())]).await?),
+        false => None,
+    };
     let (counters, running) = increments::start_counters(&manager, &mut rng).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = running.stop(Duration::from_secs(10)).await;
@@ -322,6 +343,10 @@ async fn try_run(scratch: &Path, seed: u64) -> anyhow::Result<Outcome> {
         format!("the sentinel demotes the old master: {demoted:?}"),
     );
     report.check_through_a_switch(&mut outcome, recovery, RECOVERY_BOUND);
+    if let Some(observer) = observer {
+        observer.check_after_switch(&manager, &mut outcome).await?;
+        observer.close().await;
+    }
     outcome.note(format!(
         "anomalies during the load (expected from asynchronous replication): {:?}; spurious AlreadyExists: {spurious}",
         report.anomalies()
