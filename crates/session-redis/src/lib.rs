@@ -1038,8 +1038,11 @@ impl Storage for RedisStorage {
 
     async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
         self.check_open()?;
-        if let Some(session) = self.get_cached(id, ttl) {
-            return Ok(Some(session));
+        if let Some(cache) = &self.inner.cache {
+            if let Some(session) = self.get_cached(id, ttl) {
+                return Ok(Some(session));
+            }
+            cache.note_miss();
         }
         let ticket = self.ticket(id, false);
         let started = ticket.map_or_else(Instant::now, |ticket| ticket.sent());
