@@ -310,20 +310,24 @@ return 0
 /// a TTL change is a write, and every write invalidates every other
 /// client's tracked copy, so a busy session read by many replicas is
 /// refreshed about once per refresh window for all of them, not once per
-/// replica. `PEXPIRE` comes before `GET`: the server stops tracking a key
-/// for the client that changes it, and the `GET` tracks it again.
+/// replica.
+///
+/// The first `GET` comes before any change, so that a key of another type
+/// fails with `WRONGTYPE` and is left as it was. After a `PEXPIRE` the
+/// value is read once more: the server stops tracking a key for the client
+/// that changes it, and a read tracks it again.
 const LOAD: &str = r"
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
 local left = redis.call('PTTL', KEYS[1])
-if left == -2 then return false end
 local ttl = tonumber(ARGV[1])
 local refreshed = 0
 if left < tonumber(ARGV[2]) or left > ttl then
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('GET', KEYS[1])
   left = ttl
   refreshed = 1
 end
-local value = redis.call('GET', KEYS[1])
-if not value then return false end
 return {value, left, refreshed}
 ";
 

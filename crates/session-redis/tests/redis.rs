@@ -346,6 +346,9 @@ async fn a_foreign_value_is_a_codec_error_and_a_wrong_type_is_typed() {
         ),
         Ok(found) => panic!("a hash was read as {found:?}"),
     }
+    // The read changed nothing of the hash: it was given no TTL. (A string
+    // under the prefix is read, and its TTL slides like a session's.)
+    assert_eq!(pttl(&storage, &hash).await, -1, "the hash keeps no TTL");
     // Other sessions are unaffected, and the foreign keys are counted under
     // the prefix, as SCAN sees them.
     assert!(storage.get(&good.id(), ttl).await.unwrap().is_some());

@@ -7,7 +7,7 @@
 //! client. Promised: loading one is a typed error (`Error::Codec`, or a
 //! backend error of kind `WrongType`), never a panic and never `Ok(None)`
 //! (which would tell a server "404" for data it cannot read); both read
-//! paths are covered (`GETEX`, and `GET` within the refresh window); other
+//! paths are covered (the load script, and `GET` within the refresh window); other
 //! sessions load as before; a value written by the other codec loads fine
 //! (rolling deploys); `update` of an unreadable value does not resurrect or
 //! hide anything it should not, and `delete` removes it.
@@ -209,10 +209,10 @@ async fn try_run(
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
 
     // Each planted value, through both read paths: a key this client never
-    // touched (GETEX) and one it just wrote (a plain GET within the refresh
-    // window).
+    // touched (the load script) and one it just wrote (a plain GET within
+    // the refresh window).
     for (label, bytes, expect) in &cases {
-        for path in ["GETEX", "GET"] {
+        for path in ["load script", "GET"] {
             let id = rng.session_id();
             if path == "GET" {
                 manager
@@ -258,7 +258,7 @@ async fn try_run(
         ("stream", "XADD", &["*", "field", "value"]),
     ];
     for (label, command, args) in other_types {
-        for path in ["GETEX", "GET"] {
+        for path in ["load script", "GET"] {
             let id = rng.session_id();
             if path == "GET" {
                 manager
