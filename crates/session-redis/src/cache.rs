@@ -107,6 +107,7 @@ struct Counters {
     fills: AtomicU64,
     fills_dropped: AtomicU64,
     invalidations: AtomicU64,
+    forgotten: AtomicU64,
     flush_reconnect: AtomicU64,
     flush_topology: AtomicU64,
     flush_lagged: AtomicU64,
@@ -130,6 +131,9 @@ pub struct CacheStats {
     pub fills_dropped: u64,
     /// Invalidations the server sent for session keys.
     pub invalidations: u64,
+    /// Copies dropped (with their fills in flight) around this client's own
+    /// writes of the session.
+    pub forgotten: u64,
     /// Flushes after a reconnect (tracking re-enabled).
     pub flushes_reconnect: u64,
     /// Flushes after the cluster's slots moved.
@@ -294,12 +298,19 @@ impl NearCache {
     /// said the key changed.
     pub(crate) fn invalidate(&self, id: &SessionId) {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
-        self.forget(id);
+        self.drop_copy(id);
     }
 
     /// Drops the copy of `id` and every fill of it in flight: this client
     /// is writing it.
     pub(crate) fn forget(&self, id: &SessionId) {
+        self.counters.forgotten.fetch_add(1, Ordering::Relaxed);
+        self.drop_copy(id);
+    }
+
+    /// Drops the copy and voids the fills in flight of `id`'s stripe: the
+    /// epoch moves on, so a reply that was read before now is never stored.
+    fn drop_copy(&self, id: &SessionId) {
         let mut stripe = self.lock(stripe_of(id));
         *stripe = stripe.wrapping_add(1);
         self.entries.remove(id);
@@ -366,6 +377,7 @@ impl NearCache {
             fills: read(&counters.fills),
             fills_dropped: read(&counters.fills_dropped),
             invalidations: read(&counters.invalidations),
+            forgotten: read(&counters.forgotten),
             flushes_reconnect: read(&counters.flush_reconnect),
             flushes_topology: read(&counters.flush_topology),
             flushes_lagged: read(&counters.flush_lagged),
@@ -457,6 +469,8 @@ mod tests {
         let stats = cache.stats();
         assert_eq!((stats.fills, stats.fills_dropped), (0, 3));
         assert_eq!((stats.invalidations, stats.flushes_lagged), (1, 1));
+        // The client's own write is counted apart from the server's word.
+        assert_eq!(stats.forgotten, 1);
         // A fill with nothing in between is stored.
         let ticket = cache.ticket(&id).unwrap();
         cache.fill(ticket, session, later(), 10);
