@@ -150,7 +150,8 @@ pub(crate) async fn run(url: &str, storage: &str, timing: Timing) -> Result<Gate
             op: "tools/call counter".to_owned(),
             concurrency: tasks,
             m,
-            getex_share: None,
+            script_share: None,
+            hit_share: None,
             rounds: Vec::new(),
         });
     }

@@ -263,10 +263,15 @@ pub(crate) struct Row {
     /// Concurrent tasks (Redis) or worker threads (local).
     pub(crate) concurrency: usize,
     pub(crate) m: Measurement,
-    /// For our Redis loads: the share of GETEX among the GET and GETEX
-    /// commands the server received during the run.
+    /// For our Redis loads: the share of load-script runs (`EVALSHA`, a
+    /// read that refreshed the TTL or had to check it) among the `GET` and
+    /// `EVALSHA` commands the server received during the run.
     #[serde(default)]
-    pub(crate) getex_share: Option<f64>,
+    pub(crate) script_share: Option<f64>,
+    /// For our loads with the local cache: the share of reads it answered
+    /// (since the storage was built, warmups included).
+    #[serde(default)]
+    pub(crate) hit_share: Option<f64>,
     /// Throughput and p99 of every round, in round order, for paired ratios.
     #[serde(default)]
     pub(crate) rounds: Vec<(f64, f64)>,

@@ -324,7 +324,8 @@ pub(crate) fn run(timing: Timing) -> Result<Vec<Row>> {
                         op: op.name().to_owned(),
                         concurrency: threads,
                         m,
-                        getex_share: None,
+                        script_share: None,
+                        hit_share: None,
                         rounds: Vec::new(),
                     };
                     eprintln!(

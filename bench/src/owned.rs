@@ -405,7 +405,8 @@ async fn measure(setting: Setting<'_>, op: &str, target: Target) -> Result<Row> 
         op: op.to_owned(),
         concurrency: tasks,
         m,
-        getex_share: None,
+        script_share: None,
+        hit_share: None,
         rounds: Vec::new(),
     })
 }

@@ -10,7 +10,11 @@
 //! - a fred pool of four clients doing the raw `GETEX` (single client vs
 //!   pool);
 //! - `tower-sessions-redis-store` (its `load` is a plain `GET`, `create` is
-//!   `SET NX EXAT`, `save` is `SET XX EXAT`, values in MessagePack).
+//!   `SET NX EXAT`, `save` is `SET XX EXAT`, values in MessagePack);
+//! - our manager with the local cache on (`[redis.cache]`, a client of its
+//!   own with the same sessions), in tracking and in broadcast mode, for the
+//!   load and the mix: warmed by the run's warmup, so the figure is the
+//!   steady state of a replica whose hot sessions are cached.
 //!
 //! Operations of a run run in this order for every target before the next
 //! operation, so that the figures compared with each other are measured
@@ -22,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use session_config::RedisConfig;
+use session_config::{CacheCapacity, CacheConfig, RedisConfig, TrackingMode};
 use session_core::codec::Codec;
 use session_core::{Manager, Session, Storage, Ttl};
 use session_redis::RedisStorage;
@@ -58,29 +62,60 @@ pub(crate) struct RedisResults {
     /// Sessions loaded and updated at random, per store.
     pub(crate) keyspace: usize,
     pub(crate) rows: Vec<Row>,
+    /// TTL refresh writes of two replicas reading the same sessions.
+    #[serde(default)]
+    pub(crate) refresh: Option<RefreshWrites>,
+    /// Resident memory the local cache takes per cached session, in bytes.
+    #[serde(default)]
+    pub(crate) cache_bytes_per_entry: Option<f64>,
+}
+
+/// Two replicas read the same sessions for several refresh windows: how
+/// many TTL refresh writes the server received per session and window,
+/// with the load script (ours) and with a `GETEX` whenever the replica's own
+/// refresh is older than the window (what the storage sent before the
+/// script).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RefreshWrites {
+    pub(crate) sessions: usize,
+    pub(crate) window_ms: u64,
+    pub(crate) windows: f64,
+    /// `PEXPIRE`s run by the load script, per session and window.
+    pub(crate) script: f64,
+    /// `GETEX`s, per session and window.
+    pub(crate) getex: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Target {
+    /// Our manager over `RedisStorage`, its type kept
+    /// (`Manager::typed_builder`): no boxed future per call.
     Ours,
-    /// `RedisStorage` called directly, without the manager (its checks and
-    /// the boxed future it calls a storage through): where our overhead is.
-    OursStorage,
+    /// The manager with the storage's type erased (`Manager::builder`, what
+    /// `session-factory` builds for a backend chosen by configuration): one
+    /// boxed future per call.
+    OursAny,
     Raw,
     RawGet,
     Pool,
     Tower,
+    /// Our manager on a storage with the local cache, tracking mode.
+    CachedTracking,
+    /// The same in broadcast mode.
+    CachedBroadcast,
 }
 
 impl Target {
     fn name(self) -> &'static str {
         match self {
             Self::Ours => "ours",
-            Self::OursStorage => "ours-storage-direct",
+            Self::OursAny => "ours-any-storage",
             Self::Raw => "raw-fred",
             Self::RawGet => "raw-fred-get",
             Self::Pool => "raw-fred-pool4",
             Self::Tower => "tower-sessions-redis-store",
+            Self::CachedTracking => "ours-cached-tracking",
+            Self::CachedBroadcast => "ours-cached-broadcast",
         }
     }
 }
@@ -130,7 +165,13 @@ pub(crate) struct TaskState {
 impl TaskState {
     pub(crate) fn new(seed: u64, task: usize, tasks: usize) -> Self {
         Self {
-            rng: Rng::new(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            // The generator's state advances by a fixed constant, so tasks
+            // whose states start a multiple of it apart walk one sequence a
+            // few steps apart (every task would load the same sessions right
+            // after each other): each task starts from a scrambled state.
+            rng: Rng::new(
+                Rng::new(seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next_u64(),
+            ),
             created: Vec::new(),
             cursor: task,
             stride: tasks.max(1),
@@ -167,10 +208,14 @@ pub(crate) fn next_op(op: Op, state: &mut TaskState, keyspace: usize, victims: &
 }
 
 struct Ctx {
-    manager: Manager,
-    storage: RedisStorage,
-    /// The TTL the manager gives every read, passed to the direct storage
-    /// reads so that both send the same commands.
+    manager: Manager<RedisStorage>,
+    /// A manager over the same storage, its type erased.
+    erased: Manager,
+    /// Managers on storages with the local cache, tracking and broadcast
+    /// mode, and those storages (for their counters).
+    cached: [(Manager<RedisStorage>, RedisStorage); 2],
+    /// The TTL the manager gives every read, for reads of the storage
+    /// alone (the cache's memory, the refresh writes).
     ttl: Ttl,
     client: fred::clients::Client,
     pool: fred::clients::Pool,
@@ -213,16 +258,16 @@ impl Workload for RedisWork {
         let single = next_op(self.op, state, ctx.ours.len(), &self.victims);
         match self.target {
             Target::Ours => ours(ctx, single, state).await,
-            Target::OursStorage => match single {
-                Single::Load(i) => Ok(Storage::get(&ctx.storage, &ctx.ours[i].id(), ctx.ttl)
-                    .await?
-                    .is_some()),
+            Target::OursAny => match single {
+                Single::Load(i) => Ok(ctx.erased.get(&ctx.ours[i].id()).await?.is_some()),
                 _ => bail!("{:?} is measured for loads only", self.target),
             },
             Target::Raw | Target::RawGet | Target::Pool => {
                 raw(ctx, self.target, single, state).await
             }
             Target::Tower => tower(ctx, single, state).await,
+            Target::CachedTracking => cached(ctx, 0, single, state).await,
+            Target::CachedBroadcast => cached(ctx, 1, single, state).await,
         }
     }
 
@@ -244,6 +289,21 @@ async fn ours(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
             true
         }
         Single::Delete(raw) => ctx.manager.delete(&shape::session_id(raw)).await?,
+    })
+}
+
+/// Our manager with the local cache: the same calls as [`ours`].
+async fn cached(ctx: &Ctx, which: usize, op: Single, state: &mut TaskState) -> Result<bool> {
+    let manager = &ctx.cached[which].0;
+    Ok(match op {
+        Single::Load(i) => manager.get(&ctx.ours[i].id()).await?.is_some(),
+        Single::Update(i) => manager.update((*ctx.ours[i]).clone()).await?,
+        Single::Create => {
+            let session = manager.create().await?;
+            state.created.push(shape::raw_id(session.id()));
+            true
+        }
+        Single::Delete(raw) => manager.delete(&shape::session_id(raw)).await?,
     })
 }
 
@@ -326,7 +386,8 @@ async fn tower(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
     })
 }
 
-/// The GET and GETEX call counts of the server, from `INFO commandstats`.
+/// The GET and EVALSHA (the load script) call counts of the server, from
+/// `INFO commandstats`.
 async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
     let info: String = client
         .custom(
@@ -341,7 +402,7 @@ async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Ok((calls("get"), calls("getex")))
+    Ok((calls("get"), calls("evalsha")))
 }
 
 /// The server's CPU time so far, in microseconds (`INFO cpu`).
@@ -430,13 +491,44 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
     let template = shape::typical_session(shape::session_id(rng.uuid()), &mut rng);
     let template_metadata = template.metadata().clone();
     let ttl = Ttl::new(TTL)?;
-    let manager = Manager::builder(storage.clone(), ttl)
-        .factory(move |id| {
-            let mut session = Session::new(id, template.session_type());
-            *session.metadata_mut() = template_metadata.clone();
-            session
-        })
+    let template_type = template.session_type();
+    let factory = move |id| {
+        let mut session = Session::new(id, template_type);
+        *session.metadata_mut() = template_metadata.clone();
+        session
+    };
+    let manager_on = |storage: RedisStorage| {
+        Manager::typed_builder(storage, ttl)
+            .factory(factory.clone())
+            .build()
+    };
+    let manager = manager_on(storage.clone())?;
+    let erased = Manager::builder(storage.clone(), ttl)
+        .factory(factory.clone())
         .build()?;
+    // Two more replicas of ours on the same sessions, each with the cache:
+    // room for every session, and the default staleness bound.
+    let mut cached = Vec::new();
+    for mode in [TrackingMode::Tracking, TrackingMode::Broadcast] {
+        let capacity = CacheCapacity::Entries(
+            std::num::NonZeroU64::new(2 * keyspace as u64).context("an empty keyspace")?,
+        );
+        let config = RedisConfig::standalone(addr, PREFIX)?.with_cache(Some(
+            CacheConfig::new(capacity, CacheConfig::default().max_staleness())?.with_mode(mode),
+        ))?;
+        let storage = RedisStorage::connect(&config).await?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !storage.cache_armed() {
+            if std::time::Instant::now() > deadline {
+                bail!("the cache's tracking was not confirmed within 5 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cached.push((manager_on(storage.clone())?, storage));
+    }
+    let cached: [(Manager<RedisStorage>, RedisStorage); 2] = cached
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two cached replicas"))?;
 
     // Our sessions, created through the manager.
     let sessions: Vec<Session> = (0..keyspace)
@@ -501,7 +593,8 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
 
     Ok(Arc::new(Ctx {
         manager,
-        storage,
+        erased,
+        cached,
         ttl,
         client,
         pool,
@@ -523,9 +616,18 @@ fn targets(op: Op) -> &'static [Target] {
             Target::Raw,
             Target::RawGet,
             Target::Pool,
-            Target::OursStorage,
+            Target::OursAny,
             Target::Ours,
             Target::Tower,
+            Target::CachedTracking,
+            Target::CachedBroadcast,
+        ],
+        Op::Mix => &[
+            Target::Raw,
+            Target::Ours,
+            Target::Tower,
+            Target::CachedTracking,
+            Target::CachedBroadcast,
         ],
         _ => &[Target::Raw, Target::Ours, Target::Tower],
     }
@@ -587,17 +689,27 @@ async fn measure(
         victims,
         created: Mutex::new(Vec::new()),
     });
+    let cache = match target {
+        Target::CachedTracking => Some(&ctx.cached[0].1),
+        Target::CachedBroadcast => Some(&ctx.cached[1].1),
+        _ => None,
+    };
     let calls_before = command_calls(&ctx.client).await?;
     let cpu_before = server_cpu_us(&ctx.client).await?;
     let mut m = harness::run(&work, Plan::timed(tasks, timing.warmup, timing.measure)).await?;
     let cpu_after = server_cpu_us(&ctx.client).await?;
     let calls_after = command_calls(&ctx.client).await?;
+    // The share of reads the cache answered, over warmup and run together.
+    let hit_share = cache
+        .and_then(RedisStorage::cache_stats)
+        .map(|stats| stats.hits as f64 / (stats.hits + stats.misses).max(1) as f64);
     m.server_cpu_us_per_op = Some((cpu_after - cpu_before).max(0.0) / m.total_ops.max(1) as f64);
-    let getex_share = (target == Target::Ours && matches!(op, Op::Load | Op::Mix)).then(|| {
+    // Only for loads: the mix's writes run scripts of their own.
+    let script_share = (target == Target::Ours && op == Op::Load).then(|| {
         let get = calls_after.0.saturating_sub(calls_before.0) as f64;
-        let getex = calls_after.1.saturating_sub(calls_before.1) as f64;
-        if get + getex > 0.0 {
-            getex / (get + getex)
+        let script = calls_after.1.saturating_sub(calls_before.1) as f64;
+        if get + script > 0.0 {
+            script / (get + script)
         } else {
             0.0
         }
@@ -608,10 +720,154 @@ async fn measure(
         op: op.name().to_owned(),
         concurrency: tasks,
         m,
-        getex_share,
+        script_share,
+        hit_share,
         rounds: Vec::new(),
     };
     Ok((row, made))
+}
+
+/// The process's resident memory, in bytes (`/proc/self/statm`).
+fn resident_bytes() -> Result<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm has no resident field")?
+        .parse()?;
+    Ok(pages * 4096.0)
+}
+
+/// The resident memory per cached session: a fresh cached client reads
+/// every session once; the growth of the process over the entries it holds.
+async fn cache_memory(addr: &str, ctx: &Ctx) -> Result<f64> {
+    let capacity = CacheCapacity::Entries(
+        std::num::NonZeroU64::new(2 * ctx.ours.len() as u64).context("no sessions")?,
+    );
+    let config = RedisConfig::standalone(addr, PREFIX)?
+        .with_cache(Some(CacheConfig::new(capacity, Duration::from_secs(600))?))?;
+    let storage = RedisStorage::connect(&config).await?;
+    while !storage.cache_armed() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The client's own buffers grow on the first reads: warm them on a few
+    // sessions, then measure the rest.
+    let warm = 256.min(ctx.ours.len());
+    for session in &ctx.ours[..warm] {
+        Storage::get(&storage, &session.id(), ctx.ttl).await?;
+    }
+    let before = resident_bytes()?;
+    let entries_before = storage.cache_stats().map_or(0, |stats| stats.entries);
+    for chunk in ctx.ours[warm..].chunks(64) {
+        let reads = chunk.iter().map(|session| {
+            let storage = &storage;
+            async move { Storage::get(storage, &session.id(), ctx.ttl).await }
+        });
+        for read in futures_util::future::join_all(reads).await {
+            read?;
+        }
+    }
+    let after = resident_bytes()?;
+    let entries = storage.cache_stats().map_or(0, |stats| stats.entries) - entries_before;
+    storage.close().await?;
+    Ok((after - before) / entries.max(1) as f64)
+}
+
+/// Two replicas, one refresh window of 200 ms, every session read by both
+/// about every 10 ms for a number of windows: the refresh writes the server
+/// counted, with the load script and with `GETEX` per replica and window.
+async fn refresh_writes(addr: &str, ctx: &Ctx, timing: Timing) -> Result<RefreshWrites> {
+    const WINDOW: Duration = Duration::from_millis(200);
+    let sessions = 500.min(ctx.ours.len());
+    let run_for = if timing.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(4)
+    };
+    let ttl_ms = i64::try_from(TTL.as_millis())?;
+    let commands = |name: &'static str| {
+        let client = ctx.client.clone();
+        async move {
+            let info: String = client
+                .custom(
+                    CustomCommand::new_static("INFO", ClusterHash::Random, false),
+                    vec!["commandstats"],
+                )
+                .await?;
+            anyhow::Ok(
+                info.lines()
+                    .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0),
+            )
+        }
+    };
+    // With the script: two storages of ours with the short window.
+    let config = RedisConfig::standalone(addr, PREFIX)?.with_refresh_window(Some(WINDOW));
+    let replicas = [
+        RedisStorage::connect(&config).await?,
+        RedisStorage::connect(&config).await?,
+    ];
+    let before = commands("pexpire").await?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < run_for {
+        for replica in &replicas {
+            let reads = ctx.ours[..sessions]
+                .iter()
+                .map(|session| async move { Storage::get(replica, &session.id(), ctx.ttl).await });
+            for read in futures_util::future::join_all(reads).await {
+                read?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let windows = started.elapsed().as_secs_f64() / WINDOW.as_secs_f64();
+    let script = (commands("pexpire").await? - before) as f64 / (sessions as f64 * windows);
+    for replica in &replicas {
+        replica.close().await?;
+    }
+    // Before the script: each replica sent GETEX when its own last refresh
+    // of the session was a window old, a plain GET otherwise.
+    let before = commands("getex").await?;
+    let mut refreshed = [vec![None; sessions], vec![None; sessions]];
+    let started = std::time::Instant::now();
+    while started.elapsed() < run_for {
+        for own in &mut refreshed {
+            let reads = own.iter_mut().enumerate().map(|(i, last)| {
+                let key = ctx.raw_keys[i].as_str();
+                let stale = last.is_none_or(|at: std::time::Instant| at.elapsed() >= WINDOW);
+                if stale {
+                    *last = Some(std::time::Instant::now());
+                }
+                let client = &ctx.client;
+                let getex = ctx.getex.clone();
+                async move {
+                    let reply: Value = if stale {
+                        client
+                            .custom(getex, vec![Value::from(key), "PX".into(), ttl_ms.into()])
+                            .await?
+                    } else {
+                        client.get(key).await?
+                    };
+                    anyhow::Ok(reply)
+                }
+            });
+            for read in futures_util::future::join_all(reads).await {
+                read?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let getex_windows = started.elapsed().as_secs_f64() / WINDOW.as_secs_f64();
+    let getex = (commands("getex").await? - before) as f64 / (sessions as f64 * getex_windows);
+    Ok(RefreshWrites {
+        sessions,
+        window_ms: u64::try_from(WINDOW.as_millis())?,
+        windows,
+        script,
+        getex,
+    })
 }
 
 /// Runs section 1 against the Redis server at `addr`.
@@ -654,8 +910,11 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
                         row.m.p99_us,
                         row.m.cpu_us_per_op,
                         row.m.server_cpu_us_per_op.unwrap_or_default(),
-                        row.getex_share
-                            .map(|share| format!("  getex {:.0}%", share * 100.0))
+                        row.script_share
+                            .map(|share| format!("  script {:.1}%", share * 100.0))
+                            .or_else(|| row
+                                .hit_share
+                                .map(|share| format!("  hits {:.0}%", share * 100.0)))
                             .unwrap_or_default()
                     );
                     check(&row)?;
@@ -664,7 +923,12 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
             }
         }
     }
+    let cache_bytes_per_entry = cache_memory(addr, &ctx).await?;
+    let refresh = refresh_writes(addr, &ctx, timing).await?;
     ctx.manager.close().await?;
+    for (manager, _) in &ctx.cached {
+        manager.close().await?;
+    }
     let _ = ctx.pool.quit().await;
     Ok(RedisResults {
         redis_version,
@@ -672,5 +936,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
         tower_value_bytes,
         keyspace,
         rows,
+        refresh: Some(refresh),
+        cache_bytes_per_entry: Some(cache_bytes_per_entry),
     })
 }

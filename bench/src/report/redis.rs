@@ -28,8 +28,11 @@ fn op_table(rows: &[Row], op: &str) -> String {
                 _ => String::new(),
             };
             let mut target = store_name(&row.target);
-            if let Some(share) = row.getex_share {
-                let _ = write!(target, " (getex {:.0}%)", share * 100.0);
+            if let Some(share) = row.script_share {
+                let _ = write!(target, " (script {:.1}%)", share * 100.0);
+            }
+            if let Some(share) = row.hit_share {
+                let _ = write!(target, " (hits {:.1}%)", share * 100.0);
             }
             table_rows.push(vec![
                 tasks.to_string(),
@@ -127,6 +130,15 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
             ops,
             benchmark => (!run.redis_benchmark.is_empty())
                 .then(|| benchmark_table(&redis.rows, &run.redis_benchmark)),
+            refresh => redis.refresh.as_ref().map(|refresh| context! {
+                sessions => refresh.sessions,
+                window_ms => refresh.window_ms,
+                windows => format!("{:.0}", refresh.windows),
+                script => format!("{:.2}", refresh.script),
+                getex => format!("{:.2}", refresh.getex),
+                ratio => times(refresh.script / refresh.getex),
+            }),
+            cache_bytes => redis.cache_bytes_per_entry.map(|bytes| format!("{bytes:.0}")),
         }
     });
     templates.render("redis.md", context! { redis })

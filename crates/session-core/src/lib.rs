@@ -71,4 +71,4 @@ pub use manager::{
 };
 pub use owner::{MAX_OWNER_PART_LEN, Owner, Revision};
 pub use session::{Session, SessionType};
-pub use storage::{Conditional, Description, Storage, SyncStorage, Topology};
+pub use storage::{AnyStorage, Conditional, Description, Storage, SyncStorage, Topology};

@@ -10,10 +10,9 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::{Clock, SystemClock};
-use crate::storage::DynStorage;
 use crate::{
-    BackendErrorKind, Conditional, Description, Error, Expiry, Owner, Result, Revision, Session,
-    SessionId, SessionType, Storage, Ttl,
+    AnyStorage, BackendErrorKind, Conditional, Description, Error, Expiry, Owner, Result, Revision,
+    Session, SessionId, SessionType, Storage, Ttl,
 };
 
 /// How many attempts a read-modify-write makes by default before it gives
@@ -82,16 +81,30 @@ pub type ExpiredCallback = Arc<dyn Fn(&[SessionId]) + Send + Sync>;
 /// is dropped.
 ///
 /// `Manager` is cheap to clone; clones share the storage and the cleanup task.
-/// It has no generic parameter: a storage that never waits (see
-/// [`Storage::as_sync`]) is called directly, any other through a boxed
-/// future.
-#[derive(Clone)]
-pub struct Manager {
-    inner: Arc<Inner>,
+///
+/// The storage parameter defaults to [`AnyStorage`]: [`Manager::builder`]
+/// erases the storage's type, so one `Manager` type serves whatever backend
+/// a configuration picks, at the price of one boxed future per call of a
+/// storage that waits. [`Manager::typed_builder`] keeps the type (a
+/// `Manager<RedisStorage>`, say) and polls the storage's futures in place.
+/// A storage that never waits (see [`Storage::as_sync`]) is called directly
+/// either way.
+pub struct Manager<S = AnyStorage> {
+    inner: Arc<Inner<S>>,
 }
 
-struct Inner {
-    storage: Arc<dyn DynStorage>,
+impl<S> Clone for Manager<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<S> {
+    /// In an `Arc` of its own so that a sweep on the blocking pool can hold
+    /// it.
+    storage: Arc<S>,
     expiry: Expiry,
     factory: Factory,
     clock: Arc<dyn Clock>,
@@ -118,19 +131,29 @@ enum Cleanup {
 /// through its boxed future otherwise.
 macro_rules! call {
     ($inner:expr, $method:ident($($arg:expr),*)) => {
-        match $inner.storage.as_sync() {
+        match Storage::as_sync(&*$inner.storage) {
             Some(storage) => storage.$method($($arg),*),
-            None => $inner.storage.$method($($arg),*).await,
+            None => Storage::$method(&*$inner.storage, $($arg),*).await,
         }
     };
 }
 
 impl Manager {
-    /// A builder over `storage` with the sliding TTL `ttl`; see
-    /// [`ManagerBuilder`] for the other settings.
+    /// A builder over `storage`, its type erased, with the sliding TTL
+    /// `ttl`; see [`ManagerBuilder`] for the other settings.
     #[doc(alias = "NewManagerWithStorage")]
     pub fn builder(storage: impl Storage, ttl: Ttl) -> ManagerBuilder {
         ManagerBuilder::new(storage, ttl)
+    }
+}
+
+impl<S: Storage> Manager<S> {
+    /// A builder of a `Manager<S>`, which keeps the storage's type: no
+    /// boxed future per call. For code that knows its backend when it is
+    /// written; [`builder`](Manager::builder) is for a backend chosen at run
+    /// time.
+    pub fn typed_builder(storage: S, ttl: Ttl) -> ManagerBuilder<S> {
+        ManagerBuilder::typed(storage, ttl)
     }
 
     /// The expiry policy this manager applies.
@@ -145,7 +168,7 @@ impl Manager {
 
     /// What the storage is (backend, topology).
     pub fn describe(&self) -> Description {
-        self.inner.storage.describe()
+        Storage::describe(&*self.inner.storage)
     }
 
     /// Whether [`close`](Manager::close) was called.
@@ -243,7 +266,7 @@ impl Manager {
         inner.check()?;
         let ttl = inner.expiry.ttl();
         // A copy the storage holds answers without a boxed future.
-        let session = match inner.storage.get_cached(id, ttl) {
+        let session = match Storage::get_cached(&*inner.storage, id, ttl) {
             Some(session) => session,
             None => match call!(inner, get(id, ttl))? {
                 Some(session) => session,
@@ -461,7 +484,7 @@ impl Manager {
     pub async fn ping(&self) -> Result<()> {
         let inner = &self.inner;
         inner.check()?;
-        inner.storage.ping().await
+        Storage::ping(&*inner.storage).await
     }
 
     /// Runs one cleanup sweep now and returns how many sessions it removed;
@@ -486,7 +509,7 @@ impl Manager {
     }
 }
 
-impl fmt::Debug for Manager {
+impl<S: Storage> fmt::Debug for Manager<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
         f.debug_struct("Manager")
@@ -498,7 +521,7 @@ impl fmt::Debug for Manager {
     }
 }
 
-impl Inner {
+impl<S: Storage> Inner<S> {
     /// Whether `principal` may see `session`; counts the refusals.
     fn visible(&self, session: &Session, principal: Option<&Owner>) -> bool {
         let visible = session.is_visible_to(principal);
@@ -553,26 +576,15 @@ impl Inner {
         self.cleanup_armed.store(true, Ordering::Release);
     }
 
-    fn stop_cleanup(&self) {
-        let mut cleanup = self
-            .cleanup
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Cleanup::Running(task) = std::mem::replace(&mut *cleanup, Cleanup::Stopped) {
-            task.abort();
-        }
-        self.cleanup_armed.store(true, Ordering::Release);
-    }
-
     async fn sweep(&self) -> Result<usize> {
         let before = Instant::now();
-        let expired = if self.storage.as_sync().is_some() {
+        let expired = if Storage::as_sync(&*self.storage).is_some() {
             // A sweep of a large in-process store takes milliseconds of CPU;
             // on the blocking pool it does not stall the runtime's workers,
             // which keep serving reads (the storage stays correct under
             // concurrent use).
             let storage = Arc::clone(&self.storage);
-            let sweep = move || match storage.as_sync() {
+            let sweep = move || match Storage::as_sync(&*storage) {
                 Some(storage) => storage.delete_expired(before),
                 None => Ok(Vec::new()),
             };
@@ -580,7 +592,7 @@ impl Inner {
                 .await
                 .map_err(|join| Error::backend(BackendErrorKind::Other, join.to_string()))??
         } else {
-            self.storage.delete_expired(before).await?
+            Storage::delete_expired(&*self.storage, before).await?
         };
         if !expired.is_empty() {
             tracing::debug!(count = expired.len(), "removed expired sessions");
@@ -592,7 +604,20 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
+impl<S> Inner<S> {
+    fn stop_cleanup(&self) {
+        let mut cleanup = self
+            .cleanup
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Cleanup::Running(task) = std::mem::replace(&mut *cleanup, Cleanup::Stopped) {
+            task.abort();
+        }
+        self.cleanup_armed.store(true, Ordering::Release);
+    }
+}
+
+impl<S> Drop for Inner<S> {
     fn drop(&mut self) {
         // Dropping the last manager stops the cleanup task: it holds only a
         // weak reference, so it would stop by itself at its next tick, but
@@ -601,7 +626,7 @@ impl Drop for Inner {
     }
 }
 
-async fn cleanup_loop(inner: Weak<Inner>, interval: Duration) {
+async fn cleanup_loop<S: Storage>(inner: Weak<Inner<S>>, interval: Duration) {
     let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     // After a slow sweep, wait a full interval instead of sweeping in a burst.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -620,8 +645,8 @@ async fn cleanup_loop(inner: Weak<Inner>, interval: Duration) {
 }
 
 /// Builds a [`Manager`]: the storage and TTL, and optional settings.
-pub struct ManagerBuilder {
-    storage: Arc<dyn DynStorage>,
+pub struct ManagerBuilder<S = AnyStorage> {
+    storage: S,
     ttl: Ttl,
     factory: Option<Factory>,
     max_lifetime: Option<Duration>,
@@ -631,10 +656,10 @@ pub struct ManagerBuilder {
     modify_attempts: u32,
 }
 
-impl fmt::Debug for ManagerBuilder {
+impl<S: Storage> fmt::Debug for ManagerBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManagerBuilder")
-            .field("storage", &self.storage.describe())
+            .field("storage", &Storage::describe(&self.storage))
             .field("ttl", &self.ttl)
             .field("max_lifetime", &self.max_lifetime)
             .field("cleanup_interval", &self.cleanup_interval)
@@ -645,10 +670,19 @@ impl fmt::Debug for ManagerBuilder {
 
 impl ManagerBuilder {
     /// A builder with the defaults: sessions of type [`SessionType::Mcp`],
-    /// cleanup every `ttl / 2`, no maximum lifetime, the system clock.
+    /// cleanup every `ttl / 2`, no maximum lifetime, the system clock. The
+    /// storage's type is erased ([`AnyStorage`]).
     pub fn new(storage: impl Storage, ttl: Ttl) -> Self {
+        Self::typed(AnyStorage::new(storage), ttl)
+    }
+}
+
+impl<S: Storage> ManagerBuilder<S> {
+    /// A builder with the defaults of [`new`](ManagerBuilder::new) that
+    /// keeps the storage's type (see [`Manager::typed_builder`]).
+    pub fn typed(storage: S, ttl: Ttl) -> Self {
         Self {
-            storage: Arc::new(storage),
+            storage,
             ttl,
             factory: None,
             max_lifetime: None,
@@ -703,7 +737,7 @@ impl ManagerBuilder {
 
     /// Builds the manager; a setting out of range is an [`Error::Config`]
     /// naming it.
-    pub fn build(self) -> Result<Manager> {
+    pub fn build(self) -> Result<Manager<S>> {
         if self
             .cleanup_interval
             .is_some_and(|interval| interval.is_zero())
@@ -721,7 +755,7 @@ impl ManagerBuilder {
             .cleanup_interval
             .unwrap_or_else(|| (self.ttl.get() / 2).max(Duration::from_millis(1)));
         let inner = Arc::new(Inner {
-            storage: self.storage,
+            storage: Arc::new(self.storage),
             expiry,
             factory: self
                 .factory

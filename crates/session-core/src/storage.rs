@@ -271,10 +271,10 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The object-safe form of [`Storage`], implemented for every `Storage`.
 ///
-/// The manager keeps its storage behind this trait so that `Manager` carries
-/// no generic parameter; the cost is one boxed future per call of a storage
-/// that waits, noise next to a network round trip. Storages that never wait
-/// are called through [`SyncStorage`] instead and pay nothing.
+/// [`AnyStorage`] keeps a storage behind this trait so that the default
+/// `Manager` serves any backend; the cost is one boxed future per call of a
+/// storage that waits. Storages that never wait are called through
+/// [`SyncStorage`] instead and pay nothing.
 pub(crate) trait DynStorage: Send + Sync + 'static {
     fn create(&self, session: Arc<Session>, ttl: Ttl) -> BoxFuture<'_, Result<bool>>;
     fn update(
@@ -368,5 +368,102 @@ impl<S: Storage> DynStorage for S {
     }
     fn as_sync(&self) -> Option<&dyn SyncStorage> {
         Storage::as_sync(self)
+    }
+}
+
+/// Any [`Storage`] behind one type, chosen at run time: the default
+/// parameter of [`Manager`](crate::Manager), so that one manager type
+/// serves every backend a configuration can pick.
+///
+/// Each operation of a storage that waits returns a boxed future (about
+/// 7 KB for a Redis read, and an allocation that size on every call). Where
+/// the storage type is known when the code is written,
+/// [`Manager::typed_builder`](crate::Manager::typed_builder) keeps it and
+/// the manager polls the storage's own futures in place. A storage that
+/// never waits ([`Storage::as_sync`]) is called directly either way.
+pub struct AnyStorage(Box<dyn DynStorage>);
+
+impl AnyStorage {
+    /// Erases `storage`'s type.
+    pub fn new(storage: impl Storage) -> Self {
+        Self(Box::new(storage))
+    }
+}
+
+impl fmt::Debug for AnyStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AnyStorage")
+            .field(&self.0.describe())
+            .finish()
+    }
+}
+
+impl Storage for AnyStorage {
+    fn create(&self, session: Arc<Session>, ttl: Ttl) -> impl Future<Output = Result<bool>> + Send {
+        self.0.create(session, ttl)
+    }
+    fn update(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Option<Arc<Session>>>> + Send {
+        self.0.update(session, ttl)
+    }
+    fn upsert(
+        &self,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Arc<Session>>> + Send {
+        self.0.upsert(session, ttl)
+    }
+    fn update_if(
+        &self,
+        session: Arc<Session>,
+        expected: Revision,
+        ttl: Ttl,
+    ) -> impl Future<Output = Result<Conditional>> + Send {
+        self.0.update_if(session, expected, ttl)
+    }
+    // The boxed future borrows both `self` and the argument under one
+    // lifetime, which an opaque return type cannot name: awaiting it inside
+    // an `async fn` is the way to return it.
+    async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
+        self.0.list_owned(owner).await
+    }
+    async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
+        self.0.revoke_owned(owner).await
+    }
+    async fn get(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        self.0.get(id, ttl).await
+    }
+    fn get_cached(&self, id: &SessionId, ttl: Ttl) -> Option<Arc<Session>> {
+        self.0.get_cached(id, ttl)
+    }
+    async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
+        self.0.expire(id, ttl).await
+    }
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        self.0.delete(id).await
+    }
+    fn delete_expired(
+        &self,
+        before: Instant,
+    ) -> impl Future<Output = Result<Vec<SessionId>>> + Send {
+        self.0.delete_expired(before)
+    }
+    fn count(&self) -> impl Future<Output = Result<usize>> + Send {
+        self.0.count()
+    }
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        self.0.ping()
+    }
+    fn describe(&self) -> Description {
+        self.0.describe()
+    }
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        self.0.close()
+    }
+    fn as_sync(&self) -> Option<&dyn SyncStorage> {
+        self.0.as_sync()
     }
 }

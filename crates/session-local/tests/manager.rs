@@ -312,3 +312,33 @@ impl Storage for Stalled {
         Ok(())
     }
 }
+
+// A manager that keeps the storage's type sweeps, reports and answers as
+// the erased one does.
+#[tokio::test(start_paused = true)]
+async fn a_typed_manager_sweeps_and_answers_like_the_erased_one() {
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&expired);
+    let storage = LocalStorage::new();
+    let manager: Manager<LocalStorage> = Manager::typed_builder(storage.clone(), ttl())
+        .on_expired(move |ids| sink.lock().unwrap().extend_from_slice(ids))
+        .build()
+        .unwrap();
+    assert_eq!(manager.describe(), Storage::describe(&storage));
+    let idle = manager.create().await.unwrap().id();
+    let busy = manager.create().await.unwrap().id();
+    for _ in 0..6 {
+        tokio::time::sleep(TTL / 4).await;
+        assert!(manager.get(&busy).await.unwrap().is_some());
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(*expired.lock().unwrap(), vec![idle]);
+    assert_eq!(storage.entries(), 1, "the sweep freed the entry");
+    // A clone shares the storage and the cleanup task.
+    let clone = manager.clone();
+    assert!(clone.delete(&busy).await.unwrap());
+    assert!(manager.get(&busy).await.unwrap().is_none());
+    manager.close().await.unwrap();
+    assert!(matches!(clone.get(&busy).await, Err(Error::Closed)));
+    assert!(format!("{manager:?}").starts_with("Manager {"));
+}

@@ -919,3 +919,54 @@ async fn a_format_1_writer_writes_format_1_and_refuses_owners() {
         .unwrap();
     assert_eq!(index, 0, "no index of the refused owned create is left");
 }
+
+/// What a manager does over `storage` whether it keeps the storage's type or
+/// erases it: the same answers, on the same keys.
+async fn typed_and_erased_agree<S: Storage>(manager: Manager<S>, storage: &RedisStorage) {
+    let owner = Owner::new("https://issuer.test", "alice").unwrap();
+    let session = manager.create_owned(owner.clone()).await.unwrap();
+    let id = session.id();
+    assert!(
+        pttl(storage, &id).await > 0,
+        "stored under the storage's key"
+    );
+    let read = manager.get(&id).await.unwrap().expect("found");
+    assert_eq!(read.revision(), session.revision());
+    let (changed, ()) = manager
+        .modify(&id, |session| {
+            session
+                .metadata_mut()
+                .insert("k".to_owned(), "v".to_owned());
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+        .expect("still there");
+    assert!(changed.revision() > session.revision());
+    assert_eq!(
+        manager.get(&id).await.unwrap().unwrap().metadata().get("k"),
+        Some(&"v".to_owned())
+    );
+    let listed = manager.list_owned(&owner).await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id()).collect::<Vec<_>>(), vec![id]);
+    assert!(manager.delete(&id).await.unwrap());
+    assert!(manager.get(&id).await.unwrap().is_none());
+    manager.close().await.unwrap();
+    assert!(matches!(manager.get(&id).await, Err(Error::Closed)));
+}
+
+#[tokio::test]
+async fn a_typed_manager_answers_as_the_erased_one() {
+    for topology in [Topology::Standalone, Topology::Cluster] {
+        let Some(config) = config(topology) else {
+            return;
+        };
+        let storage = RedisStorage::connect(&config).await.unwrap();
+        let typed: Manager<RedisStorage> = Manager::typed_builder(storage.clone(), ttl(60))
+            .build()
+            .unwrap();
+        typed_and_erased_agree(typed, &storage).await;
+        let storage = RedisStorage::connect(&config).await.unwrap();
+        typed_and_erased_agree(manager(storage.clone(), 60), &storage).await;
+    }
+}
