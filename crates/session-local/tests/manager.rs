@@ -25,11 +25,20 @@ async fn cleanup_task_sweeps_every_half_ttl_and_reports_expired_ids() {
         .on_expired(move |ids| sink.lock().unwrap().extend_from_slice(ids))
         .build()
         .unwrap();
+    sweep_the_idle_one(&manager, &storage, &expired).await;
+    manager.close().await.unwrap();
+}
+
+/// Keeps one new session busy and lets another idle past the TTL; the
+/// sweep at 1.5 TTL (the third tick) is the first to find it expired and
+/// report it. Returns the busy one.
+async fn sweep_the_idle_one<S: Storage>(
+    manager: &Manager<S>,
+    storage: &LocalStorage,
+    expired: &Mutex<Vec<SessionId>>,
+) -> SessionId {
     let idle = manager.create().await.unwrap().id();
     let busy = manager.create().await.unwrap().id();
-
-    // Keep one session busy; let the other idle past the TTL. The sweep at
-    // 1.5 TTL (the third tick) is the first to find it expired.
     for _ in 0..6 {
         tokio::time::sleep(TTL / 4).await;
         assert!(manager.get(&busy).await.unwrap().is_some());
@@ -38,7 +47,7 @@ async fn cleanup_task_sweeps_every_half_ttl_and_reports_expired_ids() {
     assert_eq!(*expired.lock().unwrap(), vec![idle]);
     assert_eq!(manager.count().await.unwrap(), 1);
     assert_eq!(storage.entries(), 1, "the sweep freed the entry");
-    manager.close().await.unwrap();
+    busy
 }
 
 #[tokio::test(start_paused = true)]
@@ -325,15 +334,7 @@ async fn a_typed_manager_sweeps_and_answers_like_the_erased_one() {
         .build()
         .unwrap();
     assert_eq!(manager.describe(), Storage::describe(&storage));
-    let idle = manager.create().await.unwrap().id();
-    let busy = manager.create().await.unwrap().id();
-    for _ in 0..6 {
-        tokio::time::sleep(TTL / 4).await;
-        assert!(manager.get(&busy).await.unwrap().is_some());
-    }
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(*expired.lock().unwrap(), vec![idle]);
-    assert_eq!(storage.entries(), 1, "the sweep freed the entry");
+    let busy = sweep_the_idle_one(&manager, &storage, &expired).await;
     // A clone shares the storage and the cleanup task.
     let clone = manager.clone();
     assert!(clone.delete(&busy).await.unwrap());
