@@ -84,7 +84,7 @@ pub async fn run(scratch: &Path, seed: u64) -> Outcome {
 /// (tracking mode, staleness bound 30 s): every promise above holds
 /// through the cache, and after the switch the second replica sees the
 /// first one's writes through the new master's invalidations
-/// ([`Observer`](crate::scenarios::cache_consistency::Observer)).
+/// ([`Observer`]).
 pub async fn run_cached(scratch: &Path, seed: u64) -> Outcome {
     Outcome::or_error(NAME_CACHED, try_run(scratch, seed, true).await)
 }
