@@ -52,6 +52,7 @@ commands:
   local       --out FILE
   owned       --addr 127.0.0.1:6379 --out FILE [--tasks 1,64] [--ops modify,create,list]
   memory      --variant ours|dashmap|moka|tower-sessions-memory-store --count N --out FILE
+  cache-memory --addr 127.0.0.1:6379 --count N (run by `redis` in a fresh process; prints bytes per entry)
   sweep       --count N --live N --out FILE
   codec       --out FILE
   gateway     --url http://127.0.0.1:PORT/mcp --storage local|redis --out FILE
@@ -68,6 +69,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("local", &["out"]),
     ("owned", &["addr", "out", "tasks", "ops"]),
     ("memory", &["variant", "count", "out"]),
+    ("cache-memory", &["addr", "count"]),
     ("sweep", &["count", "live", "out"]),
     ("codec", &["out"]),
     ("gateway", &["url", "storage", "out"]),
@@ -222,6 +224,18 @@ fn run(args: &Args) -> Result<()> {
                 result.variant, result.bytes_per_session
             );
             write_json(&out, &result)
+        }
+        "cache-memory" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let bytes = runtime.block_on(redis::cache_memory(
+                &args.value("addr")?,
+                args.number("count")?,
+            ))?;
+            // The one line on stdout is the figure the parent reads.
+            println!("{bytes}");
+            Ok(())
         }
         "sweep" => {
             let out = PathBuf::from(args.value("out")?);

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use session_config::{CacheCapacity, CacheConfig, RedisConfig, TrackingMode};
 use session_core::codec::Codec;
-use session_core::{Manager, Session, Storage, Ttl};
+use session_core::{Manager, Session, SessionId, Storage, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred;
 use session_redis::fred::bytes::Bytes;
@@ -507,14 +507,15 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         .factory(factory.clone())
         .build()?;
     // Two more replicas of ours on the same sessions, each with the cache:
-    // room for every session, and the default staleness bound.
+    // room for every session, and a staleness bound the fill before a cell
+    // and the cell fit in.
     let mut cached = Vec::new();
     for mode in [TrackingMode::Tracking, TrackingMode::Broadcast] {
         let capacity = CacheCapacity::Entries(
             std::num::NonZeroU64::new(2 * keyspace as u64).context("an empty keyspace")?,
         );
         let config = RedisConfig::standalone(addr, PREFIX)?.with_cache(Some(
-            CacheConfig::new(capacity, CacheConfig::default().max_staleness())?.with_mode(mode),
+            CacheConfig::new(capacity, CACHE_STALENESS)?.with_mode(mode),
         ))?;
         let storage = RedisStorage::connect(&config).await?;
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -671,6 +672,12 @@ impl Filter {
     }
 }
 
+/// The staleness bound of the cached replicas: longer than the default
+/// (1 s), so that the copies filled before a cell, which takes up to a
+/// second on this machine at 50,000 sessions, still answer at its end.
+/// Invalidations, not the bound, keep the copies correct.
+const CACHE_STALENESS: Duration = Duration::from_secs(5);
+
 /// Runs one cell and returns its row and, for create, what it made.
 async fn measure(
     ctx: &Arc<Ctx>,
@@ -689,10 +696,31 @@ async fn measure(
         victims,
         created: Mutex::new(Vec::new()),
     });
-    let cache = match target {
-        Target::CachedTracking => Some(&ctx.cached[0].1),
-        Target::CachedBroadcast => Some(&ctx.cached[1].1),
+    let cached = match target {
+        Target::CachedTracking => Some(&ctx.cached[0]),
+        Target::CachedBroadcast => Some(&ctx.cached[1]),
         _ => None,
+    };
+    // A cached replica whose hot sessions are in its cache: every session
+    // is read once just before the cell, outside the measurement. Without
+    // this, the copies the last cell filled would have passed their
+    // staleness bound while the other targets ran, and the cell
+    // would measure mostly the fills of a cold cache.
+    let hits_before = match cached {
+        Some((manager, storage)) => {
+            let manager = manager.clone();
+            let ids: Arc<Vec<SessionId>> = Arc::new(ctx.ours.iter().map(|s| s.id()).collect());
+            in_parallel(ids.len(), 64, move |i| {
+                let manager = manager.clone();
+                let ids = Arc::clone(&ids);
+                async move { Ok(manager.get(&ids[i]).await?.is_some()) }
+            })
+            .await?;
+            storage
+                .cache_stats()
+                .map(|stats| (stats.hits, stats.misses))
+        }
+        None => None,
     };
     let calls_before = command_calls(&ctx.client).await?;
     let cpu_before = server_cpu_us(&ctx.client).await?;
@@ -700,9 +728,14 @@ async fn measure(
     let cpu_after = server_cpu_us(&ctx.client).await?;
     let calls_after = command_calls(&ctx.client).await?;
     // The share of reads the cache answered, over warmup and run together.
-    let hit_share = cache
-        .and_then(RedisStorage::cache_stats)
-        .map(|stats| stats.hits as f64 / (stats.hits + stats.misses).max(1) as f64);
+    let hit_share = cached
+        .and_then(|(_, storage)| storage.cache_stats())
+        .zip(hits_before)
+        .map(|(stats, (hits, misses))| {
+            let hits = stats.hits.saturating_sub(hits);
+            let misses = stats.misses.saturating_sub(misses);
+            hits as f64 / (hits + misses).max(1) as f64
+        });
     m.server_cpu_us_per_op = Some((cpu_after - cpu_before).max(0.0) / m.total_ops.max(1) as f64);
     // Only for loads: the mix's writes run scripts of their own.
     let script_share = (target == Target::Ours && op == Op::Load).then(|| {
@@ -738,38 +771,105 @@ fn resident_bytes() -> Result<f64> {
     Ok(pages * 4096.0)
 }
 
-/// The resident memory per cached session: a fresh cached client reads
-/// every session once; the growth of the process over the entries it holds.
-async fn cache_memory(addr: &str, ctx: &Ctx) -> Result<f64> {
-    let capacity = CacheCapacity::Entries(
-        std::num::NonZeroU64::new(2 * ctx.ours.len() as u64).context("no sessions")?,
-    );
-    let config = RedisConfig::standalone(addr, PREFIX)?
+/// The prefix of the sessions the cache's memory is measured on.
+const MEMORY_PREFIX: &str = "bench:cache-memory:";
+
+/// The resident memory per cached session, measured by `session-bench
+/// cache-memory` in a process of its own: in this one, the memory the cells
+/// freed would take the cache's entries and hide them from the resident set.
+async fn cache_memory_in_child(addr: &str, count: usize) -> Result<f64> {
+    let exe = std::env::current_exe().context("the path of session-bench")?;
+    let args = [
+        "cache-memory",
+        "--addr",
+        addr,
+        "--count",
+        &count.to_string(),
+    ]
+    .map(String::from);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(args)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+    })
+    .await?
+    .context("running session-bench cache-memory")?;
+    if !output.status.success() {
+        bail!("session-bench cache-memory failed ({})", output.status);
+    }
+    let text = String::from_utf8(output.stdout)?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("session-bench cache-memory printed {text:?}"))
+}
+
+/// The resident memory per cached session: `count` sessions of the usual
+/// shape are stored under a prefix of their own, then a fresh cached client
+/// reads every one. Everything this process allocates before the
+/// measurement stays allocated until after it (the sessions' ids and stored
+/// bytes), so the growth of the resident set is what the cache holds: the
+/// decoded `Session`, its `Arc`, the entry and the cache's slot.
+pub(crate) async fn cache_memory(addr: &str, count: usize) -> Result<f64> {
+    let plain = RedisStorage::connect(&RedisConfig::standalone(addr, MEMORY_PREFIX)?).await?;
+    let mut rng = Rng::new(0xCAC4E);
+    let codec = Codec::default();
+    let ids: Vec<SessionId> = (0..count).map(|_| shape::session_id(rng.uuid())).collect();
+    let values = ids
+        .iter()
+        .map(|&id| {
+            let session = shape::typical_session(id, &mut rng);
+            Ok((plain.key(&id), Bytes::from(codec.encode_session(&session)?)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let client = plain.client().clone();
+    for chunk in values.chunks(64) {
+        let writes = chunk.iter().map(|(key, value)| {
+            client.set::<Value, _, _>(
+                key.as_str(),
+                value.clone(),
+                Some(Expiration::PX(
+                    i64::try_from(TTL.as_millis()).unwrap_or(i64::MAX),
+                )),
+                None,
+                false,
+            )
+        });
+        for write in futures_util::future::join_all(writes).await {
+            write?;
+        }
+    }
+    let capacity =
+        CacheCapacity::Entries(std::num::NonZeroU64::new(2 * count as u64).context("no sessions")?);
+    let config = RedisConfig::standalone(addr, MEMORY_PREFIX)?
         .with_cache(Some(CacheConfig::new(capacity, Duration::from_secs(600))?))?;
     let storage = RedisStorage::connect(&config).await?;
     while !storage.cache_armed() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let ttl = Ttl::new(TTL)?;
     // The client's own buffers grow on the first reads: warm them on a few
     // sessions, then measure the rest.
-    let warm = 256.min(ctx.ours.len());
-    for session in &ctx.ours[..warm] {
-        Storage::get(&storage, &session.id(), ctx.ttl).await?;
+    let warm = 256.min(count);
+    for id in &ids[..warm] {
+        Storage::get(&storage, id, ttl).await?;
     }
     let before = resident_bytes()?;
     let entries_before = storage.cache_stats().map_or(0, |stats| stats.entries);
-    for chunk in ctx.ours[warm..].chunks(64) {
-        let reads = chunk.iter().map(|session| {
-            let storage = &storage;
-            async move { Storage::get(storage, &session.id(), ctx.ttl).await }
-        });
+    for chunk in ids[warm..].chunks(64) {
+        let reads = chunk.iter().map(|id| Storage::get(&storage, id, ttl));
         for read in futures_util::future::join_all(reads).await {
-            read?;
+            read?.context("a stored session was not found")?;
         }
     }
     let after = resident_bytes()?;
     let entries = storage.cache_stats().map_or(0, |stats| stats.entries) - entries_before;
     storage.close().await?;
+    for chunk in values.chunks(512) {
+        let keys: Vec<&str> = chunk.iter().map(|(key, _)| key.as_str()).collect();
+        let _: i64 = client.del(keys).await?;
+    }
+    plain.close().await?;
     Ok((after - before) / entries.max(1) as f64)
 }
 
@@ -923,7 +1023,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
             }
         }
     }
-    let cache_bytes_per_entry = cache_memory(addr, &ctx).await?;
+    let cache_bytes_per_entry = cache_memory_in_child(addr, ctx.ours.len()).await?;
     let refresh = refresh_writes(addr, &ctx, timing).await?;
     ctx.manager.close().await?;
     for (manager, _) in &ctx.cached {
