@@ -57,7 +57,7 @@ pub(crate) struct SweepResult {
 }
 
 /// The resident set size of this process, in bytes.
-fn rss_bytes() -> Result<u64> {
+pub(crate) fn rss_bytes() -> Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").context("cannot read statm")?;
     let pages: u64 = statm
         .split_whitespace()

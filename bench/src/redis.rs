@@ -13,8 +13,8 @@
 //!   `SET NX EXAT`, `save` is `SET XX EXAT`, values in MessagePack);
 //! - our manager with the local cache on (`[redis.cache]`, a client of its
 //!   own with the same sessions), in tracking and in broadcast mode, for the
-//!   load and the mix: warmed by the run's warmup, so the figure is the
-//!   steady state of a replica whose hot sessions are cached.
+//!   load and the mix: every session is read once before each cell, so the
+//!   figure is that of a replica whose hot sessions are cached.
 //!
 //! Operations of a run run in this order for every target before the next
 //! operation, so that the figures compared with each other are measured
@@ -257,7 +257,7 @@ impl Workload for RedisWork {
         let ctx = &self.ctx;
         let single = next_op(self.op, state, ctx.ours.len(), &self.victims);
         match self.target {
-            Target::Ours => ours(ctx, single, state).await,
+            Target::Ours => ours(&ctx.manager, single, ctx, state).await,
             Target::OursAny => match single {
                 Single::Load(i) => Ok(ctx.erased.get(&ctx.ours[i].id()).await?.is_some()),
                 _ => bail!("{:?} is measured for loads only", self.target),
@@ -266,8 +266,8 @@ impl Workload for RedisWork {
                 raw(ctx, self.target, single, state).await
             }
             Target::Tower => tower(ctx, single, state).await,
-            Target::CachedTracking => cached(ctx, 0, single, state).await,
-            Target::CachedBroadcast => cached(ctx, 1, single, state).await,
+            Target::CachedTracking => ours(&ctx.cached[0].0, single, ctx, state).await,
+            Target::CachedBroadcast => ours(&ctx.cached[1].0, single, ctx, state).await,
         }
     }
 
@@ -279,22 +279,14 @@ impl Workload for RedisWork {
     }
 }
 
-async fn ours(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
-    Ok(match op {
-        Single::Load(i) => ctx.manager.get(&ctx.ours[i].id()).await?.is_some(),
-        Single::Update(i) => ctx.manager.update((*ctx.ours[i]).clone()).await?,
-        Single::Create => {
-            let session = ctx.manager.create().await?;
-            state.created.push(shape::raw_id(session.id()));
-            true
-        }
-        Single::Delete(raw) => ctx.manager.delete(&shape::session_id(raw)).await?,
-    })
-}
-
-/// Our manager with the local cache: the same calls as [`ours`].
-async fn cached(ctx: &Ctx, which: usize, op: Single, state: &mut TaskState) -> Result<bool> {
-    let manager = &ctx.cached[which].0;
+/// One operation through one of our managers: the plain one or a cached
+/// replica.
+async fn ours(
+    manager: &Manager<RedisStorage>,
+    op: Single,
+    ctx: &Ctx,
+    state: &mut TaskState,
+) -> Result<bool> {
     Ok(match op {
         Single::Load(i) => manager.get(&ctx.ours[i].id()).await?.is_some(),
         Single::Update(i) => manager.update((*ctx.ours[i]).clone()).await?,
@@ -386,23 +378,31 @@ async fn tower(ctx: &Ctx, op: Single, state: &mut TaskState) -> Result<bool> {
     })
 }
 
-/// The GET and EVALSHA (the load script) call counts of the server, from
-/// `INFO commandstats`.
-async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
+/// How many calls of each of `names` the server counted so far, from
+/// `INFO commandstats` (0 for a command it never ran).
+async fn calls_of<const N: usize>(
+    client: &fred::clients::Client,
+    names: [&str; N],
+) -> Result<[u64; N]> {
     let info: String = client
         .custom(
             CustomCommand::new_static("INFO", ClusterHash::Random, false),
             vec!["commandstats"],
         )
         .await?;
-    let calls = |name: &str| {
+    Ok(names.map(|name| {
         info.lines()
             .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
             .and_then(|rest| rest.split(',').next())
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0)
-    };
-    Ok((calls("get"), calls("evalsha")))
+    }))
+}
+
+/// The GET and EVALSHA (the load script) call counts of the server.
+async fn command_calls(client: &fred::clients::Client) -> Result<(u64, u64)> {
+    let [get, evalsha] = calls_of(client, ["get", "evalsha"]).await?;
+    Ok((get, evalsha))
 }
 
 /// The server's CPU time so far, in microseconds (`INFO cpu`).
@@ -517,14 +517,7 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         let config = RedisConfig::standalone(addr, PREFIX)?.with_cache(Some(
             CacheConfig::new(capacity, CACHE_STALENESS)?.with_mode(mode),
         ))?;
-        let storage = RedisStorage::connect(&config).await?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !storage.cache_armed() {
-            if std::time::Instant::now() > deadline {
-                bail!("the cache's tracking was not confirmed within 5 s");
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let storage = connect_armed(&config).await?;
         cached.push((manager_on(storage.clone())?, storage));
     }
     let cached: [(Manager<RedisStorage>, RedisStorage); 2] = cached
@@ -760,15 +753,18 @@ async fn measure(
     Ok((row, made))
 }
 
-/// The process's resident memory, in bytes (`/proc/self/statm`).
-fn resident_bytes() -> Result<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: f64 = statm
-        .split_whitespace()
-        .nth(1)
-        .context("statm has no resident field")?
-        .parse()?;
-    Ok(pages * 4096.0)
+/// A storage with the local cache, once the server confirmed its tracking
+/// (before that it answers every read from Redis).
+async fn connect_armed(config: &RedisConfig) -> Result<RedisStorage> {
+    let storage = RedisStorage::connect(config).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !storage.cache_armed() {
+        if std::time::Instant::now() > deadline {
+            bail!("the cache's tracking was not confirmed within 5 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(storage)
 }
 
 /// The prefix of the sessions the cache's memory is measured on.
@@ -843,10 +839,7 @@ pub(crate) async fn cache_memory(addr: &str, count: usize) -> Result<f64> {
         CacheCapacity::Entries(std::num::NonZeroU64::new(2 * count as u64).context("no sessions")?);
     let config = RedisConfig::standalone(addr, MEMORY_PREFIX)?
         .with_cache(Some(CacheConfig::new(capacity, Duration::from_secs(600))?))?;
-    let storage = RedisStorage::connect(&config).await?;
-    while !storage.cache_armed() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let storage = connect_armed(&config).await?;
     let ttl = Ttl::new(TTL)?;
     // The client's own buffers grow on the first reads: warm them on a few
     // sessions, then measure the rest.
@@ -854,7 +847,7 @@ pub(crate) async fn cache_memory(addr: &str, count: usize) -> Result<f64> {
     for id in &ids[..warm] {
         Storage::get(&storage, id, ttl).await?;
     }
-    let before = resident_bytes()?;
+    let before = crate::memory::rss_bytes()? as f64;
     let entries_before = storage.cache_stats().map_or(0, |stats| stats.entries);
     for chunk in ids[warm..].chunks(64) {
         let reads = chunk.iter().map(|id| Storage::get(&storage, id, ttl));
@@ -862,7 +855,7 @@ pub(crate) async fn cache_memory(addr: &str, count: usize) -> Result<f64> {
             read?.context("a stored session was not found")?;
         }
     }
-    let after = resident_bytes()?;
+    let after = crate::memory::rss_bytes()? as f64;
     let entries = storage.cache_stats().map_or(0, |stats| stats.entries) - entries_before;
     storage.close().await?;
     for chunk in values.chunks(512) {
@@ -885,23 +878,9 @@ async fn refresh_writes(addr: &str, ctx: &Ctx, timing: Timing) -> Result<Refresh
         Duration::from_secs(4)
     };
     let ttl_ms = i64::try_from(TTL.as_millis())?;
-    let commands = |name: &'static str| {
-        let client = ctx.client.clone();
-        async move {
-            let info: String = client
-                .custom(
-                    CustomCommand::new_static("INFO", ClusterHash::Random, false),
-                    vec!["commandstats"],
-                )
-                .await?;
-            anyhow::Ok(
-                info.lines()
-                    .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0),
-            )
-        }
+    let commands = |name: &'static str| async move {
+        let [calls] = calls_of(&ctx.client, [name]).await?;
+        anyhow::Ok(calls)
     };
     // With the script: two storages of ours with the short window.
     let config = RedisConfig::standalone(addr, PREFIX)?.with_refresh_window(Some(WINDOW));
