@@ -32,7 +32,7 @@ use session_core::{Manager, Session, SessionId, Storage, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred;
 use session_redis::fred::bytes::Bytes;
-use session_redis::fred::interfaces::{ClientLike, KeysInterface};
+use session_redis::fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use session_redis::fred::prelude::{Builder, Config, Expiration, SetOptions, Value};
 use session_redis::fred::types::{ClusterHash, CustomCommand};
 use tower_sessions_redis_store::RedisStore;
@@ -97,6 +97,9 @@ enum Target {
     OursAny,
     Raw,
     RawGet,
+    /// Raw fred sending the load script (`EVALSHA`) our loads send outside
+    /// the refresh window, with the same arguments.
+    RawScript,
     Pool,
     Tower,
     /// Our manager on a storage with the local cache, tracking mode.
@@ -112,6 +115,7 @@ impl Target {
             Self::OursAny => "ours-any-storage",
             Self::Raw => "raw-fred",
             Self::RawGet => "raw-fred-get",
+            Self::RawScript => "raw-fred-load-script",
             Self::Pool => "raw-fred-pool4",
             Self::Tower => "tower-sessions-redis-store",
             Self::CachedTracking => "ours-cached-tracking",
@@ -222,6 +226,10 @@ struct Ctx {
     tower: RedisStore<fred::clients::Client>,
     getex: CustomCommand,
     ttl_ms: i64,
+    /// The load script's digest, loaded on the server, and its threshold
+    /// argument (`ttl - refresh_window`, the storage's default window).
+    load_script_sha: String,
+    threshold_ms: i64,
     /// Our prepopulated sessions.
     ours: Vec<Arc<Session>>,
     /// Their keys and stored bytes, for raw fred.
@@ -262,7 +270,7 @@ impl Workload for RedisWork {
                 Single::Load(i) => Ok(ctx.erased.get(&ctx.ours[i].id()).await?.is_some()),
                 _ => bail!("{:?} is measured for loads only", self.target),
             },
-            Target::Raw | Target::RawGet | Target::Pool => {
+            Target::Raw | Target::RawGet | Target::RawScript | Target::Pool => {
                 raw(ctx, self.target, single, state).await
             }
             Target::Tower => tower(ctx, single, state).await,
@@ -311,6 +319,15 @@ async fn raw(ctx: &Ctx, target: Target, op: Single, state: &mut TaskState) -> Re
     Ok(match op {
         Single::Load(i) if target == Target::RawGet => {
             let reply: Value = client.get(ctx.raw_keys[i].as_str()).await?;
+            !reply.is_null()
+        }
+        Single::Load(i) if target == Target::RawScript => {
+            // The arguments our load script gets: the TTL, and the
+            // threshold below which it slides the TTL.
+            let args = vec![Value::from(ctx.ttl_ms), Value::from(ctx.threshold_ms)];
+            let reply: Value = client
+                .evalsha(ctx.load_script_sha.as_str(), ctx.raw_keys[i].as_str(), args)
+                .await?;
             !reply.is_null()
         }
         Single::Load(i) => {
@@ -584,6 +601,8 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         })
         .build_pool(POOL_SIZE)?;
     pool.init().await?;
+    let load_script_sha: String = client.script_load(session_redis::LOAD_SCRIPT).await?;
+    let threshold = TTL - session_redis::default_refresh_window(ttl);
 
     Ok(Arc::new(Ctx {
         manager,
@@ -595,6 +614,8 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         tower,
         getex: CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false),
         ttl_ms: i64::try_from(TTL.as_millis())?,
+        load_script_sha,
+        threshold_ms: i64::try_from(threshold.as_millis())?,
         ours,
         raw_keys,
         raw_values,
@@ -609,6 +630,7 @@ fn targets(op: Op) -> &'static [Target] {
         Op::Load => &[
             Target::Raw,
             Target::RawGet,
+            Target::RawScript,
             Target::Pool,
             Target::OursAny,
             Target::Ours,

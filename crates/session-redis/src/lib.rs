@@ -114,6 +114,19 @@ use crate::sentinel_watch::SentinelWatch;
 pub use cache::CacheStats;
 pub use fred;
 
+/// The refresh window of a storage configured without one
+/// (`RedisConfig::refresh_window` left at `None`): 1/64 of the TTL. A read
+/// leaves the session at least `ttl` minus this to live.
+pub fn default_refresh_window(ttl: Ttl) -> Duration {
+    ttl.get() / 64
+}
+
+/// The Lua source of the load script (a `GET` that slides the TTL only
+/// when it runs low), for benchmarks that send the very commands a load
+/// sends through fred alone. Not part of the stable API.
+#[doc(hidden)]
+pub const LOAD_SCRIPT: &str = scripts::LOAD;
+
 /// Session storage in Redis. Cheap to clone; clones share one client.
 #[derive(Clone)]
 pub struct RedisStorage {
@@ -510,7 +523,9 @@ impl RedisStorage {
 
     /// How long after setting a key's TTL a read may skip refreshing it.
     fn refresh_window(&self, ttl: Ttl) -> Duration {
-        self.inner.refresh_window.unwrap_or(ttl.get() / 64)
+        self.inner
+            .refresh_window
+            .unwrap_or_else(|| default_refresh_window(ttl))
     }
 
     /// Records that this client just set the TTL of session `id` to `ttl`;

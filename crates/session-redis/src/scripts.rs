@@ -316,7 +316,7 @@ return 0
 /// fails with `WRONGTYPE` and is left as it was. After a `PEXPIRE` the
 /// value is read once more: the server stops tracking a key for the client
 /// that changes it, and a read tracks it again.
-const LOAD: &str = r"
+pub(crate) const LOAD: &str = r"
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
 local left = redis.call('PTTL', KEYS[1])
