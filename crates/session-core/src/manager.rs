@@ -276,9 +276,21 @@ impl<S: Storage> Manager<S> {
         if inner.expiry.max_lifetime().is_none() {
             return Ok(Some(session));
         }
-        // The read slid the TTL by the full sliding TTL; pull it back to
-        // what remains of the session's lifetime, or end the session if
-        // nothing remains.
+        // Boxed: awaited in place, these two rarer storage futures would
+        // make every load's future copy more bytes.
+        Box::pin(self.within_lifetime(id, session, ttl)).await
+    }
+
+    /// A session just read with the full sliding TTL, under a maximum
+    /// lifetime: the TTL is pulled back to what remains of the session's
+    /// lifetime, or the session ends if nothing remains.
+    async fn within_lifetime(
+        &self,
+        id: &SessionId,
+        session: Arc<Session>,
+        ttl: Ttl,
+    ) -> Result<Option<Arc<Session>>> {
+        let inner = &self.inner;
         match inner.expiry.ttl_for(&session, inner.clock.now()) {
             Some(left) if left < ttl => Ok(call!(inner, expire(id, left))?.then_some(session)),
             Some(_) => Ok(Some(session)),

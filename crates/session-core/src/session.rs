@@ -66,6 +66,7 @@ pub struct Session {
     session_type: SessionType,
     created_at: SystemTime,
     updated_at: SystemTime,
+    #[serde(deserialize_with = "metadata::deserialize")]
     metadata: BTreeMap<String, String>,
     data: Option<UserData>,
     // Last, so that the fields before it are laid out as in format 1. The
@@ -258,6 +259,7 @@ pub(crate) struct SessionV1 {
     session_type: SessionType,
     created_at: SystemTime,
     updated_at: SystemTime,
+    #[serde(deserialize_with = "metadata::deserialize")]
     metadata: BTreeMap<String, String>,
     data: Option<UserData>,
 }
@@ -305,6 +307,70 @@ impl Session {
             metadata: &self.metadata,
             data: &self.data,
         })
+    }
+}
+
+/// Reading the metadata map: each key and value is asked for as a string
+/// the input may lend (`deserialize_str`), and copied once into its own
+/// `String`. serde's `String` asks for an owned string instead, which
+/// bincode builds by zeroing a buffer and reading into it: an extra pass
+/// over every byte and a `calloc` per string, on every load.
+mod metadata {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, Deserialize, MapAccess, Visitor};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        struct Map;
+
+        impl<'de> Visitor<'de> for Map {
+            type Value = BTreeMap<String, String>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of strings to strings")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut metadata = BTreeMap::new();
+                while let Some((Text(key), Text(value))) = map.next_entry()? {
+                    metadata.insert(key, value);
+                }
+                Ok(metadata)
+            }
+        }
+
+        deserializer.deserialize_map(Map)
+    }
+
+    /// A string read through `deserialize_str`.
+    struct Text(String);
+
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Str;
+
+            impl Visitor<'_> for Str {
+                type Value = Text;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
+                    Ok(Text(text.to_owned()))
+                }
+
+                fn visit_string<E: de::Error>(self, text: String) -> Result<Text, E> {
+                    Ok(Text(text))
+                }
+            }
+
+            deserializer.deserialize_str(Str)
+        }
     }
 }
 

@@ -1069,10 +1069,18 @@ impl Storage for RedisStorage {
         let known = self.inner.refreshed.peek(id);
         let client = &self.inner.client;
         let (bytes, until, refreshed) = if let Some(until) = known {
-            let reply: Option<Bytes> = self
-                .redirected(started, || client.get(key.clone()))
-                .await
-                .map_err(self.map(Operation::Get))?;
+            // Only a cluster moves slots under a command. Elsewhere the GET
+            // is awaited here directly: through `redirected`, one more
+            // future level, the command future (about 7 KB) was copied three
+            // times more per load (callgrind: 920 instructions of a load's
+            // 21,560).
+            let reply: std::result::Result<Option<Bytes>, _> =
+                if self.inner.topology == Topology::Cluster {
+                    self.redirected(started, || client.get(key.clone())).await
+                } else {
+                    client.get(key).await
+                };
+            let reply = reply.map_err(self.map(Operation::Get))?;
             match reply {
                 Some(bytes) => (bytes, until, false),
                 None => {
