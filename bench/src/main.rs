@@ -53,6 +53,7 @@ commands:
   owned       --addr 127.0.0.1:6379 --out FILE [--tasks 1,64] [--ops modify,create,list]
   memory      --variant ours|dashmap|moka|tower-sessions-memory-store --count N --out FILE
   cache-memory --addr 127.0.0.1:6379 --count N (run by `redis` in a fresh process; prints bytes per entry)
+  instructions --addr 127.0.0.1:6379 --target STORE --count N (run by `redis` under callgrind)
   sweep       --count N --live N --out FILE
   codec       --out FILE
   gateway     --url http://127.0.0.1:PORT/mcp --storage local|redis --out FILE
@@ -70,6 +71,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("owned", &["addr", "out", "tasks", "ops"]),
     ("memory", &["variant", "count", "out"]),
     ("cache-memory", &["addr", "count"]),
+    ("instructions", &["addr", "target", "count"]),
     ("sweep", &["count", "live", "out"]),
     ("codec", &["out"]),
     ("gateway", &["url", "storage", "out"]),
@@ -236,6 +238,18 @@ fn run(args: &Args) -> Result<()> {
             // The one line on stdout is the figure the parent reads.
             println!("{bytes}");
             Ok(())
+        }
+        "instructions" => {
+            // One thread: callgrind runs one at a time anyway, and the
+            // count then does not depend on how work was spread.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(redis::instruction_loads(
+                &args.value("addr")?,
+                &args.value("target")?,
+                args.number("count")?,
+            ))
         }
         "sweep" => {
             let out = PathBuf::from(args.value("out")?);

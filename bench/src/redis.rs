@@ -68,6 +68,10 @@ pub(crate) struct RedisResults {
     /// Resident memory the local cache takes per cached session, in bytes.
     #[serde(default)]
     pub(crate) cache_bytes_per_entry: Option<f64>,
+    /// Client instructions per uncached load, by store; `None` without
+    /// valgrind.
+    #[serde(default)]
+    pub(crate) instructions: Option<Vec<InstructionCount>>,
 }
 
 /// Two replicas read the same sessions for several refresh windows: how
@@ -1031,6 +1035,8 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
         manager.close().await?;
     }
     let _ = ctx.pool.quit().await;
+    // Last: each counted process starts by flushing the server.
+    let instructions = instruction_counts(addr).await?;
     Ok(RedisResults {
         redis_version,
         value_bytes,
@@ -1039,5 +1045,135 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
         rows,
         refresh: Some(refresh),
         cache_bytes_per_entry: Some(cache_bytes_per_entry),
+        instructions,
     })
+}
+
+/// The loads of the two counted runs of each store. Setup, connection and
+/// exit cost the same in both, so their difference over the difference of
+/// loads is what one load costs.
+const INSTRUCTION_LOADS: [usize; 2] = [6_400, 19_200];
+/// Sessions per store in a counted run.
+const INSTRUCTION_KEYSPACE: usize = 1_000;
+/// Tasks of a counted run, as in the cells at 64 tasks.
+const INSTRUCTION_TASKS: usize = 64;
+/// The stores whose loads are counted.
+const INSTRUCTION_TARGETS: [Target; 4] =
+    [Target::RawGet, Target::Ours, Target::OursAny, Target::Tower];
+
+/// Client instructions per load of one store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct InstructionCount {
+    pub(crate) target: String,
+    pub(crate) per_load: f64,
+}
+
+/// Counts the client instructions of an uncached load for each store:
+/// `session-bench instructions` under callgrind, which counts every
+/// instruction the process runs, exactly. Unlike throughput, the count does
+/// not move with what else the machine runs. `None` when `valgrind` is not
+/// on PATH (`cargo xtask bench` installs it).
+async fn instruction_counts(addr: &str) -> Result<Option<Vec<InstructionCount>>> {
+    let found = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        eprintln!("redis: valgrind is not on PATH; instructions per load not counted");
+        return Ok(None);
+    }
+    let mut counts = Vec::new();
+    for target in INSTRUCTION_TARGETS {
+        let mut collected = Vec::new();
+        for loads in INSTRUCTION_LOADS {
+            collected.push(callgrind(addr, target, loads).await?);
+        }
+        let per_load = (collected[1] as f64 - collected[0] as f64)
+            / (INSTRUCTION_LOADS[1] - INSTRUCTION_LOADS[0]) as f64;
+        eprintln!(
+            "redis: {:<27} {per_load:>8.0} instructions per load",
+            target.name()
+        );
+        counts.push(InstructionCount {
+            target: target.name().to_owned(),
+            per_load,
+        });
+    }
+    Ok(Some(counts))
+}
+
+/// The instructions callgrind counted in one `session-bench instructions`
+/// run of `loads` loads of `target`.
+async fn callgrind(addr: &str, target: Target, loads: usize) -> Result<u64> {
+    let exe = std::env::current_exe().context("the path of session-bench")?;
+    let args: Vec<String> = [
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        &exe.to_string_lossy(),
+        "instructions",
+        "--addr",
+        addr,
+        "--target",
+        target.name(),
+        "--count",
+        &loads.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("valgrind").args(args).output()
+    })
+    .await?
+    .context("running session-bench instructions under valgrind")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "session-bench instructions --target {} failed ({}): {stderr}",
+            target.name(),
+            output.status
+        );
+    }
+    // callgrind ends with `==PID== Collected : N`.
+    stderr
+        .lines()
+        .find_map(|line| line.split_once("Collected : ").map(|(_, n)| n.trim()))
+        .and_then(|count| count.parse().ok())
+        .with_context(|| format!("no instruction count in callgrind's output: {stderr}"))
+}
+
+/// `session-bench instructions`: `loads` loads of `target`'s sessions by
+/// 64 tasks on one thread, for callgrind to count (see
+/// [`instruction_counts`]). The loads are those of the cells, drawn the
+/// same way.
+pub(crate) async fn instruction_loads(addr: &str, target: &str, loads: usize) -> Result<()> {
+    let target = INSTRUCTION_TARGETS
+        .into_iter()
+        .find(|known| known.name() == target)
+        .with_context(|| format!("no instruction count for store {target:?}"))?;
+    let ctx = setup(addr, INSTRUCTION_KEYSPACE).await?;
+    let work = Arc::new(RedisWork {
+        ctx,
+        target,
+        op: Op::Load,
+        seed: 1,
+        victims: Vec::new(),
+        created: Mutex::new(Vec::new()),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..INSTRUCTION_TASKS {
+        let work = Arc::clone(&work);
+        tasks.spawn(async move {
+            let mut state = work.state(task, INSTRUCTION_TASKS);
+            for _ in 0..loads / INSTRUCTION_TASKS {
+                if !work.op(&mut state).await? {
+                    bail!("a load found no session");
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
 }

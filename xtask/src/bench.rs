@@ -46,6 +46,7 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         tools::REDIS_SERVER,
         tools::REDIS_CLI,
         tools::REDIS_BENCHMARK,
+        tools::VALGRIND,
     ])?;
     let target = target_dir(root);
     let out = target.join("session-bench");

@@ -81,6 +81,12 @@ pub(crate) const REDIS_BENCHMARK: Tool = Tool {
     package: "redis-tools",
     why: "the redis-benchmark baseline of the benchmarks",
 };
+/// The instruction counter of the benchmarks.
+pub(crate) const VALGRIND: Tool = Tool {
+    program: "valgrind",
+    package: "valgrind",
+    why: "counting the client instructions per load in the benchmarks (callgrind)",
+};
 /// The load balancer of the cross-replica test.
 pub(crate) const NGINX: Tool = Tool {
     program: "nginx",

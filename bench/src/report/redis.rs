@@ -11,7 +11,7 @@ use super::results::RedisBenchmark;
 use super::templates::Templates;
 use super::{OPS, Run};
 use crate::harness::Row;
-use crate::redis::CONCURRENCY;
+use crate::redis::{CONCURRENCY, InstructionCount};
 
 /// One operation's table: every store at every concurrency, with its ratios
 /// to raw fred and, for ours, to tower-sessions.
@@ -115,6 +115,44 @@ fn benchmark_table(rows: &[Row], benchmark: &[RedisBenchmark]) -> String {
     )
 }
 
+/// Client instructions per uncached load, each store beside raw fred's
+/// `GET` and tower-sessions' load.
+fn instruction_table(counts: &[InstructionCount]) -> String {
+    let of = |target: &str| {
+        counts
+            .iter()
+            .find(|count| count.target == target)
+            .map(|count| count.per_load)
+    };
+    // A store is not compared with itself.
+    let versus = |count: &InstructionCount, base: &str| match of(base) {
+        Some(per_load) if per_load > 0.0 && count.target != base => {
+            times(count.per_load / per_load)
+        }
+        _ => String::new(),
+    };
+    let rows: Vec<Vec<String>> = counts
+        .iter()
+        .map(|count| {
+            vec![
+                store_name(&count.target),
+                format!("{:.0}", count.per_load),
+                versus(count, "raw-fred-get"),
+                versus(count, "tower-sessions-redis-store"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "store",
+            "instructions per load",
+            "vs raw fred GET",
+            "vs tower-sessions",
+        ],
+        &rows,
+    )
+}
+
 /// Section 1.
 pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
     let redis = run.redis.as_ref().map(|redis| {
@@ -139,6 +177,7 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
                 ratio => times(refresh.script / refresh.getex),
             }),
             cache_bytes => redis.cache_bytes_per_entry.map(|bytes| format!("{bytes:.0}")),
+            instructions => redis.instructions.as_deref().map(instruction_table),
         }
     });
     templates.render("redis.md", context! { redis })

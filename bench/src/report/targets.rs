@@ -1028,6 +1028,7 @@ mod tests {
                 rows,
                 refresh: None,
                 cache_bytes_per_entry: None,
+                instructions: None,
             }),
             ..Run::default()
         }
