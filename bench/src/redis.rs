@@ -1052,7 +1052,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
 /// The loads of the two counted runs of each store. Setup, connection and
 /// exit cost the same in both, so their difference over the difference of
 /// loads is what one load costs.
-const INSTRUCTION_LOADS: [usize; 2] = [6_400, 19_200];
+pub(crate) const INSTRUCTION_LOADS: [usize; 2] = [6_400, 19_200];
 /// Sessions per store in a counted run.
 const INSTRUCTION_KEYSPACE: usize = 1_000;
 /// Tasks of a counted run, as in the cells at 64 tasks.

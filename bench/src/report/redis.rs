@@ -11,7 +11,7 @@ use super::results::RedisBenchmark;
 use super::templates::Templates;
 use super::{OPS, Run};
 use crate::harness::Row;
-use crate::redis::{CONCURRENCY, InstructionCount};
+use crate::redis::{CONCURRENCY, INSTRUCTION_LOADS, InstructionCount};
 
 /// One operation's table: every store at every concurrency, with its ratios
 /// to raw fred and, for ours, to tower-sessions.
@@ -178,6 +178,8 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
             }),
             cache_bytes => redis.cache_bytes_per_entry.map(|bytes| format!("{bytes:.0}")),
             instructions => redis.instructions.as_deref().map(instruction_table),
+            instruction_loads => INSTRUCTION_LOADS,
+            instruction_difference => INSTRUCTION_LOADS[1] - INSTRUCTION_LOADS[0],
         }
     });
     templates.render("redis.md", context! { redis })
