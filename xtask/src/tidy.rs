@@ -19,6 +19,7 @@ const NO_NETWORK_STACK: &[&str] = &[
     "session-local",
     "session-config",
     "session-factory",
+    "session-rmcp",
 ];
 /// What those must not depend on, by exact name.
 const BANNED_CRATES: &[&str] = &["fred", "rustls", "ring"];

@@ -242,6 +242,10 @@ pub enum Operation {
     Ping,
     /// Releasing the backend's resources.
     Close,
+    /// Appending to a session's event log (resumable streams).
+    AppendEvent,
+    /// Reading a session's event log.
+    ReadEvents,
 }
 
 impl Operation {
@@ -262,6 +266,8 @@ impl Operation {
             Self::Count => "count",
             Self::Ping => "ping",
             Self::Close => "close",
+            Self::AppendEvent => "append_event",
+            Self::ReadEvents => "read_events",
         }
     }
 }

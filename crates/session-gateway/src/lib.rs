@@ -75,7 +75,8 @@ use axum::routing::get;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use session_factory::Manager;
-use session_rmcp::ManagerSessionStore;
+use session_factory::session_redis::EventLog;
+use session_rmcp::{ManagerSessionStore, ResumableSessions, ResumeSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthSettings, Authenticator, Principal};
@@ -97,10 +98,11 @@ struct Inner {
     manager: Manager,
     replica: String,
     served_by: HeaderValue,
-    /// rmcp's live sessions on this replica. The gateway holds it (instead of
+    /// rmcp's live sessions on this replica, with their streams' events in
+    /// the shared event log on Redis. The gateway holds it (instead of
     /// letting rmcp make its own) so that the [`guard`] can close a session
     /// that another replica deleted.
-    sessions: Arc<LocalSessionManager>,
+    sessions: Arc<ResumableSessions>,
     /// Cancelled on shutdown: ends every rmcp session and SSE stream, so that
     /// a graceful shutdown does not wait for long-lived streams.
     cancel: CancellationToken,
@@ -185,6 +187,13 @@ pub struct GatewayOptions {
     /// The interval of SSE keep-alive comments, on whose ticks an open `GET`
     /// stream also refreshes its session ([`DEFAULT_KEEP_ALIVE`]).
     pub keep_alive: Duration,
+    /// Where the events of SSE streams go, so that a client resumes a
+    /// broken stream on any replica (`Last-Event-ID`): the event log on the
+    /// Redis the sessions live in. `None` (local storage): in this
+    /// replica's memory, as rmcp keeps them.
+    pub events: Option<EventLog>,
+    /// How a resumed stream waits for events still to come.
+    pub resume: ResumeSettings,
 }
 
 /// The SSE keep-alive interval by default: rmcp's.
@@ -199,6 +208,8 @@ impl Default for GatewayOptions {
             auth: AuthSettings::Anonymous,
             limits: Limits::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
+            events: None,
+            resume: ResumeSettings::default(),
         }
     }
 }
@@ -219,8 +230,12 @@ impl Gateway {
         let replica = replica.into();
         let served_by =
             HeaderValue::from_str(&replica).map_err(|_| InvalidReplicaName(replica.clone()))?;
-        let mut sessions = LocalSessionManager::default();
-        sessions.session_config.keep_alive = Some(options.local_idle_timeout);
+        let mut local = LocalSessionManager::default();
+        local.session_config.keep_alive = Some(options.local_idle_timeout);
+        let sessions = match options.events {
+            Some(log) => ResumableSessions::with_log(local, log, manager.clone(), options.resume),
+            None => ResumableSessions::local(local),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 manager,
@@ -252,8 +267,14 @@ impl Gateway {
     }
 
     /// rmcp's in-memory sessions on this replica.
-    pub fn rmcp_sessions(&self) -> &Arc<LocalSessionManager> {
-        &self.inner.sessions
+    pub fn rmcp_sessions(&self) -> &LocalSessionManager {
+        self.inner.sessions.local_manager()
+    }
+
+    /// The event log of this replica's streams, when they resume across
+    /// replicas.
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.inner.sessions.event_log()
     }
 
     /// The `Host` values this gateway accepts.

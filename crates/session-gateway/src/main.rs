@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use clap::{CommandFactory, Parser};
+use session_factory::session_redis::{EventLimits, EventLog};
 use session_factory::{SessionType, Ttl, new_manager};
 use session_gateway::auth::AuthSettings;
 use session_gateway::settings::GatewaySettings;
@@ -243,6 +244,15 @@ async fn run(
     options.local_idle_timeout = args.local_idle;
     options.auth = settings.auth.clone();
     options.limits = settings.limits;
+    if let Some(redis) = config.redis() {
+        // The events of SSE streams go where the sessions are, so that a
+        // client resumes a broken stream on whichever replica it reaches.
+        options.events = Some(
+            EventLog::connect(redis, EventLimits::default())
+                .await
+                .context("cannot set up the event log of resumable streams")?,
+        );
+    }
     let gateway = Gateway::with_options(manager.clone(), replica, options)?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)

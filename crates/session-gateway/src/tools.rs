@@ -38,9 +38,10 @@ use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, GetPromptRequestParams, GetPromptResponse, GetPromptResult,
-    Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams, Prompt,
-    PromptMessage, ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse,
-    ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities, ServerConfig,
+    Implementation, ListPromptsResult, ListResourcesResult, PaginatedRequestParams,
+    ProgressNotificationParam, Prompt, PromptMessage, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, Role, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
@@ -84,6 +85,21 @@ pub struct EchoArgs {
     /// The text to return.
     pub text: String,
 }
+
+/// The arguments of `progress`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ProgressArgs {
+    /// How many progress notifications to send, 1 to [`MAX_PROGRESS_STEPS`].
+    pub steps: u32,
+    /// The pause before each notification, in milliseconds, at most
+    /// [`MAX_PROGRESS_INTERVAL_MS`].
+    pub interval_ms: u64,
+}
+
+/// The most notifications one `progress` call sends.
+pub const MAX_PROGRESS_STEPS: u32 = 1_000;
+/// The longest pause `progress` makes between notifications.
+pub const MAX_PROGRESS_INTERVAL_MS: u64 = 10_000;
 
 /// The arguments of `increment` and `close_counter`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -209,6 +225,44 @@ impl GatewayTools {
             "replica": &*self.replica,
             "session": id.to_string(),
         })))
+    }
+
+    /// `progress`: sends `steps` progress notifications, `interval_ms`
+    /// apart, then returns `{"steps":N,"replica":..}`: a long call whose
+    /// stream a client may lose and resume (see `session_rmcp::resumable`).
+    /// Without a progress token in the request it just waits as long.
+    #[tool(
+        description = "Sends `steps` progress notifications (1 to 1000), `interval_ms` apart (at most 10000), then returns {\"steps\":N,\"replica\":...}: a long-running call, for trying resumable streams."
+    )]
+    pub async fn progress(
+        &self,
+        context: RequestContext<RoleServer>,
+        Parameters(ProgressArgs { steps, interval_ms }): Parameters<ProgressArgs>,
+    ) -> Result<String, ErrorData> {
+        if !(1..=MAX_PROGRESS_STEPS).contains(&steps) || interval_ms > MAX_PROGRESS_INTERVAL_MS {
+            return Err(ErrorData::invalid_params(
+                format!(
+                    "`steps` must be 1 to {MAX_PROGRESS_STEPS} and `interval_ms` at most \
+                     {MAX_PROGRESS_INTERVAL_MS}"
+                ),
+                None,
+            ));
+        }
+        let token = context.meta.get_progress_token();
+        for step in 1..=steps {
+            tokio::time::sleep(std::time::Duration::from_millis(interval_ms)).await;
+            if let Some(token) = &token {
+                let update = ProgressNotificationParam::new(token.clone(), f64::from(step))
+                    .with_total(f64::from(steps))
+                    .with_message(format!("step {step} of {steps}"));
+                // A client that went away cannot be told; the call goes on,
+                // and a resumed stream still gets what it missed.
+                if let Err(error) = context.peer.notify_progress(update).await {
+                    tracing::debug!(%error, "cannot send a progress notification");
+                }
+            }
+        }
+        Ok(json!({ "steps": steps, "replica": &*self.replica }).to_string())
     }
 
     /// `whoami`: returns `{"replica":..,"session":..,"principal":{"issuer":..,"subject":..}}`,

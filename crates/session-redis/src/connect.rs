@@ -112,6 +112,17 @@ pub(crate) fn data_client(
     config: &RedisConfig,
     tls: Option<FredTls>,
 ) -> Result<fred::clients::Client> {
+    data_client_with(config, tls, config.cache().is_some())
+}
+
+/// Builds a client for `config` without touching the network, on RESP3
+/// when `resp3` (the cache's invalidations need it), else on RESP2, which
+/// every server speaks.
+pub(crate) fn data_client_with(
+    config: &RedisConfig,
+    tls: Option<FredTls>,
+    resp3: bool,
+) -> Result<fred::clients::Client> {
     let tls_name = config.tls().and_then(|tls| tls.server_name.as_deref());
     let (server, database) = match config.topology() {
         RedisTopology::Standalone { addr, db } => (
@@ -167,7 +178,7 @@ pub(crate) fn data_client(
         // The cache needs RESP3, whose connections carry the server's
         // invalidations. Without it the client stays on RESP2, which every
         // server speaks.
-        version: if config.cache().is_some() {
+        version: if resp3 {
             RespVersion::RESP3
         } else {
             RespVersion::RESP2

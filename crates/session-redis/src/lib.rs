@@ -83,6 +83,7 @@
 mod cache;
 mod connect;
 mod errors;
+pub mod events;
 mod owners;
 mod scripts;
 mod sentinel_watch;
@@ -112,6 +113,7 @@ use crate::scripts::{Refused, Scripts, WriteMode, Written};
 use crate::sentinel_watch::SentinelWatch;
 
 pub use cache::CacheStats;
+pub use events::{EventLimits, EventLog};
 pub use fred;
 
 /// The refresh window of a storage configured without one

@@ -27,7 +27,7 @@ pub(crate) struct Script {
 }
 
 impl Script {
-    fn new(lua: &'static str) -> Self {
+    pub(crate) fn new(lua: &'static str) -> Self {
         let digest = Sha1::digest(lua.as_bytes());
         let sha1 = digest.iter().map(|byte| format!("{byte:02x}")).collect();
         Self { lua, sha1 }

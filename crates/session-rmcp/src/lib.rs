@@ -48,6 +48,11 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "redis")]
+pub mod resumable;
+#[cfg(feature = "redis")]
+pub use resumable::{ResumableSessions, ResumeSettings, StreamError};
+
 use std::sync::Arc;
 
 use rmcp::transport::streamable_http_server::session::store::{
