@@ -25,7 +25,7 @@ use anyhow::{Result, bail};
 use lexopt::prelude::*;
 use session_reliability::scenarios::{
     bad_config, bad_values, cache_consistency, cluster_failover, conn_kill, down_at_start,
-    failover, races, restart, secrets, soak, soak_gateway, stall,
+    failover, races, restart, secrets, soak, soak_gateway, stall, stream_events,
 };
 use session_reliability::{Outcome, capture, env, rng};
 use session_testenv::{RedisProcess, contract, process};
@@ -37,7 +37,7 @@ usage: session-reliability [--only <name>[,<name>...]] [--quick]
 
 scenarios: connection-killed server-stalled server-restarted sentinel-failover
            cluster-failover redis-down-at-start races bad-stored-values
-           secrets-redacted bad-configuration cache-consistency";
+           secrets-redacted bad-configuration cache-consistency stream-events";
 
 const ALL: &[&str] = &[
     "bad-configuration",
@@ -51,6 +51,7 @@ const ALL: &[&str] = &[
     "sentinel-failover",
     "cluster-failover",
     "cache-consistency",
+    "stream-events",
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -286,6 +287,23 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
     }
     if wanted("server-restarted") {
         report(&mut outcomes, restart::run(scratch.path(), seed).await);
+    }
+    if wanted("stream-events") {
+        let redis = session_testenv::Programs::redis();
+        report(
+            &mut outcomes,
+            stream_events::run(scratch.path(), &redis).await,
+        );
+        if let (Ok(server), Ok(cli)) = (
+            std::env::var(contract::VALKEY_SERVER_BIN),
+            std::env::var(contract::VALKEY_CLI_BIN),
+        ) {
+            let valkey = session_testenv::Programs::new(server, cli);
+            report(
+                &mut outcomes,
+                stream_events::run(scratch.path(), &valkey).await,
+            );
+        }
     }
     if wanted("sentinel-failover") {
         report(&mut outcomes, failover::run(scratch.path(), seed).await);

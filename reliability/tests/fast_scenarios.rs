@@ -178,3 +178,28 @@ mod cache_consistency {
         run(valkey, TrackingMode::Broadcast, Fault::FlushAll).await;
     }
 }
+
+/// The event log of resumable streams through a stall and a restart, on
+/// Redis and on Valkey: each runs a server of its own.
+mod stream_events {
+    use super::*;
+    use session_reliability::scenarios::stream_events;
+    use session_testenv::Programs;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_loses_no_acknowledged_event() {
+        let scratch = env::scratch_dir("stream-events").unwrap();
+        verdict(&stream_events::run(scratch.path(), &Programs::redis()).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_loses_no_acknowledged_event() {
+        let server = session_testenv::contract::var(session_testenv::contract::VALKEY_SERVER_BIN);
+        let cli = session_testenv::contract::var(session_testenv::contract::VALKEY_CLI_BIN);
+        let (Some(server), Some(cli)) = (server, cli) else {
+            return;
+        };
+        let scratch = env::scratch_dir("stream-events").unwrap();
+        verdict(&stream_events::run(scratch.path(), &Programs::new(server, cli)).await);
+    }
+}

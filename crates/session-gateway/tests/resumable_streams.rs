@@ -17,10 +17,17 @@
 //!   stream that ends at once, so that an `EventSource` does not retry
 //!   forever.
 //! - `DELETE` of the session deletes its event log.
+//! - The official TypeScript SDK, whose connection a proxy in front of nginx
+//!   cuts after the 5th notification, resumes on its own (its priming event
+//!   makes the stream resumable) on the other replica and gets every
+//!   notification and the result once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -460,4 +467,158 @@ async fn event_logs(session: &str) -> usize {
     }
     storage.close().await.unwrap();
     keys.len()
+}
+
+/// A TCP proxy to `upstream` on 127.0.0.1 that cuts, once, the connection
+/// whose responses have carried `cut_after` progress notifications, right
+/// after passing the last of them on: a balancer dropping a client. Its
+/// port, and whether it has cut.
+async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PATTERN: &[u8] = b"notifications/progress";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cut = Arc::new(AtomicBool::new(false));
+    let has_cut = Arc::clone(&cut);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cut = Arc::clone(&cut);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    let _ = server_write.shutdown().await;
+                });
+                let mut seen = 0;
+                let mut carry: Vec<u8> = Vec::new();
+                let mut buffer = vec![0u8; 16 * 1024];
+                while let Ok(read) = server_read.read(&mut buffer).await {
+                    if read == 0 || client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                    if cut.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    // Shorter than the pattern, so an occurrence counted
+                    // here always ends in the new bytes: none twice.
+                    carry.extend_from_slice(&buffer[..read]);
+                    seen += carry
+                        .windows(PATTERN.len())
+                        .filter(|w| *w == PATTERN)
+                        .count();
+                    let keep = carry.len().saturating_sub(PATTERN.len() - 1);
+                    carry.drain(..keep);
+                    if seen >= cut_after
+                        && cut
+                            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok()
+                    {
+                        // Dropping both halves closes the client's socket
+                        // in the middle of its response.
+                        up.abort();
+                        return;
+                    }
+                }
+                let _ = client_write.shutdown().await;
+            });
+        }
+    });
+    (port, has_cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_resumes_a_cut_stream_on_the_other_replica() {
+    let (Some(node), Some(modules)) = (
+        test_env(session_testkit::env::MCP_NODE),
+        test_env(session_testkit::env::MCP_NODE_MODULES),
+    ) else {
+        return;
+    };
+    let Some((children, nginx, ports)) = deployment().await else {
+        return;
+    };
+    let (proxy, cut) = cutting_proxy(nginx, 5).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ts_resume.mjs");
+    let url = format!("http://127.0.0.1:{proxy}/mcp");
+    let token = token("alice");
+    let mut command = tokio::process::Command::new(&node);
+    command
+        .args([
+            script.to_str().unwrap(),
+            "--modules",
+            &modules,
+            "--url",
+            &url,
+            "--token",
+            &token,
+        ])
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the TypeScript client finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}{stderr}");
+    print_access_log(&children, &[("a", ports[0]), ("b", ports[1])]);
+    assert!(output.status.success(), "node failed: {stdout}\n{stderr}");
+    assert!(cut.load(Ordering::SeqCst), "the proxy never cut");
+    let called: Value = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|step| step["step"] == "called")
+        .expect("the call's step");
+    let progress: Vec<u64> = called["progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(progress, (1..=20).collect::<Vec<_>>(), "{called}");
+    assert_eq!(called["result"]["steps"], 20, "{called}");
+    let errors = called["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("SSE stream disconnected")),
+        "the SDK saw no broken stream: {called}"
+    );
+
+    // nginx logs a request when it ends: the cut call, then its
+    // resumption (the one GET with a Last-Event-ID), on the other replica.
+    let log = std::fs::read_to_string(children.dir().join("nginx/access.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let resumed = lines
+        .iter()
+        .position(|line| line.starts_with("GET ") && !line.ends_with("last_event_id=-"))
+        .expect("a GET with Last-Event-ID");
+    let call = lines[..resumed]
+        .iter()
+        .rev()
+        .find(|line| line.starts_with("POST "))
+        .expect("the call before it");
+    let upstream = |line: &str| {
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix("upstream="))
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(
+        upstream(call),
+        upstream(lines[resumed]),
+        "resumed on the replica that produced the stream"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|line| line.starts_with("GET ") && !line.ends_with("last_event_id=-"))
+            .count(),
+        1,
+        "the SDK resumed more than once: {log}"
+    );
 }

@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod soak;
 pub mod soak_gateway;
 pub mod stall;
+pub mod stream_events;
 
 use std::time::Duration;
 

@@ -196,7 +196,7 @@ events {{
     worker_connections 256;
 }}
 http {{
-    log_format upstream '$request_method $uri $status upstream=$upstream_addr';
+    log_format upstream '$request_method $uri $status upstream=$upstream_addr last_event_id=$http_last_event_id';
     access_log {d}/access.log upstream;
     {temp_paths}
     upstream gateways {{
