@@ -17,6 +17,8 @@
 //!   stream that ends at once, so that an `EventSource` does not retry
 //!   forever.
 //! - `DELETE` of the session deletes its event log.
+//! - A session whose TTL is shorter than a call lives while the call's
+//!   stream is open, and while a resumed copy of it is replayed.
 //! - The official TypeScript SDK, whose connection a proxy in front of nginx
 //!   cuts after the 5th notification, resumes on its own (its priming event
 //!   makes the stream resumable) on the other replica and gets every
@@ -36,7 +38,7 @@ use serde_json::{Value, json};
 use session_testkit::env::var as test_env;
 
 use common::http;
-use common::processes::{Children, pair_behind_nginx, print_access_log};
+use common::processes::{Children, print_access_log, start_nginx, start_replicas, write};
 
 const ISSUER: &str = "https://issuer.test";
 const AUDIENCE: &str = "session-gateway";
@@ -260,17 +262,31 @@ impl Client {
 
 /// The deployment, or `None` (SKIPPED) without Redis and nginx.
 async fn deployment() -> Option<(Children, u16, [u16; 2])> {
+    deployment_with_ttl("30m").await
+}
+
+/// The deployment with sessions of TTL `ttl`.
+async fn deployment_with_ttl(ttl: &str) -> Option<(Children, u16, [u16; 2])> {
     let (Some(redis), Some(nginx)) = (
         test_env(session_testkit::env::REDIS),
         test_env(session_testkit::env::NGINX),
     ) else {
         return None;
     };
-    let auth = format!(
-        "\n[auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\nhmac_secret_env = \"{SECRET_ENV}\"\n"
+    let http = http();
+    let mut children = Children::new();
+    let prefix = format!("resume:{}:", uuid::Uuid::new_v4().simple());
+    let config = write(
+        children.dir(),
+        "redis.toml",
+        &format!(
+            "ttl = \"{ttl}\"\n\n[redis]\naddr = \"{redis}\"\nkey_prefix = \"{prefix}\"\n\n\
+             [auth]\nmode = \"jwt\"\nissuer = \"{ISSUER}\"\naudience = \"{AUDIENCE}\"\n\
+             hmac_secret_env = \"{SECRET_ENV}\"\n"
+        ),
     );
-    let (children, ports, nginx_port) =
-        pair_behind_nginx(&redis, &nginx, &auth, &[(SECRET_ENV, SECRET)]).await;
+    let ports = start_replicas(&mut children, &http, &config, &[(SECRET_ENV, SECRET)]).await;
+    let nginx_port = start_nginx(&mut children, &http, &nginx, &ports).await;
     Some((children, nginx_port, ports))
 }
 
@@ -621,4 +637,62 @@ async fn the_typescript_sdk_resumes_a_cut_stream_on_the_other_replica() {
         1,
         "the SDK resumed more than once: {log}"
     );
+}
+
+/// A call that outlasts the session's TTL (2 s) keeps the session alive:
+/// its stream's drain reads the session every quarter TTL, and so does the
+/// replay of a resumed copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_or_resumed_stream_keeps_its_session_alive() {
+    let Some((_children, nginx, _ports)) = deployment_with_ttl("2s").await else {
+        return;
+    };
+    let alice = Client::new(nginx, "alice");
+    let session = alice.open().await;
+    let alive = |id: u64| {
+        let alice = &alice;
+        let session = session.clone();
+        async move {
+            let response = alice
+                .post(
+                    Some(&session),
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                           "params": {"name": "whoami", "arguments": {}}}),
+                )
+                .await;
+            response.status()
+        }
+    };
+
+    // 4 s of notifications, nothing else sent in the session meanwhile.
+    let events = alice.progress(&session, 2, 20, 200).await.rest().await;
+    assert_progress_then_result(&events, 1, 20, 2, 20);
+    assert_eq!(
+        alive(3).await,
+        StatusCode::OK,
+        "the session expired under its stream"
+    );
+
+    // Cut early; the resumed copy is replayed for about 3.5 s.
+    let mut stream = alice.progress(&session, 4, 20, 200).await;
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        last = event.id.clone();
+        if event.progress() == Some(2) {
+            break;
+        }
+    }
+    drop(stream);
+    let (status, resumed) = alice.resume(&session, &last.unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_progress_then_result(&resumed.unwrap().rest().await, 3, 20, 4, 20);
+    assert_eq!(
+        alive(5).await,
+        StatusCode::OK,
+        "the session expired under its replay"
+    );
+
+    // Without a stream the same session does expire.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(alive(6).await, StatusCode::NOT_FOUND);
 }
