@@ -5,6 +5,12 @@
 //! session. Every call loads the session from the store and writes it back
 //! with the counter incremented, so the difference between a replica on
 //! local storage and one on Redis is what the store costs a real request.
+//!
+//! Then `tools/call progress` ([`STREAM_STEPS`] notifications, no pause
+//! between them) read as one SSE stream: on local storage the events stay in
+//! rmcp's memory, on Redis each is appended to the session's event log
+//! before it is sent, so the difference per event is what resumable
+//! streams cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +23,10 @@ use crate::harness::{self, Plan, Row, Timing, Workload};
 
 /// Concurrent clients.
 pub(crate) const CONCURRENCY: [usize; 3] = [1, 16, 64];
+/// Concurrent clients of the streamed calls.
+pub(crate) const STREAM_CONCURRENCY: [usize; 2] = [1, 16];
+/// Progress notifications per streamed call.
+pub(crate) const STREAM_STEPS: u32 = 50;
 const PROTOCOL: &str = "2025-06-18";
 
 /// One replica's figures.
@@ -25,6 +35,9 @@ pub(crate) struct GatewayResults {
     /// `local` or `redis`.
     pub(crate) storage: String,
     pub(crate) rows: Vec<Row>,
+    /// The streamed calls (`tools/call progress`), by client count.
+    #[serde(default)]
+    pub(crate) streams: Vec<Row>,
 }
 
 struct Calls {
@@ -113,6 +126,48 @@ impl Workload for CounterWork {
     }
 }
 
+struct ProgressWork {
+    calls: Arc<Calls>,
+}
+
+impl Workload for ProgressWork {
+    type State = usize;
+
+    fn state(&self, task: usize, _tasks: usize) -> usize {
+        task
+    }
+
+    async fn op(&self, task: &mut usize) -> Result<bool> {
+        let calls = &self.calls;
+        let id = calls.next_id.fetch_add(1, Ordering::Relaxed);
+        let call = json!({
+            "jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {
+                "name": "progress",
+                "arguments": {"steps": STREAM_STEPS, "interval_ms": 0},
+                "_meta": {"progressToken": id},
+            },
+        });
+        let response = calls
+            .post(Some(&calls.sessions[*task]), &call)
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        let notifications = body.matches("notifications/progress").count();
+        if !status.is_success()
+            || !body.contains("\"result\"")
+            || notifications != STREAM_STEPS as usize
+        {
+            bail!(
+                "tools/call progress answered {status} with {notifications} notifications: {}",
+                body.chars().take(200).collect::<String>()
+            );
+        }
+        Ok(true)
+    }
+}
+
 /// Runs section 5 against the gateway at `url`.
 pub(crate) async fn run(url: &str, storage: &str, timing: Timing) -> Result<GatewayResults> {
     let http = reqwest::Client::builder()
@@ -155,8 +210,48 @@ pub(crate) async fn run(url: &str, storage: &str, timing: Timing) -> Result<Gate
             rounds: Vec::new(),
         });
     }
+    let mut streams = Vec::new();
+    for tasks in STREAM_CONCURRENCY {
+        let mut calls = Calls {
+            http: http.clone(),
+            url: url.to_owned(),
+            sessions: Vec::new(),
+            next_id: AtomicU64::new(10),
+        };
+        for _ in 0..tasks {
+            calls.sessions.push(calls.open().await?);
+        }
+        let work = Arc::new(ProgressWork {
+            calls: Arc::new(calls),
+        });
+        let m = harness::run(&work, Plan::timed(tasks, timing.warmup, timing.measure)).await?;
+        eprintln!(
+            "gateway: {storage:<5} {tasks:>3} clients {:>8.0} streamed calls/s ({:.0} events/s)  p50 {:>8.1} us",
+            m.ops_per_sec,
+            m.ops_per_sec * f64::from(STREAM_STEPS),
+            m.p50_us
+        );
+        if m.ops == 0 || m.errors > 0 {
+            bail!(
+                "gateway ({storage}) streamed calls at {tasks} clients: {} calls, {} errors (first: {})",
+                m.ops,
+                m.errors,
+                m.first_error.as_deref().unwrap_or("none")
+            );
+        }
+        streams.push(Row {
+            target: format!("gateway-{storage}"),
+            op: "tools/call progress".to_owned(),
+            concurrency: tasks,
+            m,
+            script_share: None,
+            hit_share: None,
+            rounds: Vec::new(),
+        });
+    }
     Ok(GatewayResults {
         storage: storage.to_owned(),
         rows,
+        streams,
     })
 }

@@ -72,6 +72,87 @@ pub(crate) struct RedisResults {
     /// valgrind.
     #[serde(default)]
     pub(crate) instructions: Option<Vec<InstructionCount>>,
+    /// Server memory per event of the resumable streams' event log.
+    #[serde(default)]
+    pub(crate) event_memory: Option<EventMemory>,
+}
+
+/// What the server's memory grew by per event appended to the event log of
+/// resumable streams (`session_redis::EventLog`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct EventMemory {
+    /// Events appended.
+    pub(crate) events: usize,
+    /// Sessions (one log each) they went to.
+    pub(crate) sessions: usize,
+    /// Bytes of one event's payload (a progress notification's JSON).
+    pub(crate) payload_bytes: usize,
+    /// `used_memory` growth per event.
+    pub(crate) bytes_per_event: f64,
+}
+
+/// Sessions of the event memory measurement.
+const EVENT_SESSIONS: usize = 100;
+/// Events per session of the event memory measurement.
+const EVENTS_PER_SESSION: usize = 100;
+
+/// Appends [`EVENTS_PER_SESSION`] progress notifications to each of
+/// [`EVENT_SESSIONS`] sessions' logs and reads the server's `used_memory`
+/// before and after.
+async fn event_memory(addr: &str) -> Result<EventMemory> {
+    use session_redis::events::Record;
+    use session_redis::{EventLimits, EventLog};
+    let config = RedisConfig::standalone(addr, "bench:events:")?;
+    let limits = EventLimits::default().max_events_per_session(EVENTS_PER_SESSION as u64 * 10);
+    let log = EventLog::connect(&config, limits).await?;
+    let probe = RedisStorage::connect(&config).await?;
+    let sessions: Vec<SessionId> = (0..EVENT_SESSIONS).map(|_| SessionId::new()).collect();
+    let payload = |n: usize| {
+        serde_json::json!({
+            "jsonrpc": "2.0", "method": "notifications/progress",
+            "params": {"progressToken": "call-12345", "progress": n as f64, "total": 50.0,
+                       "message": format!("step {n} of 50")},
+        })
+        .to_string()
+    };
+    let before = used_memory(probe.client()).await?;
+    let ttl = Ttl::from_secs(1800)?;
+    for n in 0..EVENTS_PER_SESSION {
+        for session in &sessions {
+            let record = Record::Event {
+                data: Some(Bytes::from(payload(n))),
+                retry: None,
+            };
+            log.append(session, "0123456789abcdef", &record, ttl).await?;
+        }
+    }
+    let after = used_memory(probe.client()).await?;
+    for session in &sessions {
+        log.delete(session).await?;
+    }
+    log.close().await;
+    probe.close().await?;
+    let events = EVENT_SESSIONS * EVENTS_PER_SESSION;
+    Ok(EventMemory {
+        events,
+        sessions: EVENT_SESSIONS,
+        payload_bytes: payload(EVENTS_PER_SESSION / 2).len(),
+        bytes_per_event: after.saturating_sub(before) as f64 / events as f64,
+    })
+}
+
+/// The server's `used_memory`, in bytes (`INFO memory`).
+async fn used_memory(client: &fred::clients::Client) -> Result<u64> {
+    let info: String = client
+        .custom(
+            CustomCommand::new_static("INFO", ClusterHash::Random, false),
+            vec!["memory"],
+        )
+        .await?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|n| n.trim().parse().ok())
+        .context("INFO memory has no used_memory")
 }
 
 /// Two replicas read the same sessions for several refresh windows: how
@@ -1035,6 +1116,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
         manager.close().await?;
     }
     let _ = ctx.pool.quit().await;
+    let event_memory = event_memory(addr).await?;
     // Last: each counted process starts by flushing the server.
     let instructions = instruction_counts(addr).await?;
     Ok(RedisResults {
@@ -1046,6 +1128,7 @@ pub(crate) async fn run(addr: &str, timing: Timing, filter: &Filter) -> Result<R
         refresh: Some(refresh),
         cache_bytes_per_entry: Some(cache_bytes_per_entry),
         instructions,
+        event_memory: Some(event_memory),
     })
 }
 

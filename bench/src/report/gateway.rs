@@ -7,7 +7,7 @@ use minijinja::context;
 use super::Run;
 use super::format::{rate, ratio, table, us};
 use super::templates::Templates;
-use crate::gateway::GatewayResults;
+use crate::gateway::{GatewayResults, STREAM_STEPS};
 
 /// A median at or above this many microseconds points at Nagle's
 /// algorithm rather than at the store, and the section says so.
@@ -49,6 +49,52 @@ fn gateway_table(results: &[GatewayResults]) -> String {
     )
 }
 
+/// The streamed calls on both storages: events per second, the median
+/// time per event, and what Redis adds to it over local storage's
+/// in-memory events.
+fn streams_table(results: &[GatewayResults]) -> Option<String> {
+    let local = results.iter().find(|g| g.storage == "local");
+    let steps = f64::from(STREAM_STEPS);
+    let mut rows = Vec::new();
+    for result in results {
+        for row in &result.streams {
+            let base = local.and_then(|l| {
+                l.streams
+                    .iter()
+                    .find(|r| r.concurrency == row.concurrency)
+            });
+            let per_event = row.m.p50_us / steps;
+            rows.push(vec![
+                row.concurrency.to_string(),
+                result.storage.clone(),
+                rate(row.m.ops_per_sec * steps),
+                us(per_event),
+                us(row.m.p99_us),
+                base.map(|b| us(per_event - b.m.p50_us / steps))
+                    .unwrap_or_default(),
+                base.map(|b| ratio(row.m.ops_per_sec, b.m.ops_per_sec))
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    rows.sort_by_key(|row| row[0].parse::<usize>().unwrap_or_default());
+    Some(table(
+        &[
+            "clients",
+            "storage",
+            "events/s",
+            "us per event (p50)",
+            "call p99 us",
+            "added us per event vs local",
+            "events/s vs local",
+        ],
+        &rows,
+    ))
+}
+
 /// Section 5.
 pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
     let measured = !run.gateway.is_empty();
@@ -61,6 +107,14 @@ pub(crate) fn section(run: &Run, templates: &Templates) -> Result<String> {
         "gateway.md",
         context! {
             table => measured.then(|| gateway_table(&run.gateway)),
+            streams => streams_table(&run.gateway),
+            steps => STREAM_STEPS,
+            event_memory => run.redis.as_ref().and_then(|redis| redis.event_memory.as_ref()).map(|memory| context! {
+                events => memory.events,
+                sessions => memory.sessions,
+                payload_bytes => memory.payload_bytes,
+                bytes_per_event => format!("{:.0}", memory.bytes_per_event),
+            }),
             skipped => &run.gateway_skipped,
             slow,
         },

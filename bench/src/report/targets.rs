@@ -1029,6 +1029,7 @@ mod tests {
                 refresh: None,
                 cache_bytes_per_entry: None,
                 instructions: None,
+                event_memory: None,
             }),
             ..Run::default()
         }
