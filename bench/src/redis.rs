@@ -123,7 +123,8 @@ async fn event_memory(addr: &str) -> Result<EventMemory> {
                 data: Some(Bytes::from(payload(n))),
                 retry: None,
             };
-            log.append(session, "0123456789abcdef", &record, ttl).await?;
+            log.append(session, "0123456789abcdef", &record, ttl)
+                .await?;
         }
     }
     let after = used_memory(probe.client()).await?;

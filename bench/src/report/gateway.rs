@@ -58,11 +58,8 @@ fn streams_table(results: &[GatewayResults]) -> Option<String> {
     let mut rows = Vec::new();
     for result in results {
         for row in &result.streams {
-            let base = local.and_then(|l| {
-                l.streams
-                    .iter()
-                    .find(|r| r.concurrency == row.concurrency)
-            });
+            let base =
+                local.and_then(|l| l.streams.iter().find(|r| r.concurrency == row.concurrency));
             let per_event = row.m.p50_us / steps;
             rows.push(vec![
                 row.concurrency.to_string(),

@@ -485,10 +485,17 @@ async fn event_logs(session: &str) -> usize {
     keys.len()
 }
 
-/// A TCP proxy to `upstream` on 127.0.0.1 that cuts, once, the connection
-/// whose responses have carried `cut_after` progress notifications, right
-/// after passing the last of them on: a balancer dropping a client. Its
-/// port, and whether it has cut.
+/// A TCP proxy to `upstream` (nginx) on 127.0.0.1 that cuts, once, the
+/// connection whose responses have carried `cut_after` progress
+/// notifications, right after passing the last of them on: a balancer
+/// dropping a client. Its port, and whether it has cut.
+///
+/// Then it steers nginx's round robin so that the client's next request
+/// goes to the other replica: the SDK opens its standalone `GET` stream
+/// without waiting, racing its first call, so which replica is next is not
+/// fixed by the order of the client's requests. The proxy asks nginx for
+/// `/health` until the replica that answers is the one that produced the
+/// cut stream; the SDK waits the stream's `retry` (3 s) before it resumes.
 async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const PATTERN: &[u8] = b"notifications/progress";
@@ -511,6 +518,7 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
                     let _ = server_write.shutdown().await;
                 });
                 let mut seen = 0;
+                let mut producer = None;
                 let mut carry: Vec<u8> = Vec::new();
                 let mut buffer = vec![0u8; 16 * 1024];
                 while let Ok(read) = server_read.read(&mut buffer).await {
@@ -519,6 +527,9 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
                     }
                     if cut.load(Ordering::SeqCst) {
                         continue;
+                    }
+                    if let Some(name) = served_by(&buffer[..read]) {
+                        producer = Some(name);
                     }
                     // Shorter than the pattern, so an occurrence counted
                     // here always ends in the new bytes: none twice.
@@ -537,6 +548,8 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
                         // Dropping both halves closes the client's socket
                         // in the middle of its response.
                         up.abort();
+                        drop((client_write, server_read));
+                        steer(upstream, producer.as_deref()).await;
                         return;
                     }
                 }
@@ -545,6 +558,31 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
         }
     });
     (port, has_cut)
+}
+
+/// The `x-served-by` value of a response head in `bytes`, if there is one.
+fn served_by(bytes: &[u8]) -> Option<String> {
+    const HEADER: &[u8] = b"x-served-by: ";
+    let start = bytes.windows(HEADER.len()).position(|w| w == HEADER)? + HEADER.len();
+    let end = bytes[start..].iter().position(|&b| b == b'\r')? + start;
+    Some(String::from_utf8_lossy(&bytes[start..end]).into_owned())
+}
+
+/// Sends `GET /health` through nginx at `nginx` until `producer` answers
+/// one, so that round robin sends the next request to the other replica.
+async fn steer(nginx: u16, producer: Option<&str>) {
+    let producer = producer.expect("the cut response named its replica");
+    for _ in 0..4 {
+        let response = http()
+            .get(format!("http://127.0.0.1:{nginx}/health"))
+            .send()
+            .await
+            .unwrap();
+        if response.headers()["x-served-by"] == producer {
+            return;
+        }
+    }
+    panic!("nginx never sent a request to {producer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
