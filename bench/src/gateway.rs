@@ -62,6 +62,20 @@ impl Calls {
         request
     }
 
+    /// Calls to `url` with `tasks` MCP sessions open, one per task.
+    async fn with_sessions(http: &reqwest::Client, url: &str, tasks: usize) -> Result<Self> {
+        let mut calls = Self {
+            http: http.clone(),
+            url: url.to_owned(),
+            sessions: Vec::new(),
+            next_id: AtomicU64::new(10),
+        };
+        for _ in 0..tasks {
+            calls.sessions.push(calls.open().await?);
+        }
+        Ok(calls)
+    }
+
     /// Opens one MCP session: initialize, then the initialized notification.
     async fn open(&self) -> Result<String> {
         let initialize = json!({
@@ -175,15 +189,7 @@ pub(crate) async fn run(url: &str, storage: &str, timing: Timing) -> Result<Gate
         .build()?;
     let mut rows = Vec::new();
     for tasks in CONCURRENCY {
-        let mut calls = Calls {
-            http: http.clone(),
-            url: url.to_owned(),
-            sessions: Vec::new(),
-            next_id: AtomicU64::new(10),
-        };
-        for _ in 0..tasks {
-            calls.sessions.push(calls.open().await?);
-        }
+        let calls = Calls::with_sessions(&http, url, tasks).await?;
         let work = Arc::new(CounterWork {
             calls: Arc::new(calls),
         });
@@ -212,15 +218,7 @@ pub(crate) async fn run(url: &str, storage: &str, timing: Timing) -> Result<Gate
     }
     let mut streams = Vec::new();
     for tasks in STREAM_CONCURRENCY {
-        let mut calls = Calls {
-            http: http.clone(),
-            url: url.to_owned(),
-            sessions: Vec::new(),
-            next_id: AtomicU64::new(10),
-        };
-        for _ in 0..tasks {
-            calls.sessions.push(calls.open().await?);
-        }
+        let calls = Calls::with_sessions(&http, url, tasks).await?;
         let work = Arc::new(ProgressWork {
             calls: Arc::new(calls),
         });

@@ -239,28 +239,7 @@ impl EventLog {
         let client = connect::data_client_with(config, tls, false)?;
         let errors = ErrorContext::new(config);
         match config.connect_mode() {
-            ConnectMode::Eager => {
-                let connected = async {
-                    client.init().await?;
-                    client.ping::<Value>(None).await
-                };
-                let failure = match tokio::time::timeout(config.connect_timeout(), connected).await
-                {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(error)) => Some(errors.map(Operation::Connect, &error)),
-                    Err(_) => Some(Error::Timeout {
-                        operation: Operation::Connect,
-                        after: config.connect_timeout(),
-                    }),
-                };
-                if let Some(failure) = failure {
-                    let command_timeout = config.command_timeout();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(command_timeout, client.quit()).await;
-                    });
-                    return Err(failure);
-                }
-            }
+            ConnectMode::Eager => crate::connect_eagerly(&client, config, &errors).await?,
             ConnectMode::Lazy => drop(client.connect()),
         }
         Ok(Self {

@@ -211,42 +211,8 @@ impl RedisStorage {
         let sentinel_watch = SentinelWatch::build(config, tls.as_ref())?;
         let client = connect::data_client(config, tls)?;
         let errors = ErrorContext::new(config);
-        match config.connect_mode() {
-            ConnectMode::Eager => {
-                let connected = async {
-                    client.init().await?;
-                    client.ping::<Value>(None).await
-                };
-                let result = tokio::time::timeout(config.connect_timeout(), connected).await;
-                let failure = match result {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(error)) if config.cache().is_some() && refuses_resp3(&error) => {
-                        Some(Error::config(
-                            "redis.cache",
-                            "the server does not speak RESP3 (it refused HELLO 3), which the \
-                             cache's invalidations need: remove [redis.cache], or use Redis 6 \
-                             or later",
-                        ))
-                    }
-                    Ok(Err(error)) => Some(errors.map(Operation::Connect, &error)),
-                    Err(_) => Some(Error::Timeout {
-                        operation: Operation::Connect,
-                        after: config.connect_timeout(),
-                    }),
-                };
-                if let Some(failure) = failure {
-                    // Stop the client: a failed eager connect must leave
-                    // nothing running. QUIT on a connection that never came up
-                    // can wait for its own timeout, so it runs in the
-                    // background and the error is returned at once.
-                    let command_timeout = config.command_timeout();
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(command_timeout, client.quit()).await;
-                    });
-                    return Err(failure);
-                }
-            }
-            ConnectMode::Lazy => {}
+        if config.connect_mode() == ConnectMode::Eager {
+            connect_eagerly(&client, config, &errors).await?;
         }
         let mut storage = Self::from_parts(
             client,
@@ -966,6 +932,45 @@ fn spawn_tracking(inner: &Arc<Inner>) {
             }
         }
     });
+}
+
+/// Eager connect: connects `client` and sends `PING` within the connect
+/// timeout, or fails with a typed error and leaves nothing running. Shared
+/// by the storage and the event log, whose clients come from one
+/// configuration.
+pub(crate) async fn connect_eagerly(
+    client: &fred::clients::Client,
+    config: &RedisConfig,
+    errors: &ErrorContext,
+) -> Result<()> {
+    let connected = async {
+        client.init().await?;
+        client.ping::<Value>(None).await
+    };
+    let result = tokio::time::timeout(config.connect_timeout(), connected).await;
+    let failure = match result {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(error)) if config.cache().is_some() && refuses_resp3(&error) => Error::config(
+            "redis.cache",
+            "the server does not speak RESP3 (it refused HELLO 3), which the \
+             cache's invalidations need: remove [redis.cache], or use Redis 6 \
+             or later",
+        ),
+        Ok(Err(error)) => errors.map(Operation::Connect, &error),
+        Err(_) => Error::Timeout {
+            operation: Operation::Connect,
+            after: config.connect_timeout(),
+        },
+    };
+    // Stop the client: a failed eager connect must leave nothing running.
+    // QUIT on a connection that never came up can wait for its own timeout,
+    // so it runs in the background and the error is returned at once.
+    let client = client.clone();
+    let command_timeout = config.command_timeout();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(command_timeout, client.quit()).await;
+    });
+    Err(failure)
 }
 
 /// Whether a connection failed because the server does not speak RESP3.
