@@ -294,6 +294,10 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             &mut outcomes,
             stream_events::run(scratch.path(), &redis).await,
         );
+        report(
+            &mut outcomes,
+            stream_events::run_failover(scratch.path(), &redis).await,
+        );
         if let (Ok(server), Ok(cli)) = (
             std::env::var(contract::VALKEY_SERVER_BIN),
             std::env::var(contract::VALKEY_CLI_BIN),
@@ -302,6 +306,10 @@ async fn run_scenarios(only: Vec<String>, quick: bool) -> Result<Vec<Outcome>> {
             report(
                 &mut outcomes,
                 stream_events::run(scratch.path(), &valkey).await,
+            );
+            report(
+                &mut outcomes,
+                stream_events::run_failover(scratch.path(), &valkey).await,
             );
         }
     }

@@ -179,8 +179,9 @@ mod cache_consistency {
     }
 }
 
-/// The event log of resumable streams through a stall and a restart, on
-/// Redis and on Valkey: each runs a server of its own.
+/// The event log of resumable streams through a stall and a restart, and
+/// through a sentinel failover, on Redis and on Valkey: each runs servers
+/// of its own.
 mod stream_events {
     use super::*;
     use session_reliability::scenarios::stream_events;
@@ -201,5 +202,22 @@ mod stream_events {
         };
         let scratch = env::scratch_dir("stream-events").unwrap();
         verdict(&stream_events::run(scratch.path(), &Programs::new(server, cli)).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_loses_no_confirmed_event_in_a_failover() {
+        let scratch = env::scratch_dir("stream-failover").unwrap();
+        verdict(&stream_events::run_failover(scratch.path(), &Programs::redis()).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn valkey_loses_no_confirmed_event_in_a_failover() {
+        let server = session_testenv::contract::var(session_testenv::contract::VALKEY_SERVER_BIN);
+        let cli = session_testenv::contract::var(session_testenv::contract::VALKEY_CLI_BIN);
+        let (Some(server), Some(cli)) = (server, cli) else {
+            return;
+        };
+        let scratch = env::scratch_dir("stream-failover").unwrap();
+        verdict(&stream_events::run_failover(scratch.path(), &Programs::new(server, cli)).await);
     }
 }

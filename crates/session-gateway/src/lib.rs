@@ -59,6 +59,7 @@ mod hosts;
 pub mod limits;
 pub mod request;
 pub mod settings;
+pub mod streams;
 pub mod tools;
 
 use std::sync::Arc;

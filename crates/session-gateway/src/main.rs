@@ -24,10 +24,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
 use clap::{CommandFactory, Parser};
-use session_factory::session_redis::{EventLimits, EventLog};
+use session_factory::session_redis::EventLog;
 use session_factory::{SessionType, Ttl, new_manager};
 use session_gateway::auth::AuthSettings;
 use session_gateway::settings::GatewaySettings;
+use session_gateway::streams::StreamSettings;
 use session_gateway::{AllowedHosts, Gateway, GatewayOptions};
 use tracing_subscriber::EnvFilter;
 
@@ -244,13 +245,19 @@ async fn run(
     options.local_idle_timeout = args.local_idle;
     options.auth = settings.auth.clone();
     options.limits = settings.limits;
+    options.resume = settings.streams.resume;
     if let Some(redis) = config.redis() {
         // The events of SSE streams go where the sessions are, so that a
         // client resumes a broken stream on whichever replica it reaches.
         options.events = Some(
-            EventLog::connect(redis, EventLimits::default())
+            EventLog::connect(redis, settings.streams.limits)
                 .await
                 .context("cannot set up the event log of resumable streams")?,
+        );
+    } else if settings.streams != StreamSettings::default() {
+        tracing::warn!(
+            "the [streams] table applies to Redis only: on local storage a stream's events \
+             stay in this replica's memory, with rmcp's own bounds"
         );
     }
     let gateway = Gateway::with_options(manager.clone(), replica, options)?;

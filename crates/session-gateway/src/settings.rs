@@ -1,6 +1,6 @@
 //! The gateway's configuration file: the session settings of
-//! `session-config` plus the gateway's own `[auth]` and `[limits]` tables,
-//! parsed once, at startup, into typed settings.
+//! `session-config` plus the gateway's own `[auth]`, `[limits]` and
+//! `[streams]` tables, parsed once, at startup, into typed settings.
 //!
 //! ```toml
 //! ttl = "30m"
@@ -16,6 +16,9 @@
 //!
 //! [limits]
 //! per_principal = 1000         # live sessions and handles of one principal
+//!
+//! [streams]                    # resumable SSE streams on Redis: see `streams`
+//! confirm_replicas = 1
 //! ```
 //!
 //! Errors are session-config's [`ConfigError`]: they name the file, the
@@ -30,6 +33,7 @@ use session_factory::{ConfigError, SessionConfig, Ttl};
 
 use crate::auth::{AuthFile, AuthSettings};
 use crate::limits::{DEFAULT_PER_PRINCIPAL, Limits};
+use crate::streams::{StreamSettings, StreamsFile};
 
 /// Everything the configuration file says, parsed.
 #[derive(Clone, Debug)]
@@ -40,6 +44,8 @@ pub struct GatewaySettings {
     pub auth: AuthSettings,
     /// The caps on what one principal may hold.
     pub limits: Limits,
+    /// Resumable streams' bounds (on Redis).
+    pub streams: StreamSettings,
 }
 
 /// The tables of the file as written: the gateway's own, and the rest for
@@ -48,6 +54,7 @@ pub struct GatewaySettings {
 struct GatewayFile {
     auth: Option<AuthFile>,
     limits: Option<LimitsFile>,
+    streams: Option<StreamsFile>,
     #[serde(flatten)]
     session: toml::Table,
 }
@@ -66,6 +73,7 @@ impl GatewaySettings {
             session: SessionConfig::new(ttl),
             auth: AuthSettings::Anonymous,
             limits: Limits::default(),
+            streams: StreamSettings::default(),
         }
     }
 
@@ -108,10 +116,16 @@ impl GatewaySettings {
                 })?,
             }),
         };
+        let streams = file
+            .streams
+            .unwrap_or_default()
+            .resolve()
+            .map_err(|error| error.in_origin(origin))?;
         Ok(Self {
             session,
             auth,
             limits,
+            streams,
         })
     }
 }
@@ -164,6 +178,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("sessions"), "{error}");
+        let settings =
+            parse("ttl = \"5m\"\n[streams]\nconfirm_replicas = 1\nmax_tails = 3\n").unwrap();
+        assert_eq!(settings.streams.limits.tails(), 3);
+        assert!(settings.streams.limits.confirmation().is_some());
+        let error = parse("ttl = \"5m\"\n[streams]\ntail_wait = \"0s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("gateway.toml") && error.contains("streams.tail_wait"),
+            "{error}"
+        );
         let error = parse("ttl = \"5m\"\n[auth]\nmode = \"jwt\"\n")
             .unwrap_err()
             .to_string();

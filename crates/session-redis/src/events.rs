@@ -33,6 +33,17 @@
 //!   at once, and the caller ends the replay after what was already stored
 //!   (the client polls again).
 //!
+//! - **Replicas**: Redis replicates asynchronously, so the master answers
+//!   an `XADD` before any replica has it, and a failover can lose events a
+//!   client was already sent. With [`EventLimits::confirm_on_replicas`] an
+//!   append also waits (`WAIT`) until that many replicas have the log's
+//!   writes, and an append they did not confirm in time fails with an
+//!   unknown outcome: its event is sent without an id, so no client ever
+//!   holds an id that a failover could take back. In sentinel mode the
+//!   log, like the storage, reconnects the moment a sentinel announces a
+//!   new master (`sentinel_watch`), not seconds later when the old one is
+//!   demoted.
+//!
 //! The log has its own client, built from the same settings as the
 //! storage's but without the cache's client tracking, so its reads never
 //! make the server track event keys.
@@ -40,12 +51,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fred::bytes::Bytes;
 use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::Value;
 use fred::types::config::Options;
+use fred::types::{ClusterHash, CustomCommand};
 
 use session_config::{ConnectMode, RedisConfig};
 use session_core::{Error, Operation, SessionId, Ttl};
@@ -54,6 +67,7 @@ use tokio::sync::Semaphore;
 use crate::connect;
 use crate::errors::ErrorContext;
 use crate::scripts::Script;
+use crate::sentinel_watch::{Follower, SentinelWatch};
 
 /// The bounds of an event log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,15 +75,28 @@ pub struct EventLimits {
     max_events_per_session: u64,
     max_event_bytes: usize,
     max_tails: usize,
+    confirm: Option<Confirm>,
+}
+
+/// How many replicas must confirm an append, and how long it waits for
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Confirm {
+    /// The number of replicas (`WAIT numreplicas`).
+    pub replicas: u32,
+    /// How long an append waits for them (`WAIT ... timeout`).
+    pub timeout: Duration,
 }
 
 impl Default for EventLimits {
-    /// 1,000 events per session, 1 MiB per event, 64 live tails.
+    /// 1,000 events per session, 1 MiB per event, 64 live tails, no
+    /// replica confirmation.
     fn default() -> Self {
         Self {
             max_events_per_session: 1_000,
             max_event_bytes: 1 << 20,
             max_tails: 64,
+            confirm: None,
         }
     }
 }
@@ -97,6 +124,29 @@ impl EventLimits {
     pub fn max_tails(mut self, tails: usize) -> Self {
         self.max_tails = tails;
         self
+    }
+
+    /// Every append waits until `replicas` replicas have the log's writes
+    /// (`WAIT`, on the connection of the log's key), for at most `timeout`
+    /// (at least 1 ms). An append that fewer replicas confirmed fails with
+    /// a backend error of kind `Unavailable`, whose outcome is unknown
+    /// ([`Error::is_outcome_unknown`]): the entry is on the master and may
+    /// or may not survive a failover. 0 replicas turns this off.
+    ///
+    /// It costs a replication round trip per append, and `WAIT` holds the
+    /// connection it runs on while it waits, so the log's other commands
+    /// queue behind it: set `timeout` to a few replication round trips.
+    pub fn confirm_on_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.confirm = (replicas > 0).then(|| Confirm {
+            replicas,
+            timeout: timeout.max(Duration::from_millis(1)),
+        });
+        self
+    }
+
+    /// The replica confirmation appends wait for, if any.
+    pub fn confirmation(&self) -> Option<Confirm> {
+        self.confirm
     }
 
     /// The per-session cap.
@@ -200,12 +250,43 @@ pub struct EventLog {
 
 struct Inner {
     client: fred::clients::Client,
+    /// In sentinel mode, the subscribers that hear a failover announced, as
+    /// the storage's: without them the log would append to the old master,
+    /// which acknowledges and later discards, until the sentinels demote it.
+    sentinel_watch: Option<SentinelWatch>,
+    closed: AtomicBool,
     key_prefix: String,
     errors: ErrorContext,
     limits: EventLimits,
     /// Permits for live tails, each holding a connection of its own.
     tails: Semaphore,
     append: Script,
+}
+
+impl Follower for Inner {
+    fn client(&self) -> &fred::clients::Client {
+        &self.client
+    }
+
+    fn errors(&self) -> &ErrorContext {
+        &self.errors
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A log dropped without `close` leaves no subscriber behind; its
+        // data client ends with its last handle.
+        if !self.closed.swap(true, Ordering::AcqRel)
+            && let Some(watch) = &self.sentinel_watch
+        {
+            watch.quit_in_background();
+        }
+    }
 }
 
 impl fmt::Debug for EventLog {
@@ -236,22 +317,33 @@ impl EventLog {
     /// the connect timeout as the storage's.
     pub async fn connect(config: &RedisConfig, limits: EventLimits) -> Result<Self, Error> {
         let tls = connect::tls(config)?;
+        let sentinel_watch = SentinelWatch::build(config, tls.as_ref())?;
         let client = connect::data_client_with(config, tls, false)?;
         let errors = ErrorContext::new(config);
         match config.connect_mode() {
             ConnectMode::Eager => crate::connect_eagerly(&client, config, &errors).await?,
             ConnectMode::Lazy => drop(client.connect()),
         }
-        Ok(Self {
+        let log = Self {
             inner: Arc::new(Inner {
                 client,
+                sentinel_watch,
+                closed: AtomicBool::new(false),
                 key_prefix: config.key_prefix().to_owned(),
                 errors,
                 tails: Semaphore::new(limits.max_tails),
                 limits,
                 append: Script::new(APPEND),
             }),
-        })
+        };
+        if let (Some(watch), Some(sentinel)) = (&log.inner.sentinel_watch, config.sentinel_config())
+        {
+            watch.start(
+                Arc::downgrade(&log.inner),
+                sentinel.master_name().to_owned(),
+            );
+        }
+        Ok(log)
     }
 
     /// The limits this log keeps.
@@ -301,14 +393,61 @@ impl EventLog {
             Value::Bytes(data),
             Value::from(retry),
         ];
+        let key = self.key(session);
         let id: String = self
             .inner
             .append
-            .run(&self.inner.client, self.key(session).into(), args)
+            .run(&self.inner.client, Bytes::from(key.clone()), args)
             .await
             .map_err(self.map(Operation::AppendEvent))?;
-        id.parse()
-            .map_err(|_| self.protocol("XADD answered no entry id"))
+        let id = id
+            .parse()
+            .map_err(|_| self.protocol("XADD answered no entry id"))?;
+        if let Some(confirm) = self.inner.limits.confirm {
+            self.confirm(&key, confirm).await?;
+        }
+        Ok(id)
+    }
+
+    /// `WAIT` on the connection that carried the append to `key`: in a
+    /// cluster, the connection to the node of the key's slot.
+    async fn confirm(&self, key: &str, confirm: Confirm) -> Result<(), Error> {
+        let wait = CustomCommand::new_static(
+            "WAIT",
+            ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes())),
+            false,
+        );
+        let timeout_ms = i64::try_from(confirm.timeout.as_millis()).unwrap_or(i64::MAX);
+        // `WAIT` may take its whole timeout, on top of the round trip the
+        // command timeout bounds.
+        let options = Options {
+            timeout: Some(confirm.timeout + self.inner.errors.command_timeout),
+            ..Options::default()
+        };
+        let confirmed: i64 = self
+            .inner
+            .client
+            .with_options(&options)
+            .custom(
+                wait,
+                vec![
+                    Value::from(i64::from(confirm.replicas)),
+                    Value::from(timeout_ms),
+                ],
+            )
+            .await
+            .map_err(self.map(Operation::AppendEvent))?;
+        if confirmed < i64::from(confirm.replicas) {
+            return Err(Error::Backend {
+                kind: session_core::BackendErrorKind::Unavailable,
+                message: format!(
+                    "append_event: {confirmed} of {} replicas confirmed the event within {} ms; \
+                     it is on the master only and a failover may lose it",
+                    confirm.replicas, timeout_ms
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The entry `id` of session `session`'s log, if the log holds it.
@@ -412,8 +551,12 @@ impl EventLog {
         Ok(removed > 0)
     }
 
-    /// Closes the log's connection.
+    /// Closes the log's connections.
     pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(watch) = &self.inner.sentinel_watch {
+            watch.quit().await;
+        }
         let _ =
             tokio::time::timeout(self.inner.errors.command_timeout, self.inner.client.quit()).await;
     }

@@ -163,6 +163,20 @@ struct Inner {
     scripts: Scripts,
 }
 
+impl sentinel_watch::Follower for Inner {
+    fn client(&self) -> &fred::clients::Client {
+        &self.client
+    }
+
+    fn errors(&self) -> &ErrorContext {
+        &self.errors
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // A storage dropped without `close` must not leave connections and

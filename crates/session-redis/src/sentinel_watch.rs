@@ -9,10 +9,10 @@
 //!
 //! Sentinels publish `+switch-master <name> <old-ip> <old-port> <new-ip>
 //! <new-port>` on their own pub/sub the moment they promote a replica. So a
-//! sentinel-mode storage also subscribes to that channel on every sentinel,
-//! each with its own small client, and on an announcement for its master
-//! forces the data client to reconnect, which asks the sentinels for the new
-//! master at once.
+//! sentinel-mode storage (and event log) also subscribes to that channel on
+//! every sentinel, each with its own small client, and on an announcement
+//! for its master forces the data client to reconnect, which asks the
+//! sentinels for the new master at once.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -24,8 +24,18 @@ use session_config::RedisConfig;
 use session_core::{Error, Operation, Result};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::Inner;
 use crate::connect::{Role, sentinel_tls_name, server, tune};
+use crate::errors::ErrorContext;
+
+/// What a watch reconnects: the shared state of a storage or an event log.
+pub(crate) trait Follower: Send + Sync + 'static {
+    /// The data client to reconnect.
+    fn client(&self) -> &fred::clients::Client;
+    /// How its errors are mapped.
+    fn errors(&self) -> &ErrorContext;
+    /// Whether it is still open: the watch ends when it is closed.
+    fn is_open(&self) -> bool;
+}
 
 /// The channel sentinels announce a promoted master on.
 const SWITCH_MASTER: &str = "+switch-master";
@@ -83,7 +93,7 @@ impl SentinelWatch {
     /// Connects every subscriber in the background and reconnects the data
     /// client of `inner` when a sentinel announces a new master named
     /// `master_name`. The subscribers hold `inner` weakly.
-    pub(crate) fn start(&self, inner: Weak<Inner>, master_name: String) {
+    pub(crate) fn start<F: Follower>(&self, inner: Weak<F>, master_name: String) {
         // Several sentinels announce the same switch; the data client is
         // reconnected once per distinct announcement.
         let last = Arc::new(Mutex::new(String::new()));
@@ -120,8 +130,8 @@ impl SentinelWatch {
                         %new_master,
                         "a sentinel announced a new master; reconnecting"
                     );
-                    if let Err(error) = inner.client.force_reconnection().await {
-                        let error = inner.errors.map(Operation::Connect, &error);
+                    if let Err(error) = inner.client().force_reconnection().await {
+                        let error = inner.errors().map(Operation::Connect, &error);
                         tracing::warn!(%error, "cannot reconnect after a failover");
                     }
                     Ok(())
@@ -175,17 +185,13 @@ fn announced_master(master_name: &str, text: &str) -> Option<String> {
 /// fred's own `manage_subscriptions` restores only subscriptions that once
 /// succeeded, so a sentinel that was down when the storage started would
 /// never be listened to; this loop keeps trying instead.
-async fn subscribe_while_open(
+async fn subscribe_while_open<F: Follower>(
     client: SubscriberClient,
-    inner: Weak<Inner>,
+    inner: Weak<F>,
     retry: std::time::Duration,
 ) {
     let mut reconnects = client.reconnect_rx();
-    let open = || {
-        inner
-            .upgrade()
-            .is_some_and(|inner| !inner.closed.load(std::sync::atomic::Ordering::Acquire))
-    };
+    let open = || inner.upgrade().is_some_and(|inner| inner.is_open());
     while open() {
         match client.subscribe(SWITCH_MASTER).await {
             Ok(()) => match reconnects.recv().await {

@@ -285,6 +285,59 @@ async fn caps_hold() {
     log.delete(&session).await.unwrap();
 }
 
+/// A log that confirms appends on a replica, on a server that has none:
+/// each append fails within the confirmation's timeout, with an unknown
+/// outcome (the entry is on the master), and the other sessions' appends
+/// on the same connection go on. The positive case, a replica confirming
+/// through a failover, is the reliability scenario
+/// `stream-events-failover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_appends_fail_with_an_unknown_outcome() {
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let limits = EventLimits::default().confirm_on_replicas(1, Duration::from_millis(50));
+    assert_eq!(
+        limits.confirmation().map(|confirm| confirm.replicas),
+        Some(1)
+    );
+    assert_eq!(
+        EventLimits::default()
+            .confirm_on_replicas(0, Duration::from_secs(1))
+            .confirmation(),
+        None
+    );
+    let confirming = log(&config, limits).await;
+    let plain = log(&config, EventLimits::default()).await;
+    let session = SessionId::new();
+    let started = std::time::Instant::now();
+    let error = confirming
+        .append(&session, "a", &event("1"), ttl())
+        .await
+        .expect_err("no replica can confirm");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.backend_kind(), Some(BackendErrorKind::Unavailable));
+    assert!(error.is_outcome_unknown(), "{error}");
+    assert!(error.to_string().contains("0 of 1 replicas"), "{error}");
+    // Unknown, and here applied: the master has the entry.
+    let stored = plain.after(&session, EntryId::ZERO, 10).await.unwrap();
+    assert_eq!(texts(&stored), ["1"]);
+    // The log without confirmation appends to the same key at once.
+    plain
+        .append(&session, "a", &event("2"), ttl())
+        .await
+        .unwrap();
+    let stored = plain.after(&session, EntryId::ZERO, 10).await.unwrap();
+    assert_eq!(texts(&stored), ["1", "2"]);
+    plain.delete(&session).await.unwrap();
+    confirming.close().await;
+    plain.close().await;
+}
+
 /// An entry the log did not write is an error, not an event or a gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_entries_are_refused() {

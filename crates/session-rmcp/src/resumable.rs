@@ -85,7 +85,7 @@ pub enum StreamError {
 }
 
 /// The settings of resumable streams.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResumeSettings {
     /// How long a replay waits for new events of a stream before it ends
     /// (the client then resumes again from its last id).

@@ -54,7 +54,7 @@ use crate::rng::Rng;
 use crate::scenarios::cache_consistency::{self, Observer};
 use crate::{Outcome, increments, scenarios};
 use session_testenv::cli::info_field;
-use session_testenv::{HOST, RedisProcess};
+use session_testenv::{HOST, Programs, RedisProcess};
 
 /// The figure's name.
 pub const NAME: &str = "sentinel-failover";
@@ -121,51 +121,10 @@ async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outc
     let mut outcome = Outcome::new(if cached { NAME_CACHED } else { NAME });
     // Each run starts from empty servers in directories of its own.
     let dir = |name: &str| format!("{}{name}", if cached { "cached-" } else { "" });
-    let master = RedisProcess::start(scratch, &dir("failover-master"), &[])?;
-    let master_port = master.port().to_string();
-    let replica = RedisProcess::start(
-        scratch,
-        &dir("failover-replica"),
-        &["--replicaof", HOST, &master_port],
-    )?;
-    wait_until("the replica syncs", Duration::from_secs(20), || async {
-        let info = replica.cli().run_async(&["INFO", "replication"]).await?;
-        Ok(info_field(&info, "master_link_status").as_deref() == Some("up"))
-    })
-    .await?;
-    let sentinel = RedisProcess::start_sentinel(
-        scratch,
-        &dir("failover-sentinel"),
-        &[
-            "sentinel resolve-hostnames no".into(),
-            format!("sentinel monitor {MASTER_NAME} {HOST} {master_port} 1"),
-            format!("sentinel down-after-milliseconds {MASTER_NAME} 2000"),
-            format!("sentinel failover-timeout {MASTER_NAME} 10000"),
-        ],
-    )?;
-    let replica_port = replica.port().to_string();
-    // The sentinel must know the replica (it learns it from the master's
-    // INFO) before it can promote it.
-    wait_until(
-        "the sentinel sees the replica",
-        Duration::from_secs(30),
-        || async {
-            let replicas = sentinel
-                .cli()
-                .run_async(&["SENTINEL", "REPLICAS", MASTER_NAME])
-                .await?;
-            let lines: Vec<&str> = replicas.lines().map(str::trim).collect();
-            let flags = lines
-                .windows(2)
-                .find(|pair| pair[0] == "flags")
-                .map(|pair| pair[1]);
-            Ok(lines.contains(&replica_port.as_str()) && flags == Some("slave"))
-        },
-    )
-    .await?;
-
+    let set = SentinelSet::start(scratch, &dir("failover"), &Programs::default()).await?;
+    let replica = &set.replica;
     let mut config = scenarios::tune(RedisConfig::sentinel(
-        SentinelConfig::new(MASTER_NAME, [sentinel.addr()])?,
+        set.config()?,
         &scenarios::unique_prefix("failover"),
     )?)?;
     if cached {
@@ -222,30 +181,7 @@ async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outc
         }
         None
     });
-    let reply = sentinel
-        .cli()
-        .run_async(&["SENTINEL", "FAILOVER", MASTER_NAME])
-        .await?;
-    anyhow::ensure!(reply == "OK", "SENTINEL FAILOVER replied {reply:?}");
-    let switch = wait_until("the sentinel switches", Duration::from_secs(30), || async {
-        let addr = sentinel
-            .cli()
-            .run_async(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
-            .await?;
-        Ok(addr.lines().nth(1).map(str::trim) == Some(replica_port.as_str()))
-    })
-    .await?;
-    // The old master keeps accepting writes until the sentinel turns it
-    // into a replica; wait for that, then let the load run on.
-    let demoted = wait_until(
-        "the old master becomes a replica",
-        Duration::from_secs(40),
-        || async {
-            let info = master.cli().run_async(&["INFO", "replication"]).await?;
-            Ok(info_field(&info, "role").as_deref() == Some("slave"))
-        },
-    )
-    .await;
+    let (switch, demoted) = set.fail_over().await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let report = load.stop(Duration::from_secs(10)).await;
     let through = running.stop(Duration::from_secs(10)).await;
@@ -264,7 +200,7 @@ async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outc
     let (after, failed_after) = load::create_many(&manager, CONFIRMED_AFTER, 32, &mut rng).await;
     let replicas_after = wait_replicated(&storage, Duration::from_secs(30)).await;
     let on_new_master = match after.first() {
-        Some(id) => key_exists(&replica, config.key_prefix(), id).await?,
+        Some(id) => key_exists(replica, config.key_prefix(), id).await?,
         None => false,
     };
 
@@ -355,8 +291,135 @@ async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outc
         outcome.note(format!("{class}: {}", samples.join(" | ")));
     }
     manager.close().await.ok();
-    drop(sentinel);
+    drop(set);
     Ok(outcome)
+}
+
+/// A master, one replica and one sentinel (quorum 1) monitoring them under
+/// [`MASTER_NAME`], each in a directory of its own.
+pub struct SentinelSet {
+    /// The first master, a replica after [`SentinelSet::fail_over`].
+    pub master: RedisProcess,
+    /// The replica the failover promotes.
+    pub replica: RedisProcess,
+    /// The sentinel.
+    pub sentinel: RedisProcess,
+}
+
+impl SentinelSet {
+    /// Starts the three servers of `programs` under `scratch` (directories
+    /// named after `prefix`) and returns once the replica is in sync and the
+    /// sentinel knows it.
+    pub async fn start(scratch: &Path, prefix: &str, programs: &Programs) -> anyhow::Result<Self> {
+        let master = RedisProcess::builder(scratch, &format!("{prefix}-master"))
+            .programs(programs)
+            .start()?;
+        let master_port = master.port().to_string();
+        let replica = RedisProcess::builder(scratch, &format!("{prefix}-replica"))
+            .programs(programs)
+            .args(["--replicaof", HOST, &master_port])
+            .start()?;
+        wait_until("the replica syncs", Duration::from_secs(20), || async {
+            let info = replica.cli().run_async(&["INFO", "replication"]).await?;
+            Ok(info_field(&info, "master_link_status").as_deref() == Some("up"))
+        })
+        .await?;
+        let sentinel = RedisProcess::sentinel_builder(
+            scratch,
+            &format!("{prefix}-sentinel"),
+            &[
+                "sentinel resolve-hostnames no".into(),
+                format!("sentinel monitor {MASTER_NAME} {HOST} {master_port} 1"),
+                format!("sentinel down-after-milliseconds {MASTER_NAME} 2000"),
+                format!("sentinel failover-timeout {MASTER_NAME} 10000"),
+            ],
+        )
+        .programs(programs)
+        .start()?;
+        let replica_port = replica.port().to_string();
+        // The sentinel must know the replica (it learns it from the master's
+        // INFO) before it can promote it.
+        wait_until(
+            "the sentinel sees the replica",
+            Duration::from_secs(30),
+            || async {
+                let replicas = sentinel
+                    .cli()
+                    .run_async(&["SENTINEL", "REPLICAS", MASTER_NAME])
+                    .await?;
+                let lines: Vec<&str> = replicas.lines().map(str::trim).collect();
+                let flags = lines
+                    .windows(2)
+                    .find(|pair| pair[0] == "flags")
+                    .map(|pair| pair[1]);
+                Ok(lines.contains(&replica_port.as_str()) && flags == Some("slave"))
+            },
+        )
+        .await?;
+        Ok(Self {
+            master,
+            replica,
+            sentinel,
+        })
+    }
+
+    /// Waits until the old master, demoted by [`SentinelSet::fail_over`],
+    /// is in sync with the promoted server (`master_link_status:up`), for
+    /// at most `limit`; how long that took.
+    pub async fn wait_rejoined(&self, limit: Duration) -> anyhow::Result<Duration> {
+        wait_until("the old master syncs as a replica", limit, || async {
+            let info = self
+                .master
+                .cli()
+                .run_async(&["INFO", "replication"])
+                .await?;
+            Ok(info_field(&info, "role").as_deref() == Some("slave")
+                && info_field(&info, "master_link_status").as_deref() == Some("up"))
+        })
+        .await
+    }
+
+    /// The sentinel settings of a client of this set.
+    pub fn config(&self) -> anyhow::Result<SentinelConfig> {
+        Ok(SentinelConfig::new(MASTER_NAME, [self.sentinel.addr()])?)
+    }
+
+    /// `SENTINEL FAILOVER`: returns when the sentinel names the replica
+    /// as master (how long that took), and how long after that the old
+    /// master became a replica (an error if it did not within 40 s). The
+    /// old master keeps accepting writes until the sentinel demotes it.
+    pub async fn fail_over(&self) -> anyhow::Result<(Duration, anyhow::Result<Duration>)> {
+        let reply = self
+            .sentinel
+            .cli()
+            .run_async(&["SENTINEL", "FAILOVER", MASTER_NAME])
+            .await?;
+        anyhow::ensure!(reply == "OK", "SENTINEL FAILOVER replied {reply:?}");
+        let replica_port = self.replica.port().to_string();
+        let switch = wait_until("the sentinel switches", Duration::from_secs(30), || async {
+            let addr = self
+                .sentinel
+                .cli()
+                .run_async(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME])
+                .await?;
+            Ok(addr.lines().nth(1).map(str::trim) == Some(replica_port.as_str()))
+        })
+        .await?;
+        let demoted = wait_until(
+            "the old master becomes a replica",
+            Duration::from_secs(40),
+            || async {
+                let info = self
+                    .master
+                    .cli()
+                    .run_async(&["INFO", "replication"])
+                    .await?;
+                Ok(info_field(&info, "role").as_deref() == Some("slave"))
+            },
+        )
+        .await;
+        Ok((switch, demoted))
+    }
 }
 
 async fn key_exists(server: &RedisProcess, prefix: &str, id: &SessionId) -> anyhow::Result<bool> {

@@ -13,12 +13,16 @@
 //! appends resume by themselves after the restart; and the reader, which
 //! lived through both faults, saw exactly the log's events of its stream,
 //! each once and in order.
+//!
+//! [`run_failover`] is the same with a sentinel failover for the fault, on
+//! a log that confirms each append on a replica and on one that does not.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use session_config::RedisConfig;
 use session_core::{Error, SessionId};
 use session_redis::events::{EntryId, LoggedEvent, Record};
 use session_redis::fred::bytes::Bytes;
@@ -26,6 +30,7 @@ use session_redis::{EventLimits, EventLog};
 use session_testenv::{Programs, RedisProcess};
 
 use crate::load::ms;
+use crate::scenarios::failover::SentinelSet;
 use crate::{Outcome, scenarios};
 
 /// The figure's name.
@@ -78,32 +83,7 @@ async fn try_run(scratch: &Path, programs: &Programs) -> anyhow::Result<Outcome>
     let sessions: Vec<SessionId> = (0..PRODUCERS).map(|_| SessionId::new()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let begin = Instant::now();
-
-    let mut producers = Vec::new();
-    for session in &sessions {
-        let (log, stop, session) = (log.clone(), Arc::clone(&stop), *session);
-        producers.push(tokio::spawn(async move {
-            let mut appends = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let record = Record::Event {
-                    data: Some(Bytes::from(n.to_string())),
-                    retry: None,
-                };
-                let started = Instant::now();
-                let result = log.append(&session, "s", &record, scenarios::ttl()).await;
-                appends.push(Append {
-                    n,
-                    started,
-                    took: started.elapsed(),
-                    result,
-                });
-                n += 1;
-                tokio::time::sleep(INTERVAL).await;
-            }
-            appends
-        }));
-    }
+    let producers = produce(&log, &sessions, &stop);
     let reader = {
         let (log, stop, session) = (log.clone(), Arc::clone(&stop), sessions[0]);
         tokio::spawn(async move { follow(&log, &session, &stop).await })
@@ -128,103 +108,29 @@ async fn try_run(scratch: &Path, programs: &Programs) -> anyhow::Result<Outcome>
         all.push(producer.await?);
     }
     let (seen, reader_errors) = reader.await?;
-
-    let bound = config.command_timeout() + MARGIN;
-    let mut acknowledged = 0;
-    let mut lost = Vec::new();
-    let mut unordered = 0;
-    let mut unexpected = Vec::new();
-    let mut uncertain_present = 0;
-    let mut failures = 0;
-    let mut worst = Duration::ZERO;
-    let mut recovered = Duration::ZERO;
-    for (session, appends) in sessions.iter().zip(&all) {
-        let stored = read_all(&log, session).await?;
-        let numbers: Vec<u64> = stored.iter().filter_map(number).collect();
-        if numbers.windows(2).any(|pair| pair[0] >= pair[1]) {
-            unordered += 1;
-        }
-        for append in appends {
-            worst = worst.max(append.took);
-            match &append.result {
-                Ok(id) => {
-                    acknowledged += 1;
-                    let found = stored.iter().find(|event| event.id == *id).and_then(number);
-                    if found != Some(append.n) {
-                        lost.push((*session, append.n));
-                    }
-                }
-                Err(error) => {
-                    failures += 1;
-                    let present = numbers.contains(&append.n);
-                    if present && error.is_outcome_unknown() {
-                        uncertain_present += 1;
-                    } else if present {
-                        unexpected
-                            .push(format!("event {} failed ({error}) yet is stored", append.n));
-                    }
-                }
-            }
-        }
-        // Recovery: from the restart to the first acknowledged append that
-        // started after it.
-        if let Some(first) = appends
-            .iter()
-            .find(|append| append.started >= back_at && append.result.is_ok())
-        {
-            recovered = recovered.max(first.started + first.took - back_at);
-        } else {
-            recovered = Duration::MAX;
-        }
-    }
+    let audit = Audit::of(&log, &sessions, &all, back_at).await?;
     let followed = read_all(&log, &sessions[0]).await?;
     let followed: Vec<u64> = followed.iter().filter_map(number).collect();
 
     outcome.figure(format!(
-        "{acknowledged} appends acknowledged across {PRODUCERS} streams, {} lost after a {} stall and SIGKILL + restart ({} down); {failures} failed ({uncertain_present} of them with an unknown outcome, and applied); slowest append {}; appends back {} after the restart; the reader followed {} events through both faults ({reader_errors} errors retried), stall at {}, kill at {}",
-        lost.len(),
+        "{} appends acknowledged across {PRODUCERS} streams, {} lost after a {} stall and SIGKILL + restart ({} down); {} failed ({} of them with an unknown outcome, and applied); slowest append {}; appends back {} after the restart; the reader followed {} events through both faults ({reader_errors} errors retried), stall at {}, kill at {}",
+        audit.acknowledged,
+        audit.lost.len(),
         ms(STALL),
         ms(DOWN),
-        ms(worst),
-        ms(recovered),
+        audit.failures,
+        audit.uncertain_present,
+        ms(audit.worst),
+        ms(audit.recovered),
         seen.len(),
         ms(stalled_at - begin),
         ms(killed_at - begin),
     ));
-    outcome.check(
-        lost.is_empty(),
-        format!(
-            "every acknowledged append is in the log: {} missing (first: {:?})",
-            lost.len(),
-            lost.first()
-        ),
-    );
-    outcome.check(
-        unordered == 0,
-        format!("each stream's events are stored in append order: {unordered} out of order"),
-    );
-    outcome.check(
-        unexpected.is_empty(),
-        format!(
-            "a failed append is stored only when its outcome was unknown: {:?}",
-            unexpected.first()
-        ),
-    );
-    outcome.check(
-        worst <= bound,
-        format!(
-            "no append waits beyond the command timeout plus {}: slowest {}",
-            ms(MARGIN),
-            ms(worst)
-        ),
-    );
-    outcome.check(
-        recovered <= RECOVERY_BOUND,
-        format!(
-            "appends resume within {} of the restart: {}",
-            ms(RECOVERY_BOUND),
-            ms(recovered)
-        ),
+    audit.check(
+        &mut outcome,
+        config.command_timeout(),
+        "the command timeout",
+        "the restart",
     );
     outcome.check(
         seen == followed,
@@ -239,6 +145,322 @@ async fn try_run(scratch: &Path, programs: &Programs) -> anyhow::Result<Outcome>
     }
     log.close().await;
     Ok(outcome)
+}
+
+/// The failover figure's name.
+pub const FAILOVER_NAME: &str = "stream-events-failover";
+/// How long an append of the confirming log waits for its replica.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Runs the failover variant with its own servers of `programs` in
+/// `scratch`: a master, a replica and a sentinel, and `SENTINEL FAILOVER`
+/// while producers append.
+///
+/// Replication is asynchronous, so what the master acknowledged may never
+/// reach the replica it promotes, and the old master accepts appends
+/// until the sentinel demotes it. Half the producers append through a log
+/// that confirms each append on a replica
+/// ([`EventLimits::confirm_on_replicas`]); promised for them: every
+/// acknowledged append is in the log on the new master, a failed one is
+/// stored only if its outcome was unknown, none waits beyond two command
+/// timeouts and the confirmation's timeout, and appends resume within
+/// [`RECOVERY_BOUND`] of the switch. The other half append without
+/// confirmation: how many of their acknowledged events the failover took
+/// is reported, not asserted. A reader follows a confirmed stream through
+/// the failover; it must see each event at most once and in order, and how
+/// many events it was shown that the new master does not have (appends
+/// still waiting for their confirmation, which a replay reads like any
+/// other entry) is reported.
+pub async fn run_failover(scratch: &Path, programs: &Programs) -> Outcome {
+    let outcome = Outcome::or_error(FAILOVER_NAME, try_failover(scratch, programs).await);
+    if programs.server.to_string_lossy().contains("valkey") {
+        outcome.on_server("valkey")
+    } else {
+        outcome
+    }
+}
+
+async fn try_failover(scratch: &Path, programs: &Programs) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome::new(FAILOVER_NAME);
+    let dir = format!("stream-failover-{}", SessionId::new().as_uuid().simple());
+    let set = SentinelSet::start(scratch, &dir, programs).await?;
+    let config = scenarios::tune(RedisConfig::sentinel(
+        set.config()?,
+        &scenarios::unique_prefix("stream-failover"),
+    )?)?;
+    let limits = EventLimits::default().max_events_per_session(1_000_000);
+    let confirming =
+        EventLog::connect(&config, limits.confirm_on_replicas(1, CONFIRM_TIMEOUT)).await?;
+    let plain = EventLog::connect(&config, limits).await?;
+    let confirmed_sessions: Vec<SessionId> = (0..PRODUCERS / 2).map(|_| SessionId::new()).collect();
+    let plain_sessions: Vec<SessionId> = (0..PRODUCERS / 2).map(|_| SessionId::new()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let begin = Instant::now();
+    let confirmed_producers = produce(&confirming, &confirmed_sessions, &stop);
+    let plain_producers = produce(&plain, &plain_sessions, &stop);
+    let reader = {
+        let (log, stop, session) = (confirming.clone(), Arc::clone(&stop), confirmed_sessions[0]);
+        tokio::spawn(async move { follow(&log, &session, &stop).await })
+    };
+
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let failover_at = Instant::now();
+    let (switch, demoted) = set.fail_over().await?;
+    let switched_at = failover_at + switch;
+    // A confirmed append needs a replica, and the promoted server has none
+    // until the old master rejoins as one: recovery counts from then.
+    let demoted_at = Instant::now();
+    let rejoined = set.wait_rejoined(Duration::from_secs(30)).await;
+    let rejoined_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let mut confirmed = Vec::new();
+    for producer in confirmed_producers {
+        confirmed.push(producer.await?);
+    }
+    let mut unconfirmed = Vec::new();
+    for producer in plain_producers {
+        unconfirmed.push(producer.await?);
+    }
+    let (seen, reader_errors) = reader.await?;
+    let audit = Audit::of(&confirming, &confirmed_sessions, &confirmed, rejoined_at).await?;
+    let plain_audit = Audit::of(&plain, &plain_sessions, &unconfirmed, switched_at).await?;
+    let followed = read_all(&confirming, &confirmed_sessions[0]).await?;
+    let followed: Vec<u64> = followed.iter().filter_map(number).collect();
+    let shown_then_lost = seen.iter().filter(|n| !followed.contains(n)).count();
+
+    outcome.figure(format!(
+        "confirmed on a replica (WAIT 1, {}): {} appends acknowledged across {} streams, {} lost across the failover; {} failed ({} with an unknown outcome, and stored); slowest append {}; appends back {} after the old master rejoined as a replica. Without confirmation: {} acknowledged, {} lost. Sentinel switched {} after SENTINEL FAILOVER at {}, old master demoted after {} and in sync {} later; the reader followed {} events ({reader_errors} errors retried), {shown_then_lost} of them shown but not on the new master",
+        ms(CONFIRM_TIMEOUT),
+        audit.acknowledged,
+        confirmed_sessions.len(),
+        audit.lost.len(),
+        audit.failures,
+        audit.uncertain_present,
+        ms(audit.worst),
+        ms(audit.recovered),
+        plain_audit.acknowledged,
+        plain_audit.lost.len(),
+        ms(switch),
+        ms(failover_at - begin),
+        demoted
+            .as_ref()
+            .map(|demoted| ms(*demoted + switch))
+            .unwrap_or_else(|error| error.to_string()),
+        rejoined
+            .as_ref()
+            .map(|_| ms(rejoined_at - demoted_at))
+            .unwrap_or_else(|error| error.to_string()),
+        seen.len(),
+    ));
+    audit.check(
+        &mut outcome,
+        2 * config.command_timeout() + CONFIRM_TIMEOUT,
+        "two command timeouts and the confirmation's",
+        "the old master's return as a replica",
+    );
+    outcome.check(
+        seen.windows(2).all(|pair| pair[0] < pair[1]),
+        format!(
+            "the reader saw each event at most once and in order: {} seen",
+            seen.len()
+        ),
+    );
+    outcome.check(
+        followed.windows(2).all(|pair| pair[0] < pair[1]) && !followed.is_empty(),
+        format!(
+            "the followed stream holds its events in order: {} stored",
+            followed.len()
+        ),
+    );
+    for (log, sessions) in [
+        (&confirming, &confirmed_sessions),
+        (&plain, &plain_sessions),
+    ] {
+        for session in sessions {
+            log.delete(session).await?;
+        }
+        log.close().await;
+    }
+    drop(set);
+    Ok(outcome)
+}
+
+/// What one producer's appends were, checked against what the log holds
+/// afterwards.
+struct Audit {
+    acknowledged: usize,
+    /// Acknowledged appends missing from the log: (session, event number).
+    lost: Vec<(SessionId, u64)>,
+    /// Streams whose stored events are out of append order.
+    unordered: usize,
+    /// Failed appends stored though their outcome was known.
+    unexpected: Vec<String>,
+    /// Failed appends with an unknown outcome that the log holds.
+    uncertain_present: usize,
+    failures: usize,
+    /// The failures' messages, with how often each came.
+    errors: std::collections::BTreeMap<String, usize>,
+    worst: Duration,
+    /// From `back_at` to the first acknowledged append started after it,
+    /// the slowest stream's.
+    recovered: Duration,
+    /// Per stream: appends started after `back_at`, and how many of them
+    /// were acknowledged.
+    after_back: Vec<(usize, usize)>,
+}
+
+impl Audit {
+    async fn of(
+        log: &EventLog,
+        sessions: &[SessionId],
+        all: &[Vec<Append>],
+        back_at: Instant,
+    ) -> anyhow::Result<Self> {
+        let mut audit = Self {
+            acknowledged: 0,
+            lost: Vec::new(),
+            unordered: 0,
+            unexpected: Vec::new(),
+            uncertain_present: 0,
+            failures: 0,
+            errors: std::collections::BTreeMap::new(),
+            worst: Duration::ZERO,
+            recovered: Duration::ZERO,
+            after_back: Vec::new(),
+        };
+        for (session, appends) in sessions.iter().zip(all) {
+            let stored = read_all(log, session).await?;
+            let numbers: Vec<u64> = stored.iter().filter_map(number).collect();
+            if numbers.windows(2).any(|pair| pair[0] >= pair[1]) {
+                audit.unordered += 1;
+            }
+            for append in appends {
+                audit.worst = audit.worst.max(append.took);
+                match &append.result {
+                    Ok(id) => {
+                        audit.acknowledged += 1;
+                        let found = stored.iter().find(|event| event.id == *id).and_then(number);
+                        if found != Some(append.n) {
+                            audit.lost.push((*session, append.n));
+                        }
+                    }
+                    Err(error) => {
+                        audit.failures += 1;
+                        *audit.errors.entry(error.to_string()).or_default() += 1;
+                        let present = numbers.contains(&append.n);
+                        if present && error.is_outcome_unknown() {
+                            audit.uncertain_present += 1;
+                        } else if present {
+                            audit
+                                .unexpected
+                                .push(format!("event {} failed ({error}) yet is stored", append.n));
+                        }
+                    }
+                }
+            }
+            let after: Vec<&Append> = appends
+                .iter()
+                .filter(|append| append.started >= back_at)
+                .collect();
+            audit.after_back.push((
+                after.len(),
+                after.iter().filter(|append| append.result.is_ok()).count(),
+            ));
+            audit.recovered = match appends
+                .iter()
+                .find(|append| append.started >= back_at && append.result.is_ok())
+            {
+                Some(first) => audit.recovered.max(first.started + first.took - back_at),
+                None => Duration::MAX,
+            };
+        }
+        Ok(audit)
+    }
+
+    /// The promises on the appends: none acknowledged is lost, the order
+    /// holds, a failure with a known outcome wrote nothing, no append took
+    /// longer than `bound` (`bound_text` says what it is), and appends came
+    /// back within [`RECOVERY_BOUND`] of `back` (the fault's end).
+    fn check(&self, outcome: &mut Outcome, bound: Duration, bound_text: &str, back: &str) {
+        outcome.note(format!("failed appends: {:?}", self.errors));
+        outcome.check(
+            self.lost.is_empty(),
+            format!(
+                "every acknowledged append is in the log: {} missing (first: {:?})",
+                self.lost.len(),
+                self.lost.first()
+            ),
+        );
+        outcome.check(
+            self.unordered == 0,
+            format!(
+                "each stream's events are stored in append order: {} out of order",
+                self.unordered
+            ),
+        );
+        outcome.check(
+            self.unexpected.is_empty(),
+            format!(
+                "a failed append is stored only when its outcome was unknown: {:?}",
+                self.unexpected.first()
+            ),
+        );
+        outcome.check(
+            self.worst <= bound + MARGIN,
+            format!(
+                "no append waits beyond {bound_text} plus {}: slowest {}",
+                ms(MARGIN),
+                ms(self.worst)
+            ),
+        );
+        outcome.check(
+            self.recovered <= RECOVERY_BOUND,
+            format!(
+                "appends resume within {} of {back}: {} (per stream, appends after it and acknowledged: {:?})",
+                ms(RECOVERY_BOUND),
+                ms(self.recovered),
+                self.after_back
+            ),
+        );
+    }
+}
+
+/// One producer per session, as the gateway's drains: an event every
+/// [`INTERVAL`] until `stop`, each append recorded.
+fn produce(
+    log: &EventLog,
+    sessions: &[SessionId],
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Append>>> {
+    sessions
+        .iter()
+        .map(|session| {
+            let (log, stop, session) = (log.clone(), Arc::clone(stop), *session);
+            tokio::spawn(async move {
+                let mut appends = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let record = Record::Event {
+                        data: Some(Bytes::from(n.to_string())),
+                        retry: None,
+                    };
+                    let started = Instant::now();
+                    let result = log.append(&session, "s", &record, scenarios::ttl()).await;
+                    appends.push(Append {
+                        n,
+                        started,
+                        took: started.elapsed(),
+                        result,
+                    });
+                    n += 1;
+                    tokio::time::sleep(INTERVAL).await;
+                }
+                appends
+            })
+        })
+        .collect()
 }
 
 /// The event number an entry carries.
