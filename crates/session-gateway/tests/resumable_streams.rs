@@ -486,9 +486,10 @@ async fn event_logs(session: &str) -> usize {
 }
 
 /// A TCP proxy to `upstream` (nginx) on 127.0.0.1 that cuts, once, the
-/// connection whose responses have carried `cut_after` progress
-/// notifications, right after passing the last of them on: a balancer
-/// dropping a client. Its port, and whether it has cut.
+/// connection carrying the call's stream where `cut` says: right after
+/// passing on a number of progress notifications, or just before the bytes
+/// with the call's result, which it withholds. A balancer dropping a
+/// client. Its port, and whether it has cut.
 ///
 /// Then it steers nginx's round robin so that the client's next request
 /// goes to the other replica: the SDK opens its standalone `GET` stream
@@ -496,16 +497,17 @@ async fn event_logs(session: &str) -> usize {
 /// fixed by the order of the client's requests. The proxy asks nginx for
 /// `/health` until the replica that answers is the one that produced the
 /// cut stream; the SDK waits the stream's `retry` (3 s) before it resumes.
-async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>) {
+async fn cutting_proxy(upstream: u16, cut: Cut) -> (u16, Arc<AtomicBool>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const PATTERN: &[u8] = b"notifications/progress";
+    const PROGRESS: &[u8] = b"notifications/progress";
+    const RESULT: &[u8] = b"\"result\":";
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let cut = Arc::new(AtomicBool::new(false));
-    let has_cut = Arc::clone(&cut);
+    let has_cut = Arc::new(AtomicBool::new(false));
+    let cut_flag = Arc::clone(&has_cut);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let cut = Arc::clone(&cut);
+            let cut_flag = Arc::clone(&cut_flag);
             tokio::spawn(async move {
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
                 else {
@@ -517,31 +519,52 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
                     let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
                     let _ = server_write.shutdown().await;
                 });
-                let mut seen = 0;
+                let mut progress = 0;
                 let mut producer = None;
                 let mut carry: Vec<u8> = Vec::new();
                 let mut buffer = vec![0u8; 16 * 1024];
                 while let Ok(read) = server_read.read(&mut buffer).await {
-                    if read == 0 || client_write.write_all(&buffer[..read]).await.is_err() {
+                    if read == 0 {
                         break;
                     }
-                    if cut.load(Ordering::SeqCst) {
-                        continue;
+                    let chunk = &buffer[..read];
+                    let mut cut_here = false;
+                    let mut withhold = false;
+                    if !cut_flag.load(Ordering::SeqCst) {
+                        if let Some(name) = served_by(chunk) {
+                            producer = Some(name);
+                        }
+                        // The carried tail is shorter than either pattern,
+                        // so an occurrence counted here always ends in the
+                        // new bytes: none twice.
+                        carry.extend_from_slice(chunk);
+                        let count = |pattern: &[u8]| {
+                            carry
+                                .windows(pattern.len())
+                                .filter(|w| *w == pattern)
+                                .count()
+                        };
+                        let before = progress;
+                        progress += count(PROGRESS);
+                        match cut {
+                            Cut::AfterProgress(n) => cut_here = progress >= n,
+                            // A result after this connection carried
+                            // progress: the call's, not the initialize's.
+                            Cut::BeforeResult => {
+                                withhold = (before > 0 || progress > 0) && count(RESULT) > 0;
+                                cut_here = withhold;
+                            }
+                        }
+                        let keep = carry
+                            .len()
+                            .saturating_sub(PROGRESS.len().max(RESULT.len()) - 1);
+                        carry.drain(..keep);
                     }
-                    if let Some(name) = served_by(&buffer[..read]) {
-                        producer = Some(name);
+                    if !withhold && client_write.write_all(chunk).await.is_err() {
+                        break;
                     }
-                    // Shorter than the pattern, so an occurrence counted
-                    // here always ends in the new bytes: none twice.
-                    carry.extend_from_slice(&buffer[..read]);
-                    seen += carry
-                        .windows(PATTERN.len())
-                        .filter(|w| *w == PATTERN)
-                        .count();
-                    let keep = carry.len().saturating_sub(PATTERN.len() - 1);
-                    carry.drain(..keep);
-                    if seen >= cut_after
-                        && cut
+                    if cut_here
+                        && cut_flag
                             .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
                             .is_ok()
                     {
@@ -558,6 +581,16 @@ async fn cutting_proxy(upstream: u16, cut_after: usize) -> (u16, Arc<AtomicBool>
         }
     });
     (port, has_cut)
+}
+
+/// Where [`cutting_proxy`] cuts the call's stream.
+#[derive(Clone, Copy)]
+enum Cut {
+    /// Right after the `n`th progress notification reached the client.
+    AfterProgress(usize),
+    /// When the call's result comes: the bytes that carry it (and whatever
+    /// progress shares them) never reach the client.
+    BeforeResult,
 }
 
 /// The `x-served-by` value of a response head in `bytes`, if there is one.
@@ -587,6 +620,18 @@ async fn steer(nginx: u16, producer: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typescript_sdk_resumes_a_cut_stream_on_the_other_replica() {
+    typescript_sdk_resumes(Cut::AfterProgress(5)).await;
+}
+
+/// The cut comes after the call's result was produced but before the
+/// client read it: the SDK resumes from the last event it got and receives
+/// the result (and any notification cut with it) from the log, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_sdk_gets_a_result_cut_before_delivery_on_the_other_replica() {
+    typescript_sdk_resumes(Cut::BeforeResult).await;
+}
+
+async fn typescript_sdk_resumes(cut_at: Cut) {
     let (Some(node), Some(modules)) = (
         test_env(session_testkit::env::MCP_NODE),
         test_env(session_testkit::env::MCP_NODE_MODULES),
@@ -596,7 +641,7 @@ async fn the_typescript_sdk_resumes_a_cut_stream_on_the_other_replica() {
     let Some((children, nginx, ports)) = deployment().await else {
         return;
     };
-    let (proxy, cut) = cutting_proxy(nginx, 5).await;
+    let (proxy, cut) = cutting_proxy(nginx, cut_at).await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ts_resume.mjs");
     let url = format!("http://127.0.0.1:{proxy}/mcp");
     let token = token("alice");
