@@ -458,6 +458,46 @@ async fn event_ids_replay_only_their_own_session() {
     );
 }
 
+/// A session deleted through one replica while a call of it still streams
+/// on the other: the producer's later events are not logged, so the log
+/// does not come back for another TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_deleted_with_its_session_stays_deleted() {
+    let Some((_children, nginx, _ports)) = deployment().await else {
+        return;
+    };
+    let alice = Client::new(nginx, "alice");
+    let session = alice.open().await;
+    // 20 notifications 100 ms apart; the client leaves after the first.
+    let mut stream = alice.progress(&session, 5, 20, 100).await;
+    let producer = stream.served_by.clone();
+    while stream
+        .next()
+        .await
+        .and_then(|event| event.progress())
+        .is_none()
+    {}
+    drop(stream);
+    assert_eq!(event_logs(&session).await, 1);
+    // Round robin sends the DELETE to the other replica once the producer
+    // answered the request before it.
+    steer(nginx, Some(&producer)).await;
+    let response = alice
+        .request(reqwest::Method::DELETE, Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_ne!(response.headers()["x-served-by"], producer.as_str());
+    // The call runs on for about 2 s after the delete.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        event_logs(&session).await,
+        0,
+        "a deleted session's log came back"
+    );
+}
+
 /// How many event log keys of `session` the Redis server holds.
 async fn event_logs(session: &str) -> usize {
     use session_factory::session_redis::fred::interfaces::KeysInterface;

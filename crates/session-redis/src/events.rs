@@ -22,7 +22,10 @@
 //!   keeps the key alive as long as the session (the caller passes the
 //!   session's TTL on every append). The script trims the key to the
 //!   per-session cap (`MAXLEN ~`): the oldest events go first, and an id
-//!   that was trimmed is unknown afterwards.
+//!   that was trimmed is unknown afterwards. Only a stream's first event
+//!   may create the log ([`EventLog::append`]); the others are appended
+//!   only to a log that exists ([`EventLog::append_existing`], `XADD
+//!   NOMKSTREAM`), so a deleted session's log stays deleted.
 //! - **Replay** reads after an id (`XRANGE` with an exclusive start);
 //!   [`EventLog::find`] checks that an id names an entry of this session's
 //!   log, so an id taken from another session's stream finds nothing.
@@ -302,11 +305,22 @@ impl fmt::Debug for EventLog {
 /// KEYS[1]: a session's log. ARGV[1]: the per-session cap; ARGV[2]: the
 /// session's TTL in ms; ARGV[3]: the stream tag; ARGV[4]: the kind (`e`
 /// event, `x` end); ARGV[5]: the payload (empty for none); ARGV[6]: the
-/// retry in ms (empty for none). Appends, trims and sets the key's TTL in
-/// one step, so a log never outlives its session by more than one TTL.
+/// retry in ms (empty for none); ARGV[7]: `1` to create the log if there is
+/// none, else append only to an existing log (`NOMKSTREAM`) and answer nil
+/// without it. Appends, trims and sets the key's TTL in one step, so a log
+/// never outlives its session by more than one TTL.
 const APPEND: &str = r"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-  's', ARGV[3], 'k', ARGV[4], 'd', ARGV[5], 'r', ARGV[6])
+local id
+if ARGV[7] == '1' then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    's', ARGV[3], 'k', ARGV[4], 'd', ARGV[5], 'r', ARGV[6])
+else
+  id = redis.call('XADD', KEYS[1], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[1], '*',
+    's', ARGV[3], 'k', ARGV[4], 'd', ARGV[5], 'r', ARGV[6])
+  if not id then
+    return false
+  end
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return id
 ";
@@ -356,9 +370,10 @@ impl EventLog {
         format!("events:{}{{{session}}}", self.inner.key_prefix)
     }
 
-    /// Appends `record` to stream `stream` of session `session` and returns
-    /// its id once the server has it; the log's key then lives `ttl` more.
-    /// An event over [`EventLimits::max_event_bytes`] is refused with
+    /// Appends `record` to stream `stream` of session `session`, creating
+    /// the log if there is none, and returns its id once the server has it;
+    /// the log's key then lives `ttl` more. An event over
+    /// [`EventLimits::max_event_bytes`] is refused with
     /// [`Error::InvalidInput`] and nothing is written.
     pub async fn append(
         &self,
@@ -367,6 +382,35 @@ impl EventLog {
         record: &Record,
         ttl: Ttl,
     ) -> Result<EntryId, Error> {
+        self.append_with(session, stream, record, ttl, true)
+            .await?
+            .ok_or_else(|| self.protocol("XADD answered no entry id"))
+    }
+
+    /// Like [`append`](Self::append), but only to a log that exists:
+    /// `Ok(None)` and nothing written when there is none, because the
+    /// session was deleted (which deletes its log) or its log expired. A
+    /// stream's first event creates the log; the rest go through here, so
+    /// that a producer still running when its session is deleted does not
+    /// bring the log back for another TTL.
+    pub async fn append_existing(
+        &self,
+        session: &SessionId,
+        stream: &str,
+        record: &Record,
+        ttl: Ttl,
+    ) -> Result<Option<EntryId>, Error> {
+        self.append_with(session, stream, record, ttl, false).await
+    }
+
+    async fn append_with(
+        &self,
+        session: &SessionId,
+        stream: &str,
+        record: &Record,
+        ttl: Ttl,
+        create: bool,
+    ) -> Result<Option<EntryId>, Error> {
         let (kind, data, retry) = match record {
             Record::Event { data, retry } => {
                 let data = data.clone().unwrap_or_default();
@@ -392,21 +436,25 @@ impl EventLog {
             Value::from_static_str(kind),
             Value::Bytes(data),
             Value::from(retry),
+            Value::from_static_str(if create { "1" } else { "0" }),
         ];
         let key = self.key(session);
-        let id: String = self
+        let id: Option<String> = self
             .inner
             .append
             .run(&self.inner.client, Bytes::from(key.clone()), args)
             .await
             .map_err(self.map(Operation::AppendEvent))?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
         let id = id
             .parse()
             .map_err(|_| self.protocol("XADD answered no entry id"))?;
         if let Some(confirm) = self.inner.limits.confirm {
             self.confirm(&key, confirm).await?;
         }
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// `WAIT` on the connection that carried the append to `key`: in a

@@ -126,6 +126,39 @@ async fn round_trip(topology: Topology) {
     );
     assert_eq!(log.find(&session, first).await.unwrap(), None);
     assert!(!log.delete(&session).await.unwrap());
+
+    // A deleted log stays deleted for appends that may not create it: a
+    // producer still running after its session's delete writes nothing.
+    assert_eq!(
+        log.append_existing(&session, "a", &event("late"), ttl())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        log.append_existing(&session, "a", &Record::End, ttl())
+            .await
+            .unwrap(),
+        None
+    );
+    let exists: i64 = storage.client().exists(log.key(&session)).await.unwrap();
+    assert_eq!(exists, 0);
+    // Once a stream's first event created it, later ones are appended.
+    let created = log
+        .append(&session, "b", &event("new"), ttl())
+        .await
+        .unwrap();
+    let next = log
+        .append_existing(&session, "b", &event("next"), ttl())
+        .await
+        .unwrap()
+        .expect("the log exists");
+    assert!(next > created);
+    assert_eq!(
+        texts(&log.after(&session, EntryId::ZERO, 10).await.unwrap()),
+        ["new", "next"]
+    );
+    assert!(log.delete(&session).await.unwrap());
     storage.close().await.unwrap();
     log.close().await;
 }

@@ -35,7 +35,9 @@
 //! - **The session lives while a stream does**: the drain and the replay
 //!   read the session every quarter TTL, which slides its TTL, and every
 //!   append sets the log's TTL to the session's. A closed session's log is
-//!   deleted with it.
+//!   deleted with it, and stays deleted: only a stream's first event may
+//!   create the log, so a call still running on another replica when its
+//!   session is deleted sends the rest of its events unlogged.
 //!
 //! Without a log ([`ResumableSessions::local`], the gateway on local
 //! storage) it is rmcp's manager unchanged: one replica, events in memory.
@@ -82,6 +84,17 @@ pub enum StreamError {
     /// issued, of another session, malformed, or trimmed or expired.
     #[error("unknown event id")]
     UnknownEvent,
+}
+
+/// What became of an event's append.
+enum Appended {
+    /// In the log, under this SSE id.
+    Id(String),
+    /// Not in the log (it failed, or the event could not be encoded): sent
+    /// without an id.
+    NoId,
+    /// The session's log no longer exists: the session was deleted.
+    Gone,
 }
 
 /// The settings of resumable streams.
@@ -209,13 +222,17 @@ impl Shared {
         (self.manager.ttl() / 4).max(Duration::from_millis(10))
     }
 
-    /// Appends `message` to stream `tag` and returns the id to send it with.
+    /// Appends `message` to stream `tag` and returns the id to send it
+    /// with. The stream's first event may create the session's log; later
+    /// ones are appended only while the log exists. [`Appended::Gone`]: the
+    /// session was deleted (with its log) while the stream ran.
     async fn append(
         &self,
         session: &SessionId,
         tag: &str,
         message: &ServerSseMessage,
-    ) -> Option<String> {
+        first: bool,
+    ) -> Appended {
         let data = match message
             .message
             .as_deref()
@@ -225,22 +242,33 @@ impl Shared {
             Ok(data) => data.map(Into::into),
             Err(error) => {
                 tracing::warn!(%session, %error, "cannot encode an event; sent without id");
-                return None;
+                return Appended::NoId;
             }
         };
         let record = Record::Event {
             data,
             retry: message.retry,
         };
-        match self.log.append(session, tag, &record, self.ttl()).await {
-            Ok(entry) => Some(format!("{tag}:{entry}")),
+        let appended = if first {
+            self.log
+                .append(session, tag, &record, self.ttl())
+                .await
+                .map(Some)
+        } else {
+            self.log
+                .append_existing(session, tag, &record, self.ttl())
+                .await
+        };
+        match appended {
+            Ok(Some(entry)) => Appended::Id(format!("{tag}:{entry}")),
+            Ok(None) => Appended::Gone,
             Err(error) => {
                 tracing::warn!(
                     %session,
                     %error,
                     "cannot store an event: it is sent without id and cannot be resumed"
                 );
-                None
+                Appended::NoId
             }
         }
     }
@@ -257,6 +285,10 @@ impl Shared {
             let tag = new_tag();
             let mut inner = pin!(inner);
             let mut listening = true;
+            // Until the first event is in the log, the next append may
+            // create it (a failed first append leaves that to the next).
+            let mut logged = false;
+            let mut gone = false;
             let mut touch = tokio::time::interval_at(
                 Instant::now() + shared.touch_every(),
                 shared.touch_every(),
@@ -270,23 +302,44 @@ impl Shared {
                     }
                 };
                 let Some(mut message) = message else { break };
-                message.event_id = shared.append(&session, &tag, &message).await;
+                if !gone {
+                    match shared.append(&session, &tag, &message, !logged).await {
+                        Appended::Id(id) => {
+                            logged = true;
+                            message.event_id = Some(id);
+                        }
+                        Appended::NoId => message.event_id = None,
+                        // The session was deleted: nothing more is logged,
+                        // and what is still sent cannot be resumed.
+                        Appended::Gone => {
+                            tracing::debug!(%session, "the session's log is gone; events go unlogged");
+                            gone = true;
+                            message.event_id = None;
+                        }
+                    }
+                } else {
+                    message.event_id = None;
+                }
                 // The client may be gone; the events still go to the log, so
                 // that it finds them when it resumes, here or elsewhere.
                 if listening && sender.send(message).await.is_err() {
                     listening = false;
                 }
             }
-            if let Err(error) = shared
+            if gone || !logged {
+                return;
+            }
+            match shared
                 .log
-                .append(&session, &tag, &Record::End, shared.ttl())
+                .append_existing(&session, &tag, &Record::End, shared.ttl())
                 .await
             {
-                tracing::warn!(
+                Ok(_) => {}
+                Err(error) => tracing::warn!(
                     %session,
                     %error,
                     "cannot mark the end of a stream: a resumed copy ends at its tail timeout"
-                );
+                ),
             }
         });
         ReceiverStream::new(receiver)

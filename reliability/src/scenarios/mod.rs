@@ -14,6 +14,7 @@ pub mod restart;
 pub mod secrets;
 pub mod soak;
 pub mod soak_gateway;
+pub mod soak_streams;
 pub mod stall;
 pub mod stream_events;
 

@@ -13,7 +13,10 @@
 //!   counts behind it, `close_counter` closes it.
 //!
 //! Now and then a worker presents another principal's live session or
-//! handle, which must be answered as unknown. All this while Redis connections are
+//! handle, which must be answered as unknown. Beside the workers,
+//! [`STREAMERS`] clients hold resumable SSE streams open
+//! (`soak_streams`): long `progress` calls, half of them cut and most of
+//! those resumed on the other replica. All this while Redis connections are
 //! killed, Redis is stalled (`SIGSTOP` 1 to 3 s) or killed and restarted
 //! (append-only file, `appendfsync always`), and replica b is killed
 //! (`SIGKILL`) or shut down (`SIGTERM`) and started again. Then the audit:
@@ -28,6 +31,9 @@
 //!   or a retryable error, never 404 or "unknown handle" (which would tell a
 //!   client its session or handle is gone);
 //! - no request with another principal's session or handle was served;
+//! - no streaming client saw a notification twice or out of order, and
+//!   the event logs left in Redis are all of sessions not deleted (Redis's
+//!   memory and its count of logs are sampled through the run);
 //! - replica a's resident memory grew by less than a bound after the
 //!   warm-up (replica b's is reported), no replica exited unasked, every
 //!   `SIGTERM` ended in a clean exit, and no log shows a panic.
@@ -44,12 +50,14 @@ use serde_json::{Value, json};
 use session_config::RedisConfig;
 use session_core::{Owner, SessionId};
 
+use session_testenv::cli::info_field;
 use session_testenv::ports::free_port;
 use session_testenv::process::{Signal, rss_kib};
 use session_testenv::{Guard, RedisProcess};
 
 use crate::load::ms;
 use crate::rng::Rng;
+use crate::scenarios::soak_streams;
 use crate::{Outcome, scenarios};
 
 /// The figure's name.
@@ -73,6 +81,9 @@ const DRAIN: Duration = Duration::from_secs(12);
 pub const WORKERS: usize = 16;
 /// Live sessions each client keeps at most.
 pub const SESSIONS_PER_WORKER: usize = 8;
+/// Clients holding resumable SSE streams open (see `soak_streams`), on top
+/// of the workers.
+pub const STREAMERS: usize = 4;
 /// The handshake-era revision the session workers speak.
 const PROTOCOL: &str = "2025-03-26";
 /// The revision without sessions the handle workers speak.
@@ -713,6 +724,39 @@ pub async fn run(scratch: &Path, secs: u64, seed: u64, gateway: &Path) -> Outcom
     Outcome::or_error(NAME, try_run(scratch, secs, seed, gateway).await)
 }
 
+/// Redis's `used_memory`, and how many event logs the run's sessions
+/// have; `(0, 0)` when the server does not answer (it may be stopped).
+async fn redis_memory(server: &RedisProcess, prefix: &str) -> (u64, usize) {
+    let memory = match server.cli().run_async(&["INFO", "memory"]).await {
+        Ok(info) => info_field(&info, "used_memory")
+            .and_then(|bytes| bytes.parse().ok())
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    let logs = event_logs(server, prefix)
+        .await
+        .map_or(0, |logs| logs.len());
+    (memory, logs)
+}
+
+/// The session ids of the event logs under `prefix` (`SCAN`, keys
+/// `events:<prefix>{<session id>}`).
+async fn event_logs(server: &RedisProcess, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let pattern = format!("events:{prefix}*");
+    let keys = server
+        .cli()
+        .run_async(&["--scan", "--pattern", &pattern])
+        .await?;
+    Ok(keys
+        .lines()
+        .filter_map(|key| {
+            let start = key.find('{')? + 1;
+            let end = key[start..].find('}')? + start;
+            Some(key[start..end].to_owned())
+        })
+        .collect())
+}
+
 async fn wait_healthy(http: &reqwest::Client, gateway: &mut Gateway) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -797,6 +841,17 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
             }))
         })
         .collect();
+    let streamers: Vec<_> = (0..STREAMERS)
+        .map(|index| {
+            tokio::spawn(soak_streams::streamer(soak_streams::StreamerSetup {
+                index,
+                token: tokens[index % PRINCIPALS].clone(),
+                urls: Arc::clone(&urls),
+                stop: Arc::clone(&stop),
+                seed,
+            }))
+        })
+        .collect();
 
     tokio::time::sleep(WARMUP).await;
     let rss_start: Vec<u64> = gateways
@@ -807,6 +862,8 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
     let mut faults = Vec::new();
     let mut unclean_exits: Vec<String> = Vec::new();
     let mut rss_trend: Vec<Vec<u64>> = vec![rss_start.clone()];
+    // Redis's memory and its number of event logs, sampled with the RSS.
+    let mut redis_trend = vec![redis_memory(&server, &prefix).await];
     let mut next_sample = Instant::now() + Duration::from_secs(10);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
@@ -823,6 +880,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
                     .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
                     .collect(),
             );
+            redis_trend.push(redis_memory(&server, &prefix).await);
         }
         let at = started.elapsed().as_secs_f64();
         match rng.below(5) {
@@ -869,6 +927,7 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         .map(|g| g.pid().and_then(rss_kib).unwrap_or(0))
         .collect();
     rss_trend.push(rss_end.clone());
+    redis_trend.push(redis_memory(&server, &prefix).await);
     stop.store(true, Ordering::SeqCst);
     let mut tally = Tally::default();
     let mut hung_workers = 0;
@@ -897,6 +956,27 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
             _ => hung_workers += 1,
         }
     }
+    let mut streams = soak_streams::StreamTally::default();
+    for handle in streamers {
+        match tokio::time::timeout(Duration::from_secs(30), handle).await {
+            Ok(Ok(part)) => streams.merge(part),
+            _ => hung_workers += 1,
+        }
+    }
+    // Every event log left must belong to a session that was not deleted:
+    // a deleted session's log goes with it, and a stream still running
+    // then does not bring it back.
+    let deleted: std::collections::HashSet<&str> = tally
+        .deleted
+        .iter()
+        .chain(&streams.deleted)
+        .map(String::as_str)
+        .collect();
+    let logs = event_logs(&server, &prefix).await?;
+    let orphaned: Vec<&String> = logs
+        .iter()
+        .filter(|session| deleted.contains(session.as_str()))
+        .collect();
 
     // The audit: the store, read with a manager of our own.
     let config = RedisConfig::standalone(&server.addr(), &prefix)?.with_timeouts(
@@ -1100,6 +1180,48 @@ async fn try_run(scratch: &Path, secs: u64, seed: u64, binary: &Path) -> anyhow:
         format!(
             "replica a's RSS grew less than {RSS_GROWTH_BOUND_KIB} KiB after the warm-up: {} KiB (replica b, restarted: {} KiB)",
             growth[0], growth[1]
+        ),
+    );
+    outcome.figure(format!(
+        "streams: {} streamed calls of {} notifications {} ms apart from {STREAMERS} clients in {} sessions, {} cut and resumed on the other replica, {} cut and abandoned; {} complete (every notification once, in order, and the result), the others ended without their result: {:?}; notifications seen twice or out of order: {}; event logs left in Redis: {} ({} of them of deleted sessions; {} sessions of the run not deleted); Redis used_memory and event logs, sampled with the RSS: {}",
+        streams.calls,
+        soak_streams::STEPS,
+        soak_streams::INTERVAL_MS,
+        streams.sessions,
+        streams.resumed,
+        streams.abandoned,
+        streams.complete,
+        streams.incomplete,
+        streams.disorder.len(),
+        logs.len(),
+        orphaned.len(),
+        tally.live.len() + tally.uncertain.len() + tally.delete_not_found.len() + streams.remaining.len(),
+        redis_trend
+            .iter()
+            .map(|(memory, logs)| format!("{} KiB/{logs}", memory / 1024))
+            .collect::<Vec<_>>()
+            .join(" "),
+    ));
+    outcome.check(
+        streams.disorder.is_empty(),
+        format!(
+            "no client sees a notification twice or out of order across a stream and its resumption: {:?}",
+            streams.disorder.iter().take(3).collect::<Vec<_>>()
+        ),
+    );
+    outcome.check(
+        streams.complete > 0 && streams.resumed > 0,
+        format!(
+            "streams were resumed on the other replica and completed: {} resumed, {} complete",
+            streams.resumed, streams.complete
+        ),
+    );
+    outcome.check(
+        orphaned.is_empty(),
+        format!(
+            "no event log outlives its deleted session: {} do, e.g. {:?}",
+            orphaned.len(),
+            orphaned.iter().take(3).collect::<Vec<_>>()
         ),
     );
     outcome.check(
