@@ -296,7 +296,7 @@ async fn try_run(scratch: &Path, seed: u64, cached: bool) -> anyhow::Result<Outc
 }
 
 /// A master, one replica and one sentinel (quorum 1) monitoring them under
-/// [`MASTER_NAME`], each in a directory of its own.
+/// `mymaster`, each in a directory of its own.
 pub struct SentinelSet {
     /// The first master, a replica after [`SentinelSet::fail_over`].
     pub master: RedisProcess,
