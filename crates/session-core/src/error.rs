@@ -302,6 +302,20 @@ pub enum BackendErrorKind {
 }
 
 impl BackendErrorKind {
+    /// The kind as a metric label: lowercase, `_` between words.
+    pub const fn as_label(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Auth => "auth",
+            Self::Tls => "tls",
+            Self::Io => "io",
+            Self::Routing => "routing",
+            Self::WrongType => "wrong_type",
+            Self::Protocol => "protocol",
+            Self::Other => "other",
+        }
+    }
+
     /// Whether this kind of failure usually goes away by itself.
     pub fn is_transient(self) -> bool {
         matches!(self, Self::Unavailable | Self::Io | Self::Routing)

@@ -58,6 +58,7 @@ mod error;
 mod expiry;
 mod id;
 mod manager;
+pub mod metrics;
 mod owner;
 mod session;
 mod storage;

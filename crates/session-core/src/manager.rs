@@ -10,9 +10,10 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::{Clock, SystemClock};
+use crate::metrics::Handles;
 use crate::{
-    AnyStorage, BackendErrorKind, Conditional, Description, Error, Expiry, Owner, Result, Revision,
-    Session, SessionId, SessionType, Storage, Ttl,
+    AnyStorage, BackendErrorKind, Conditional, Description, Error, Expiry, Operation, Owner,
+    Result, Revision, Session, SessionId, SessionType, Storage, Ttl,
 };
 
 /// How many attempts a read-modify-write makes by default before it gives
@@ -119,6 +120,8 @@ struct Inner<S> {
     cleanup_armed: AtomicBool,
     /// A `std` mutex: it is never held across an `.await`.
     cleanup: Mutex<Cleanup>,
+    /// The handles of what this manager records.
+    metrics: Handles,
 }
 
 enum Cleanup {
@@ -136,6 +139,22 @@ macro_rules! call {
             None => Storage::$method(&*$inner.storage, $($arg),*).await,
         }
     };
+}
+
+/// [`call!`], recorded as `$operation` (see `metrics`); `$absent` says
+/// whether a success found no session.
+macro_rules! observed {
+    ($inner:expr, $operation:expr, $method:ident($($arg:expr),*), $absent:expr) => {{
+        let started = std::time::Instant::now();
+        let result = call!($inner, $method($($arg),*));
+        $inner.metrics.record($operation, started, &result, $absent);
+        result
+    }};
+}
+
+/// Successes that are never absent.
+fn never<T>(_: &T) -> bool {
+    false
 }
 
 impl Manager {
@@ -218,7 +237,12 @@ impl<S: Storage> Manager<S> {
         session.set_revision(Revision::FIRST);
         let id = session.id();
         let session = Arc::new(session);
-        if call!(inner, create(Arc::clone(&session), ttl))? {
+        if observed!(
+            inner,
+            Operation::Create,
+            create(Arc::clone(&session), ttl),
+            |created: &bool| !created
+        )? {
             Ok(session)
         } else {
             Err(Error::AlreadyExists(id))
@@ -265,13 +289,23 @@ impl<S: Storage> Manager<S> {
         let inner = &self.inner;
         inner.check()?;
         let ttl = inner.expiry.ttl();
+        let started = std::time::Instant::now();
         // A copy the storage holds answers without a boxed future.
         let session = match Storage::get_cached(&*inner.storage, id, ttl) {
-            Some(session) => session,
-            None => match call!(inner, get(id, ttl))? {
-                Some(session) => session,
-                None => return Ok(None),
-            },
+            Some(session) => {
+                inner.metrics.record_ok(Operation::Get, started);
+                session
+            }
+            None => {
+                let result = call!(inner, get(id, ttl));
+                inner
+                    .metrics
+                    .record(Operation::Get, started, &result, Option::is_none);
+                match result? {
+                    Some(session) => session,
+                    None => return Ok(None),
+                }
+            }
         };
         if inner.expiry.max_lifetime().is_none() {
             return Ok(Some(session));
@@ -292,10 +326,16 @@ impl<S: Storage> Manager<S> {
     ) -> Result<Option<Arc<Session>>> {
         let inner = &self.inner;
         match inner.expiry.ttl_for(&session, inner.clock.now()) {
-            Some(left) if left < ttl => Ok(call!(inner, expire(id, left))?.then_some(session)),
+            Some(left) if left < ttl => Ok(observed!(
+                inner,
+                Operation::Expire,
+                expire(id, left),
+                |kept: &bool| !kept
+            )?
+            .then_some(session)),
             Some(_) => Ok(Some(session)),
             None => {
-                call!(inner, delete(id))?;
+                observed!(inner, Operation::Delete, delete(id), |found: &bool| !found)?;
                 Ok(None)
             }
         }
@@ -311,7 +351,12 @@ impl<S: Storage> Manager<S> {
         inner.check()?;
         session.touch(inner.clock.now());
         let ttl = inner.ttl_for_new(&session)?;
-        call!(inner, upsert(Arc::new(session), ttl))
+        observed!(
+            inner,
+            Operation::Upsert,
+            upsert(Arc::new(session), ttl),
+            never
+        )
     }
 
     /// Writes a session only if it still exists, setting its update time to
@@ -325,10 +370,21 @@ impl<S: Storage> Manager<S> {
         let now = inner.clock.now();
         session.touch(now);
         match inner.expiry.ttl_for(&session, now) {
-            Some(ttl) => Ok(call!(inner, update(Arc::new(session), ttl))?.is_some()),
+            Some(ttl) => Ok(observed!(
+                inner,
+                Operation::Update,
+                update(Arc::new(session), ttl),
+                Option::is_none
+            )?
+            .is_some()),
             None => {
                 // Past its lifetime: gone, as if it had expired.
-                call!(inner, delete(&session.id()))?;
+                observed!(
+                    inner,
+                    Operation::Delete,
+                    delete(&session.id()),
+                    |found: &bool| !found
+                )?;
                 Ok(false)
             }
         }
@@ -347,9 +403,19 @@ impl<S: Storage> Manager<S> {
         let now = inner.clock.now();
         session.touch(now);
         match inner.expiry.ttl_for(&session, now) {
-            Some(ttl) => call!(inner, update_if(Arc::new(session), expected, ttl)),
+            Some(ttl) => observed!(
+                inner,
+                Operation::UpdateIf,
+                update_if(Arc::new(session), expected, ttl),
+                |written: &Conditional| matches!(written, Conditional::Absent)
+            ),
             None => {
-                call!(inner, delete(&session.id()))?;
+                observed!(
+                    inner,
+                    Operation::Delete,
+                    delete(&session.id()),
+                    |found: &bool| !found
+                )?;
                 Ok(Conditional::Absent)
             }
         }
@@ -439,6 +505,7 @@ impl<S: Storage> Manager<S> {
                 Conditional::Written(stored) => return Ok(Some((stored, answer))),
                 Conditional::Absent => return Ok(None),
                 Conditional::Conflict(_) if attempt < attempts => {
+                    self.inner.metrics.modify_retries.increment(1);
                     // Full jitter: contenders that collided spread out
                     // instead of colliding again in lockstep.
                     let bound = u64::try_from(backoff.as_micros()).unwrap_or(u64::MAX);
@@ -457,7 +524,7 @@ impl<S: Storage> Manager<S> {
     pub async fn list_owned(&self, owner: &Owner) -> Result<Vec<Arc<Session>>> {
         let inner = &self.inner;
         inner.check()?;
-        let mut sessions = call!(inner, list_owned(owner))?;
+        let mut sessions = observed!(inner, Operation::ListOwned, list_owned(owner), never)?;
         if inner.expiry.max_lifetime().is_some() {
             let now = inner.clock.now();
             sessions.retain(|session| inner.expiry.ttl_for(session, now).is_some());
@@ -472,7 +539,7 @@ impl<S: Storage> Manager<S> {
     pub async fn revoke_owned(&self, owner: &Owner) -> Result<Vec<SessionId>> {
         let inner = &self.inner;
         inner.check()?;
-        call!(inner, revoke_owned(owner))
+        observed!(inner, Operation::RevokeOwned, revoke_owned(owner), never)
     }
 
     /// Removes a session; returns whether it existed. Removing a missing
@@ -481,7 +548,7 @@ impl<S: Storage> Manager<S> {
     pub async fn delete(&self, id: &SessionId) -> Result<bool> {
         let inner = &self.inner;
         inner.check()?;
-        call!(inner, delete(id))
+        observed!(inner, Operation::Delete, delete(id), |found: &bool| !found)
     }
 
     /// The number of live sessions, on every backend (Redis scans its key
@@ -489,14 +556,19 @@ impl<S: Storage> Manager<S> {
     pub async fn count(&self) -> Result<usize> {
         let inner = &self.inner;
         inner.check()?;
-        call!(inner, count())
+        observed!(inner, Operation::Count, count(), never)
     }
 
     /// Checks that the storage answers, without touching any session.
     pub async fn ping(&self) -> Result<()> {
         let inner = &self.inner;
         inner.check()?;
-        Storage::ping(&*inner.storage).await
+        let started = std::time::Instant::now();
+        let result = Storage::ping(&*inner.storage).await;
+        inner
+            .metrics
+            .record(Operation::Ping, started, &result, never);
+        result
     }
 
     /// Runs one cleanup sweep now and returns how many sessions it removed;
@@ -539,6 +611,7 @@ impl<S: Storage> Inner<S> {
         let visible = session.is_visible_to(principal);
         if !visible {
             self.foreign_reads.fetch_add(1, Ordering::Relaxed);
+            self.metrics.foreign_reads.increment(1);
             // The session id is a bearer credential and stays out of logs.
             tracing::debug!("a read on behalf of a principal found another owner's session");
         }
@@ -589,6 +662,17 @@ impl<S: Storage> Inner<S> {
     }
 
     async fn sweep(&self) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let result = self.sweep_unrecorded().await;
+        self.metrics
+            .record(Operation::DeleteExpired, started, &result, never);
+        if let Ok(removed) = &result {
+            self.metrics.expired.increment(*removed as u64);
+        }
+        result
+    }
+
+    async fn sweep_unrecorded(&self) -> Result<usize> {
         let before = Instant::now();
         let expired = if Storage::as_sync(&*self.storage).is_some() {
             // A sweep of a large in-process store takes milliseconds of CPU;
@@ -766,7 +850,9 @@ impl<S: Storage> ManagerBuilder<S> {
         let cleanup_interval = self
             .cleanup_interval
             .unwrap_or_else(|| (self.ttl.get() / 2).max(Duration::from_millis(1)));
+        let metrics = Handles::new(self.storage.describe().backend);
         let inner = Arc::new(Inner {
+            metrics,
             storage: Arc::new(self.storage),
             expiry,
             factory: self

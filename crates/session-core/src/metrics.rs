@@ -1,0 +1,205 @@
+//! What the manager reports through the [`metrics`] facade: a count and a
+//! latency per storage operation, errors by kind, read-modify-write
+//! conflicts, reads of another owner's session, and sessions the sweep
+//! removed.
+//!
+//! The library depends on the facade only; the application installs a
+//! recorder (the gateway's is Prometheus text on `/metrics`). Without one,
+//! every handle is a no-op. Handles are registered once, when the manager
+//! is built, so the per-call cost is two clock reads and two calls on
+//! handles, with no allocation: install the recorder before building the
+//! manager, or its operations go unrecorded.
+//!
+//! Names follow Prometheus's conventions (a unit suffix, `_total` for
+//! counters); labels carry `&'static str` values only: an operation's
+//! name, the backend's, an outcome, an error kind. Never a session id, a
+//! principal or any session data. Every metric is listed in
+//! `docs/metrics.md`.
+
+use std::time::Instant;
+
+use metrics::{Counter, Histogram, Unit};
+
+use crate::error::{Error, Operation};
+
+/// Operations by `operation`, `backend` and `outcome` (`ok`, `absent`: a
+/// read, update or delete that found no session, or `error`).
+pub const OPERATIONS: &str = "session_operations_total";
+/// Failed operations by `operation`, `backend` and `error_type`.
+pub const ERRORS: &str = "session_operation_errors_total";
+/// The latency of each operation, by `operation` and `backend`, in
+/// seconds, from the manager's call until the storage answered.
+pub const DURATION: &str = "session_operation_duration_seconds";
+/// Read-modify-writes that found another write first and ran again, by
+/// `backend`. One `modify` that conflicted twice counts 2; one that ran
+/// out of attempts is also an error of kind `conflict` of `update_if`.
+pub const MODIFY_RETRIES: &str = "session_modify_retries_total";
+/// Reads on behalf of a principal that found another owner's session and
+/// answered it as absent, by `backend`.
+pub const FOREIGN_READS: &str = "session_foreign_reads_total";
+/// Sessions the cleanup sweep removed, by `backend`.
+pub const EXPIRED: &str = "session_expired_removed_total";
+
+/// The operations the manager records, in the order of [`Handles::ops`].
+const RECORDED: [Operation; 12] = [
+    Operation::Create,
+    Operation::Get,
+    Operation::Update,
+    Operation::Upsert,
+    Operation::UpdateIf,
+    Operation::ListOwned,
+    Operation::RevokeOwned,
+    Operation::Expire,
+    Operation::Delete,
+    Operation::DeleteExpired,
+    Operation::Count,
+    Operation::Ping,
+];
+
+/// One operation's handles.
+struct Op {
+    ok: Counter,
+    absent: Counter,
+    error: Counter,
+    duration: Histogram,
+}
+
+/// The handles of one manager, registered with the recorder installed
+/// when it was built.
+pub(crate) struct Handles {
+    backend: &'static str,
+    ops: Vec<Op>,
+    pub(crate) modify_retries: Counter,
+    pub(crate) foreign_reads: Counter,
+    pub(crate) expired: Counter,
+}
+
+impl Handles {
+    /// Registers the handles of a manager on `backend`.
+    pub(crate) fn new(backend: &'static str) -> Self {
+        describe();
+        let ops = RECORDED
+            .iter()
+            .map(|operation| {
+                let name = operation.as_str();
+                let count = |outcome: &'static str| {
+                    metrics::counter!(
+                        OPERATIONS,
+                        "operation" => name,
+                        "backend" => backend,
+                        "outcome" => outcome
+                    )
+                };
+                Op {
+                    ok: count("ok"),
+                    absent: count("absent"),
+                    error: count("error"),
+                    duration: metrics::histogram!(
+                        DURATION,
+                        "operation" => name,
+                        "backend" => backend
+                    ),
+                }
+            })
+            .collect();
+        Self {
+            backend,
+            ops,
+            modify_retries: metrics::counter!(MODIFY_RETRIES, "backend" => backend),
+            foreign_reads: metrics::counter!(FOREIGN_READS, "backend" => backend),
+            expired: metrics::counter!(EXPIRED, "backend" => backend),
+        }
+    }
+
+    /// Records one call of `operation` that started at `started` and ended
+    /// with `result`; `absent` says whether a success found no session.
+    pub(crate) fn record<T>(
+        &self,
+        operation: Operation,
+        started: Instant,
+        result: &Result<T, Error>,
+        absent: impl FnOnce(&T) -> bool,
+    ) {
+        let Some(index) = RECORDED.iter().position(|recorded| *recorded == operation) else {
+            return;
+        };
+        let op = &self.ops[index];
+        op.duration.record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(value) if absent(value) => op.absent.increment(1),
+            Ok(_) => op.ok.increment(1),
+            Err(error) => {
+                op.error.increment(1);
+                // Rare: registered here, at the cost of a lookup.
+                metrics::counter!(
+                    ERRORS,
+                    "operation" => operation.as_str(),
+                    "backend" => self.backend,
+                    "error_type" => error_type(error)
+                )
+                .increment(1);
+            }
+        }
+    }
+
+    /// Records a success of `operation` that found its session (a read a
+    /// storage's local copy answered).
+    pub(crate) fn record_ok(&self, operation: Operation, started: Instant) {
+        if let Some(index) = RECORDED.iter().position(|recorded| *recorded == operation) {
+            let op = &self.ops[index];
+            op.duration.record(started.elapsed().as_secs_f64());
+            op.ok.increment(1);
+        }
+    }
+}
+
+/// The `error_type` label of `error`: its kind, never its message.
+pub fn error_type(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidInput(_) => "invalid_input",
+        Error::AlreadyExists(_) => "already_exists",
+        Error::Backend { kind, .. } => kind.as_label(),
+        Error::Timeout { .. } => "timeout",
+        Error::Codec(_) => "codec",
+        Error::Config(_) => "config",
+        Error::Conflict { .. } => "conflict",
+        Error::Closed => "closed",
+    }
+}
+
+/// Tells the recorder each metric's unit and meaning, once per process.
+fn describe() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        metrics::describe_counter!(
+            OPERATIONS,
+            Unit::Count,
+            "Session storage operations by outcome."
+        );
+        metrics::describe_counter!(
+            ERRORS,
+            Unit::Count,
+            "Failed session storage operations by error kind."
+        );
+        metrics::describe_histogram!(
+            DURATION,
+            Unit::Seconds,
+            "Latency of session storage operations."
+        );
+        metrics::describe_counter!(
+            MODIFY_RETRIES,
+            Unit::Count,
+            "Read-modify-writes run again after a conflicting write."
+        );
+        metrics::describe_counter!(
+            FOREIGN_READS,
+            Unit::Count,
+            "Reads for a principal that found another owner's session."
+        );
+        metrics::describe_counter!(
+            EXPIRED,
+            Unit::Count,
+            "Expired sessions removed by the sweep."
+        );
+    });
+}
