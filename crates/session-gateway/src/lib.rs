@@ -414,11 +414,17 @@ impl Gateway {
 }
 
 async fn add_served_by(State(gateway): State<Gateway>, mut response: Response) -> Response {
+    metrics::counter!(RESPONSES, "status" => response.status().as_str().to_owned()).increment(1);
     response
         .headers_mut()
         .insert(SERVED_BY, gateway.inner.served_by.clone());
     response
 }
+
+/// The gateway's HTTP responses by `status` (every route): a count of 404s
+/// for sessions clients believe live, and of 503s while the store is down,
+/// beside the manager's metrics (docs/metrics.md).
+pub const RESPONSES: &str = "gateway_http_responses_total";
 
 /// The protected resource metadata (RFC 9728): the resource, and in JWT
 /// mode the authorization server that issues its tokens.

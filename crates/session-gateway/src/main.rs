@@ -107,6 +107,11 @@ struct Args {
         value_parser = parse_idle
     )]
     local_idle: Duration,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), apart from
+    /// the public one so that it can stay off the balancer. Default: no
+    /// metrics endpoint.
+    #[arg(long, value_name = "addr", env = "SESSION_GATEWAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// One `--allowed-host` value.
@@ -173,6 +178,87 @@ fn hosts_of(values: &[Host], flag: &str) -> Result<Option<AllowedHosts>, clap::E
     }
 }
 
+mod metrics {
+    //! The Prometheus endpoint: the recorder every metric of the process
+    //! goes to, and `GET /metrics` on an address of its own.
+
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use anyhow::{Context, Result};
+    use axum::Router;
+    use axum::routing::get;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use session_factory::metrics::DURATION;
+    use tokio_util::sync::CancellationToken;
+
+    /// Bucket bounds of the operation latency histogram, in seconds: from a
+    /// local read (microseconds) to a command timeout (seconds).
+    const BUCKETS: [f64; 14] = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        1.0, 5.0,
+    ];
+    /// How often histograms are folded for rendering.
+    const UPKEEP: Duration = Duration::from_secs(5);
+
+    /// The running endpoint.
+    pub(crate) struct Endpoint {
+        stop: CancellationToken,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    /// Installs the Prometheus recorder and serves it on `addr`.
+    pub(crate) async fn serve(addr: SocketAddr) -> Result<Endpoint> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(DURATION.to_owned()), &BUCKETS)
+            .context("the metrics histogram buckets")?
+            .install_recorder()
+            .context("cannot install the metrics recorder")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        let listen = listener.local_addr().unwrap_or(addr);
+        let stop = CancellationToken::new();
+        let upkeep = handle.clone();
+        let upkeep_stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => upkeep.run_upkeep(),
+                    () = upkeep_stop.cancelled() => return,
+                }
+            }
+        });
+        let app = Router::new().route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        );
+        let shutdown = stop.clone();
+        let server = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the metrics endpoint failed");
+            }
+        });
+        tracing::info!(%listen, "metrics on GET /metrics");
+        Ok(Endpoint { stop, server })
+    }
+
+    impl Endpoint {
+        /// Stops serving.
+        pub(crate) async fn stop(self) {
+            self.stop.cancel();
+            let _ = self.server.await;
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // clap prints the help or the error itself and exits, with status 2 on
     // an error, as the hand-written parser did.
@@ -217,6 +303,11 @@ async fn run(
         None => GatewaySettings::local(Ttl::new(DEFAULT_TTL)?),
     };
     let config = &settings.session;
+    // Before the manager: it registers its metrics when it is built.
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(metrics::serve(addr).await?),
+        None => None,
+    };
     let manager = new_manager(config, SessionType::Streamable)
         .await
         .context("cannot set up the session storage")?;
@@ -320,6 +411,9 @@ async fn run(
             }
         }
     };
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     let shutdown = manager.close().await;
     served
         .context("the server task failed")?
