@@ -559,6 +559,23 @@ impl<S: Storage> Manager<S> {
         observed!(inner, Operation::Count, count(), never)
     }
 
+    /// Pushes the figures that are sampled rather than counted to the
+    /// `metrics` facade: the number of live sessions where counting them is
+    /// cheap (local storage, exact; never a TTL touched), and the storage's
+    /// own (a Redis cache's counters). Call it before each scrape (the
+    /// gateway's `/metrics` does); see `docs/metrics.md`.
+    pub fn record_metrics(&self) {
+        let inner = &self.inner;
+        let description = inner.storage.describe();
+        if description.count_is_cheap
+            && let Some(storage) = Storage::as_sync(&*inner.storage)
+            && let Ok(live) = storage.count()
+        {
+            inner.metrics.live.set(live as f64);
+        }
+        Storage::record_metrics(&*inner.storage);
+    }
+
     /// Checks that the storage answers, without touching any session.
     pub async fn ping(&self) -> Result<()> {
         let inner = &self.inner;

@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use metrics::{Counter, Histogram, Unit};
+use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::error::{Error, Operation};
 
@@ -39,6 +39,9 @@ pub const MODIFY_RETRIES: &str = "session_modify_retries_total";
 pub const FOREIGN_READS: &str = "session_foreign_reads_total";
 /// Sessions the cleanup sweep removed, by `backend`.
 pub const EXPIRED: &str = "session_expired_removed_total";
+/// Live sessions, by `backend`, where counting them is cheap (local
+/// storage), set by `Manager::record_metrics`.
+pub const LIVE: &str = "session_live_sessions";
 
 /// The operations the manager records, in the order of [`Handles::ops`].
 const RECORDED: [Operation; 12] = [
@@ -72,6 +75,7 @@ pub(crate) struct Handles {
     pub(crate) modify_retries: Counter,
     pub(crate) foreign_reads: Counter,
     pub(crate) expired: Counter,
+    pub(crate) live: Gauge,
 }
 
 impl Handles {
@@ -108,6 +112,7 @@ impl Handles {
             modify_retries: metrics::counter!(MODIFY_RETRIES, "backend" => backend),
             foreign_reads: metrics::counter!(FOREIGN_READS, "backend" => backend),
             expired: metrics::counter!(EXPIRED, "backend" => backend),
+            live: metrics::gauge!(LIVE, "backend" => backend),
         }
     }
 

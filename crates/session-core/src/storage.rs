@@ -159,6 +159,13 @@ pub trait Storage: Send + Sync + 'static {
     fn as_sync(&self) -> Option<&dyn SyncStorage> {
         None
     }
+
+    /// Pushes the storage's own figures (a local cache's counters, say) to
+    /// the `metrics` facade, as they are now. Called by
+    /// [`Manager::record_metrics`](crate::Manager::record_metrics), which an
+    /// application calls before each scrape; cheap, never touches a
+    /// session. Nothing by default.
+    fn record_metrics(&self) {}
 }
 
 /// What a conditional write ([`Storage::update_if`]) did: one of exactly
@@ -305,6 +312,7 @@ pub(crate) trait DynStorage: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, Result<()>>;
     fn describe(&self) -> Description;
     fn as_sync(&self) -> Option<&dyn SyncStorage>;
+    fn record_metrics(&self);
 }
 
 impl<S: Storage> DynStorage for S {
@@ -368,6 +376,9 @@ impl<S: Storage> DynStorage for S {
     }
     fn as_sync(&self) -> Option<&dyn SyncStorage> {
         Storage::as_sync(self)
+    }
+    fn record_metrics(&self) {
+        Storage::record_metrics(self);
     }
 }
 
@@ -465,5 +476,8 @@ impl Storage for AnyStorage {
     }
     fn as_sync(&self) -> Option<&dyn SyncStorage> {
         self.0.as_sync()
+    }
+    fn record_metrics(&self) {
+        self.0.record_metrics();
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
-use session_core::metrics::{DURATION, ERRORS, EXPIRED, FOREIGN_READS, MODIFY_RETRIES, OPERATIONS};
+use session_core::metrics::{
+    DURATION, ERRORS, EXPIRED, FOREIGN_READS, LIVE, MODIFY_RETRIES, OPERATIONS,
+};
 use session_core::{Error, Manager, Owner, SessionId, SessionType, SyncStorage, Ttl};
 use session_local::LocalStorage;
 
@@ -226,6 +228,52 @@ fn errors_are_counted_by_kind() {
         ),
         1
     );
+}
+
+/// `record_metrics` sets the live-session gauge of local storage exactly,
+/// and reading it touches no session.
+#[test]
+fn record_metrics_counts_live_local_sessions() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A snapshot takes what changed since the one before: the gauge's value
+    // if it was set, and the counts.
+    let take = || {
+        let mut live = None;
+        let mut operations = 0;
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            match value {
+                DebugValue::Gauge(value) if key.key().name() == LIVE => live = Some(value.0),
+                DebugValue::Counter(count) if key.key().name() == OPERATIONS => operations += count,
+                _ => {}
+            }
+        }
+        (live, operations)
+    };
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let manager: Manager =
+                    Manager::builder(LocalStorage::new(), Ttl::from_secs(60).unwrap())
+                        .build()
+                        .unwrap();
+                let mut ids = Vec::new();
+                for _ in 0..3 {
+                    ids.push(manager.create().await.unwrap().id());
+                }
+                manager.record_metrics();
+                assert_eq!(take(), (Some(3.0), 3));
+                manager.delete(&ids[0]).await.unwrap();
+                assert_eq!(take().1, 1);
+                manager.record_metrics();
+                // Counting is no storage operation of the manager's: no
+                // read, no TTL slid.
+                assert_eq!(take(), (Some(2.0), 0));
+            });
+    });
 }
 
 /// The sweep counts what it removed (on paused time: the TTL passes

@@ -183,12 +183,14 @@ mod metrics {
     //! goes to, and `GET /metrics` on an address of its own.
 
     use std::net::SocketAddr;
+    use std::sync::{Arc, OnceLock};
     use std::time::Duration;
 
     use anyhow::{Context, Result};
     use axum::Router;
     use axum::routing::get;
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use session_factory::Manager;
     use session_factory::metrics::DURATION;
     use tokio_util::sync::CancellationToken;
 
@@ -205,6 +207,7 @@ mod metrics {
     pub(crate) struct Endpoint {
         stop: CancellationToken,
         server: tokio::task::JoinHandle<()>,
+        manager: Arc<OnceLock<Manager>>,
     }
 
     /// Installs the Prometheus recorder and serves it on `addr`.
@@ -230,11 +233,21 @@ mod metrics {
                 }
             }
         });
+        // The manager is built after the recorder; once it is, each scrape
+        // first pushes what it samples (live sessions, a cache's counters).
+        let manager: Arc<OnceLock<Manager>> = Arc::new(OnceLock::new());
+        let source = Arc::clone(&manager);
         let app = Router::new().route(
             "/metrics",
             get(move || {
                 let handle = handle.clone();
-                async move { handle.render() }
+                let source = Arc::clone(&source);
+                async move {
+                    if let Some(manager) = source.get() {
+                        manager.record_metrics();
+                    }
+                    handle.render()
+                }
             }),
         );
         let shutdown = stop.clone();
@@ -247,10 +260,19 @@ mod metrics {
             }
         });
         tracing::info!(%listen, "metrics on GET /metrics");
-        Ok(Endpoint { stop, server })
+        Ok(Endpoint {
+            stop,
+            server,
+            manager,
+        })
     }
 
     impl Endpoint {
+        /// Samples `manager` before each scrape.
+        pub(crate) fn watch(&self, manager: &Manager) {
+            let _ = self.manager.set(manager.clone());
+        }
+
         /// Stops serving.
         pub(crate) async fn stop(self) {
             self.stop.cancel();
@@ -311,6 +333,9 @@ async fn run(
     let manager = new_manager(config, SessionType::Streamable)
         .await
         .context("cannot set up the session storage")?;
+    if let Some(metrics) = &metrics {
+        metrics.watch(&manager);
+    }
     let storage = manager.describe().backend;
     if config.redis().is_none() && args.replica.is_some() {
         // A replica name says that several replicas run; on local storage

@@ -306,3 +306,64 @@ async fn without_the_option_there_is_no_endpoint() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(!children.log("gateway").contains("metrics on"));
 }
+
+/// On local storage a scrape reports the live sessions exactly
+/// (`session_live_sessions`), without touching any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_storage_reports_its_live_sessions() {
+    let mut children = Children::new();
+    let (port, metrics_port) = (free_port(), free_port());
+    children.spawn(
+        "gateway",
+        Command::new(GATEWAY)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                &format!("127.0.0.1:{metrics_port}"),
+            ])
+            .env("RUST_LOG", "info"),
+    );
+    wait_health(&mut children, &http(), "gateway", port, StatusCode::OK).await;
+    let live = || async {
+        let text = http()
+            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(
+            &samples(&text),
+            "session_live_sessions",
+            &[("backend", "local")],
+        )
+    };
+    assert_eq!(live().await, 0.0);
+    let mut sessions = Vec::new();
+    for id in 0..3 {
+        let initialize = json!({"jsonrpc": "2.0", "id": id, "method": "initialize",
+            "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+                "clientInfo": {"name": "metrics-test", "version": "0"}}});
+        let response = post(port, None, initialize).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        sessions.push(
+            response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+        response.text().await.unwrap();
+    }
+    assert_eq!(live().await, 3.0);
+    let response = http()
+        .delete(format!("http://127.0.0.1:{port}/mcp"))
+        .header("mcp-session-id", &sessions[0])
+        .header("mcp-protocol-version", PROTOCOL)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    assert_eq!(live().await, 2.0);
+}

@@ -154,6 +154,39 @@ pub struct CacheStats {
     pub bytes: u64,
 }
 
+impl CacheStats {
+    /// Sets the `metrics` facade's cache figures to these (counters with
+    /// `absolute`, since these are running totals): see `docs/metrics.md`.
+    pub(crate) fn record(&self) {
+        let counters = [
+            ("session_cache_hits_total", self.hits),
+            ("session_cache_misses_total", self.misses),
+            ("session_cache_fills_total", self.fills),
+            ("session_cache_fills_dropped_total", self.fills_dropped),
+            ("session_cache_invalidations_total", self.invalidations),
+            ("session_cache_forgotten_total", self.forgotten),
+            (
+                "session_cache_tracking_refused_total",
+                self.tracking_refused,
+            ),
+        ];
+        for (name, value) in counters {
+            metrics::counter!(name, "backend" => "redis").absolute(value);
+        }
+        for (cause, value) in [
+            ("reconnect", self.flushes_reconnect),
+            ("topology", self.flushes_topology),
+            ("lagged", self.flushes_lagged),
+            ("close", self.flushes_close),
+        ] {
+            metrics::counter!("session_cache_flushes_total", "backend" => "redis", "cause" => cause)
+                .absolute(value);
+        }
+        metrics::gauge!("session_cache_entries", "backend" => "redis").set(self.entries as f64);
+        metrics::gauge!("session_cache_bytes", "backend" => "redis").set(self.bytes as f64);
+    }
+}
+
 /// A fill's claim, taken before its read or write is sent: see "The fill
 /// race" in the module documentation.
 #[derive(Clone, Copy, Debug)]

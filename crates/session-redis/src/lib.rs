@@ -1233,6 +1233,12 @@ impl Storage for RedisStorage {
         Description::new("redis", self.inner.topology, false)
     }
 
+    fn record_metrics(&self) {
+        if let Some(stats) = self.cache_stats() {
+            stats.record();
+        }
+    }
+
     async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -330,6 +330,10 @@ impl RedisStorage {
         }
         let removed: std::result::Result<i64, _> =
             self.inner.client.zrem(index.clone(), members).await;
+        if let Ok(removed) = &removed {
+            metrics::counter!("session_owner_index_pruned_total", "backend" => "redis")
+                .increment(u64::try_from(*removed).unwrap_or(0));
+        }
         if let Err(error) = removed {
             tracing::debug!(
                 error = %self.map(Operation::ListOwned)(error),

@@ -164,6 +164,52 @@ async fn hits_and_invalidations(topology: Topology, mode: TrackingMode) {
     mb.close().await.unwrap();
 }
 
+/// `record_metrics` hands the cache's counters to the metrics facade as
+/// they are: the scrape sees exactly what `cache_stats` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_counters_reach_the_metrics_facade() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let Some(config) = config(Topology::Standalone) else {
+        return;
+    };
+    let storage = connect_armed(&cached(config, LONG, TrackingMode::Tracking)).await;
+    let manager = manager(storage.clone());
+    let id = manager.create().await.unwrap().id();
+    for _ in 0..5 {
+        manager.get(&id).await.unwrap().unwrap();
+    }
+    let stats = storage.cache_stats().unwrap();
+    assert!(stats.hits >= 4, "{stats:?}");
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || Storage::record_metrics(&storage));
+    // One snapshot: each takes what changed since the one before.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let value = |name: &str| {
+        snapshot
+            .iter()
+            .find(|(key, ..)| key.key().name() == name)
+            .map(|(.., value)| value)
+    };
+    assert_eq!(
+        value("session_cache_hits_total"),
+        Some(&DebugValue::Counter(stats.hits))
+    );
+    assert_eq!(
+        value("session_cache_misses_total"),
+        Some(&DebugValue::Counter(stats.misses))
+    );
+    assert_eq!(
+        value("session_cache_fills_total"),
+        Some(&DebugValue::Counter(stats.fills))
+    );
+    assert_eq!(
+        value("session_cache_entries"),
+        Some(&DebugValue::Gauge((stats.entries as f64).into()))
+    );
+    manager.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_tracking() {
     hits_and_invalidations(Topology::Standalone, TrackingMode::Tracking).await;
