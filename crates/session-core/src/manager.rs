@@ -146,8 +146,9 @@ macro_rules! call {
 macro_rules! observed {
     ($inner:expr, $operation:expr, $method:ident($($arg:expr),*), $absent:expr) => {{
         let started = std::time::Instant::now();
+        let span = $inner.metrics.span($operation);
         let result = call!($inner, $method($($arg),*));
-        $inner.metrics.record($operation, started, &result, $absent);
+        $inner.metrics.record(&span, $operation, started, &result, $absent);
         result
     }};
 }
@@ -290,17 +291,18 @@ impl<S: Storage> Manager<S> {
         inner.check()?;
         let ttl = inner.expiry.ttl();
         let started = std::time::Instant::now();
+        let span = inner.metrics.span(Operation::Get);
         // A copy the storage holds answers without a boxed future.
         let session = match Storage::get_cached(&*inner.storage, id, ttl) {
             Some(session) => {
-                inner.metrics.record_ok(Operation::Get, started);
+                inner.metrics.record_ok(&span, Operation::Get, started);
                 session
             }
             None => {
                 let result = call!(inner, get(id, ttl));
                 inner
                     .metrics
-                    .record(Operation::Get, started, &result, Option::is_none);
+                    .record(&span, Operation::Get, started, &result, Option::is_none);
                 match result? {
                     Some(session) => session,
                     None => return Ok(None),
@@ -581,10 +583,11 @@ impl<S: Storage> Manager<S> {
         let inner = &self.inner;
         inner.check()?;
         let started = std::time::Instant::now();
+        let span = inner.metrics.span(Operation::Ping);
         let result = Storage::ping(&*inner.storage).await;
         inner
             .metrics
-            .record(Operation::Ping, started, &result, never);
+            .record(&span, Operation::Ping, started, &result, never);
         result
     }
 
@@ -680,9 +683,10 @@ impl<S: Storage> Inner<S> {
 
     async fn sweep(&self) -> Result<usize> {
         let started = std::time::Instant::now();
+        let span = self.metrics.span(Operation::DeleteExpired);
         let result = self.sweep_unrecorded().await;
         self.metrics
-            .record(Operation::DeleteExpired, started, &result, never);
+            .record(&span, Operation::DeleteExpired, started, &result, never);
         if let Ok(removed) = &result {
             self.metrics.expired.increment(*removed as u64);
         }

@@ -1,7 +1,13 @@
 //! What the manager reports through the [`metrics`] facade: a count and a
 //! latency per storage operation, errors by kind, read-modify-write
 //! conflicts, reads of another owner's session, and sessions the sweep
-//! removed.
+//! removed. And through `tracing`: a `session_operation` span per storage
+//! operation (level `debug`), with the operation, the backend, the outcome,
+//! the error kind and the duration in microseconds as fields, never a
+//! session id or any session data. The span opens when the call starts and
+//! closes when the storage answered, so a subscriber that times spans (an
+//! OpenTelemetry layer) sees the operation's latency; it is not entered, so
+//! that the operation's future stays as small as it is.
 //!
 //! The library depends on the facade only; the application installs a
 //! recorder (the gateway's is Prometheus text on `/metrics`). Without one,
@@ -116,10 +122,25 @@ impl Handles {
         }
     }
 
-    /// Records one call of `operation` that started at `started` and ended
-    /// with `result`; `absent` says whether a success found no session.
+    /// The span of one call of `operation`, opened now; disabled (and
+    /// free) unless a subscriber wants `debug` spans of this crate.
+    pub(crate) fn span(&self, operation: Operation) -> tracing::Span {
+        tracing::debug_span!(
+            "session_operation",
+            operation = operation.as_str(),
+            backend = self.backend,
+            outcome = tracing::field::Empty,
+            error_type = tracing::field::Empty,
+            duration_us = tracing::field::Empty,
+        )
+    }
+
+    /// Records one call of `operation` that started at `started` under
+    /// `span` and ended with `result`; `absent` says whether a success found
+    /// no session.
     pub(crate) fn record<T>(
         &self,
+        span: &tracing::Span,
         operation: Operation,
         started: Instant,
         result: &Result<T, Error>,
@@ -129,9 +150,22 @@ impl Handles {
             return;
         };
         let op = &self.ops[index];
-        op.duration.record(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed();
+        op.duration.record(elapsed.as_secs_f64());
+        let outcome = match result {
+            Ok(value) if absent(value) => "absent",
+            Ok(_) => "ok",
+            Err(_) => "error",
+        };
+        if !span.is_disabled() {
+            span.record("outcome", outcome);
+            span.record("duration_us", elapsed.as_micros() as u64);
+            if let Err(error) = result {
+                span.record("error_type", error_type(error));
+            }
+        }
         match result {
-            Ok(value) if absent(value) => op.absent.increment(1),
+            Ok(_) if outcome == "absent" => op.absent.increment(1),
             Ok(_) => op.ok.increment(1),
             Err(error) => {
                 op.error.increment(1);
@@ -149,12 +183,8 @@ impl Handles {
 
     /// Records a success of `operation` that found its session (a read a
     /// storage's local copy answered).
-    pub(crate) fn record_ok(&self, operation: Operation, started: Instant) {
-        if let Some(index) = RECORDED.iter().position(|recorded| *recorded == operation) {
-            let op = &self.ops[index];
-            op.duration.record(started.elapsed().as_secs_f64());
-            op.ok.increment(1);
-        }
+    pub(crate) fn record_ok(&self, span: &tracing::Span, operation: Operation, started: Instant) {
+        self.record::<()>(span, operation, started, &Ok(()), |()| false);
     }
 }
 

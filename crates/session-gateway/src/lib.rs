@@ -79,6 +79,7 @@ use session_factory::Manager;
 use session_factory::session_redis::EventLog;
 use session_rmcp::{ManagerSessionStore, ResumableSessions, ResumeSettings};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::auth::{AuthSettings, Authenticator, Principal};
 pub use crate::hosts::AllowedHosts;
@@ -409,8 +410,26 @@ impl Gateway {
                 self.clone(),
                 add_served_by,
             ))
+            .layer(middleware::from_fn_with_state(self.clone(), request_span))
             .with_state(self.clone())
     }
+}
+
+/// Runs each request inside a `request` span naming this replica, the
+/// method and the path (never a header, a session id or a token), so that
+/// what is logged or traced while serving it says where it ran.
+async fn request_span(
+    State(gateway): State<Gateway>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let span = tracing::info_span!(
+        "request",
+        replica = gateway.replica(),
+        method = %request.method(),
+        path = request.uri().path(),
+    );
+    next.run(request).instrument(span).await
 }
 
 async fn add_served_by(State(gateway): State<Gateway>, mut response: Response) -> Response {
@@ -420,6 +439,17 @@ async fn add_served_by(State(gateway): State<Gateway>, mut response: Response) -
         .insert(SERVED_BY, gateway.inner.served_by.clone());
     response
 }
+
+/// The log filter without `RUST_LOG`: `info`, except two parts of rmcp.
+///
+/// - rmcp logs the start and end of every server instance at info, and a
+///   2026-07-28 request is one instance: two lines per request.
+/// - rmcp runs each session's worker inside an info span whose field is the
+///   full session id, a bearer credential: every line logged inside it
+///   would carry the id. Its warnings and errors still pass; the span does
+///   not (`tests/request_spans.rs`).
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,rmcp::service=warn,rmcp::transport::streamable_http_server::session=warn";
 
 /// The gateway's HTTP responses by `status` (every route): a count of 404s
 /// for sessions clients believe live, and of 503s while the store is down,

@@ -50,7 +50,7 @@ Routes:
   /health   storage health as JSON (503 when the store is unreachable)
   /.well-known/oauth-protected-resource   protected resource metadata
 
-Logging: RUST_LOG (default `info,rmcp::service=warn`)."
+Logging: RUST_LOG (default `info,rmcp::service=warn,rmcp::transport::streamable_http_server::session=warn`)."
 )]
 struct Args {
     /// Configuration (TOML). A [redis] table means Redis storage, none means
@@ -290,10 +290,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
-            // rmcp logs the start and end of every server instance at info,
-            // and a 2026-07-28 request is one instance: two lines per request.
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rmcp::service=warn")),
+                .unwrap_or_else(|_| EnvFilter::new(session_gateway::DEFAULT_LOG_FILTER)),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
