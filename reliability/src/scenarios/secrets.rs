@@ -7,8 +7,10 @@
 //! wrong password, a wrong CA, a missing client certificate, invalid inline
 //! key material, lazy connects that keep failing. The `Debug` and `Display`
 //! text of every configuration, storage, manager and error on the way is
-//! collected too. None of it may contain a password, a private key's PEM
-//! armour or any line of its base64 body.
+//! collected too, and the labels of every metric the managers recorded.
+//! None of it may contain a password, a private key's PEM armour or any
+//! line of its base64 body; no metric label and no operation span may
+//! contain a session id.
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ use session_config::{Auth, ClientIdentity, ConnectMode, Pem, RedisConfig, Secret
 use session_core::{Manager, SessionId, SessionType};
 use session_factory::SessionConfig;
 use session_redis::RedisStorage;
+
+use metrics_util::debugging::DebuggingRecorder;
 
 use crate::Outcome;
 use crate::capture::Capture;
@@ -33,9 +37,10 @@ pub async fn run(servers: &SecureServers) -> Outcome {
     Outcome::or_error(NAME, result.map(|()| outcome))
 }
 
-/// Texts to search, with where they came from.
+/// Texts to search, with where they came from; the ids of the sessions
+/// the scenario made; and the metric series it recorded, as text.
 #[derive(Default)]
-struct Texts(Vec<(String, String)>);
+struct Texts(Vec<(String, String)>, Vec<String>, Vec<String>);
 
 impl Texts {
     fn debug(&mut self, label: &str, value: &dyn std::fmt::Debug) {
@@ -104,7 +109,14 @@ async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
     texts.result(&format!("{label}: connect"), &storage);
     let Ok(storage) = storage else { return };
     texts.debug(&format!("{label}: storage"), &storage);
-    let manager = match Manager::builder(storage, scenarios::ttl()).build() {
+    // The manager's metric handles go to a recorder of this run's own:
+    // their labels are searched like every other text.
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let built = metrics::with_local_recorder(&recorder, || {
+        Manager::builder(storage, scenarios::ttl()).build()
+    });
+    let manager = match built {
         Ok(manager) => manager,
         Err(error) => {
             texts.error(&format!("{label}: manager"), &error);
@@ -115,6 +127,7 @@ async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
     let created = manager.create().await;
     texts.result(&format!("{label}: create"), &created);
     if let Ok(session) = created {
+        texts.1.push(session.id().to_string());
         let mut edited = (*session).clone();
         edited.set_metadata("k", "v");
         texts.result(&format!("{label}: update"), &manager.update(edited).await);
@@ -130,6 +143,16 @@ async fn exercise(texts: &mut Texts, label: &str, config: &RedisConfig) {
         &format!("{label}: after close"),
         &manager.get(&SessionId::new()).await,
     );
+    for (key, ..) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        texts
+            .2
+            .push(format!("{}{{{}}}", key.key().name(), labels.join(",")));
+    }
 }
 
 /// Expects `config` to fail at connect; records the error.
@@ -372,6 +395,14 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
                 redact(line, &secrets)
             ));
         }
+        for series in &texts.2 {
+            if series.contains(secret.as_str()) {
+                leaks.push(format!(
+                    "{secret_name} in a metric: {:?}",
+                    redact(series, &secrets)
+                ));
+            }
+        }
         for (label, text) in &texts.0 {
             if text.contains(secret.as_str()) {
                 leaks.push(format!(
@@ -381,10 +412,27 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
             }
         }
     }
+    // Session ids are bearer credentials: none in a metric's labels or in
+    // the manager's operation spans.
+    let span_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("session_operation"))
+        .collect();
+    for id in &texts.1 {
+        if texts.2.iter().any(|series| series.contains(id.as_str())) {
+            leaks.push("a session id in a metric's labels".to_owned());
+        }
+        if span_lines.iter().any(|line| line.contains(id.as_str())) {
+            leaks.push("a session id in a session_operation span".to_owned());
+        }
+    }
     outcome.figure(format!(
-        "{} Debug/Display texts and {log_lines} captured log lines (TRACE, tracing + log) from {failures_seen} failures and 6 working setups (ACL, password file, config file, TLS, mTLS key file, mTLS inline key); {} secrets searched; leaks: {}",
+        "{} Debug/Display texts, {} metric series, {log_lines} captured log lines (TRACE, tracing + log; {} of them the manager's operation spans) from {failures_seen} failures and 6 working setups (ACL, password file, config file, TLS, mTLS key file, mTLS inline key); {} secrets and {} session ids searched; leaks: {}",
         texts.0.len(),
+        texts.2.len(),
+        span_lines.len(),
         secrets.len(),
+        texts.1.len(),
         leaks.len()
     ));
     outcome.check(
@@ -394,6 +442,14 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
     outcome.check(
         failures_seen >= 9,
         format!("every failure case failed ({failures_seen} of 11 did)"),
+    );
+    outcome.check(
+        !texts.2.is_empty() && !span_lines.is_empty(),
+        format!(
+            "the search saw the manager's metrics ({} series) and operation spans ({} lines)",
+            texts.2.len(),
+            span_lines.len()
+        ),
     );
     outcome.check(
         log_lines > 100,
