@@ -779,6 +779,20 @@ impl Filter {
 /// Invalidations, not the bound, keep the copies correct.
 const CACHE_STALENESS: Duration = Duration::from_secs(5);
 
+/// Reads each of our sessions once through `manager`, 64 at a time,
+/// outside any measurement.
+async fn read_every_session(manager: &Manager<RedisStorage>, ctx: &Ctx) -> Result<()> {
+    let manager = manager.clone();
+    let ids: Arc<Vec<SessionId>> = Arc::new(ctx.ours.iter().map(|s| s.id()).collect());
+    in_parallel(ids.len(), 64, move |i| {
+        let manager = manager.clone();
+        let ids = Arc::clone(&ids);
+        async move { Ok(manager.get(&ids[i]).await?.is_some()) }
+    })
+    .await?;
+    Ok(())
+}
+
 /// Runs one cell and returns its row and, for create, what it made.
 async fn measure(
     ctx: &Arc<Ctx>,
@@ -809,14 +823,7 @@ async fn measure(
     // would measure mostly the fills of a cold cache.
     let hits_before = match cached {
         Some((manager, storage)) => {
-            let manager = manager.clone();
-            let ids: Arc<Vec<SessionId>> = Arc::new(ctx.ours.iter().map(|s| s.id()).collect());
-            in_parallel(ids.len(), 64, move |i| {
-                let manager = manager.clone();
-                let ids = Arc::clone(&ids);
-                async move { Ok(manager.get(&ids[i]).await?.is_some()) }
-            })
-            .await?;
+            read_every_session(manager, ctx).await?;
             storage
                 .cache_stats()
                 .map(|stats| (stats.hits, stats.misses))
@@ -832,14 +839,7 @@ async fn measure(
     // script's own cost is the raw-fred-load-script row, and the share of
     // loads that still ran it is reported.
     if matches!(target, Target::Ours | Target::OursAny) && matches!(op, Op::Load | Op::Mix) {
-        let manager = ctx.manager.clone();
-        let ids: Arc<Vec<SessionId>> = Arc::new(ctx.ours.iter().map(|s| s.id()).collect());
-        in_parallel(ids.len(), 64, move |i| {
-            let manager = manager.clone();
-            let ids = Arc::clone(&ids);
-            async move { Ok(manager.get(&ids[i]).await?.is_some()) }
-        })
-        .await?;
+        read_every_session(&ctx.manager, ctx).await?;
     }
     let calls_before = command_calls(&ctx.client).await?;
     let cpu_before = server_cpu_us(&ctx.client).await?;

@@ -337,7 +337,7 @@ impl<S: Storage> Manager<S> {
             .then_some(session)),
             Some(_) => Ok(Some(session)),
             None => {
-                observed!(inner, Operation::Delete, delete(id), |found: &bool| !found)?;
+                self.delete(id).await?;
                 Ok(None)
             }
         }
@@ -381,12 +381,7 @@ impl<S: Storage> Manager<S> {
             .is_some()),
             None => {
                 // Past its lifetime: gone, as if it had expired.
-                observed!(
-                    inner,
-                    Operation::Delete,
-                    delete(&session.id()),
-                    |found: &bool| !found
-                )?;
+                self.delete(&session.id()).await?;
                 Ok(false)
             }
         }
@@ -412,12 +407,7 @@ impl<S: Storage> Manager<S> {
                 |written: &Conditional| matches!(written, Conditional::Absent)
             ),
             None => {
-                observed!(
-                    inner,
-                    Operation::Delete,
-                    delete(&session.id()),
-                    |found: &bool| !found
-                )?;
+                self.delete(&session.id()).await?;
                 Ok(Conditional::Absent)
             }
         }

@@ -16,6 +16,30 @@ use session_core::metrics::{
 use session_core::{Error, Manager, Owner, SessionId, SessionType, SyncStorage, Ttl};
 use session_local::LocalStorage;
 
+/// Runs `work` on a current-thread runtime (on paused time if `paused`)
+/// with `recorder` as this thread's recorder, so that the managers it
+/// builds register their handles there.
+fn on_recorder<T>(recorder: &DebuggingRecorder, paused: bool, work: impl Future<Output = T>) -> T {
+    metrics::with_local_recorder(recorder, || {
+        let mut runtime = tokio::runtime::Builder::new_current_thread();
+        runtime.enable_all();
+        if paused {
+            runtime.start_paused(true);
+        }
+        runtime.build().unwrap().block_on(work)
+    })
+}
+
+/// What was recorded since the last snapshot (a snapshot takes it).
+fn take(snapshotter: &Snapshotter) -> Vec<(CompositeKey, DebugValue)> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect()
+}
+
 /// The value of the counter `name` with exactly `labels`, 0 if absent.
 fn counter(snapshot: &[(CompositeKey, DebugValue)], name: &str, labels: &[(&str, &str)]) -> u64 {
     snapshot
@@ -129,18 +153,8 @@ fn the_manager_counts_each_operation_by_outcome() {
     let recorder = DebuggingRecorder::new();
     let snapshotter: Snapshotter = recorder.snapshotter();
     let storage = LocalStorage::new();
-    let ids = metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(workload(storage.clone()))
-    });
-    let snapshot = snapshotter.snapshot().into_vec();
-    let snapshot: Vec<(CompositeKey, DebugValue)> = snapshot
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
+    let ids = on_recorder(&recorder, false, workload(storage.clone()));
+    let snapshot = take(&snapshotter);
 
     // 4 creates and the duplicate.
     assert_eq!(ops(&snapshot, "create", "ok"), 4);
@@ -190,30 +204,18 @@ fn the_manager_counts_each_operation_by_outcome() {
 fn errors_are_counted_by_kind() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+    on_recorder(&recorder, false, async {
+        let storage = LocalStorage::new();
+        let manager: Manager = Manager::builder(storage.clone(), Ttl::from_secs(60).unwrap())
             .build()
-            .unwrap()
-            .block_on(async {
-                let storage = LocalStorage::new();
-                let manager: Manager =
-                    Manager::builder(storage.clone(), Ttl::from_secs(60).unwrap())
-                        .build()
-                        .unwrap();
-                let id = manager.create().await.unwrap().id();
-                // The storage closed under the manager: its calls fail.
-                SyncStorage::close(&storage).unwrap();
-                assert!(manager.get(&id).await.is_err());
-                assert!(manager.delete(&id).await.is_err());
-            });
+            .unwrap();
+        let id = manager.create().await.unwrap().id();
+        // The storage closed under the manager: its calls fail.
+        SyncStorage::close(&storage).unwrap();
+        assert!(manager.get(&id).await.is_err());
+        assert!(manager.delete(&id).await.is_err());
     });
-    let snapshot: Vec<(CompositeKey, DebugValue)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
+    let snapshot = take(&snapshotter);
     assert_eq!(ops(&snapshot, "get", "error"), 1);
     assert_eq!(ops(&snapshot, "delete", "error"), 1);
     assert_eq!(
@@ -236,12 +238,12 @@ fn errors_are_counted_by_kind() {
 fn record_metrics_counts_live_local_sessions() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    // A snapshot takes what changed since the one before: the gauge's value
-    // if it was set, and the counts.
-    let take = || {
+    // The gauge's value if it was set since the last snapshot, and the
+    // operations counted since.
+    let live_and_operations = || {
         let mut live = None;
         let mut operations = 0;
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        for (key, value) in take(&snapshotter) {
             match value {
                 DebugValue::Gauge(value) if key.key().name() == LIVE => live = Some(value.0),
                 DebugValue::Counter(count) if key.key().name() == OPERATIONS => operations += count,
@@ -250,29 +252,22 @@ fn record_metrics_counts_live_local_sessions() {
         }
         (live, operations)
     };
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+    on_recorder(&recorder, false, async {
+        let manager: Manager = Manager::builder(LocalStorage::new(), Ttl::from_secs(60).unwrap())
             .build()
-            .unwrap()
-            .block_on(async {
-                let manager: Manager =
-                    Manager::builder(LocalStorage::new(), Ttl::from_secs(60).unwrap())
-                        .build()
-                        .unwrap();
-                let mut ids = Vec::new();
-                for _ in 0..3 {
-                    ids.push(manager.create().await.unwrap().id());
-                }
-                manager.record_metrics();
-                assert_eq!(take(), (Some(3.0), 3));
-                manager.delete(&ids[0]).await.unwrap();
-                assert_eq!(take().1, 1);
-                manager.record_metrics();
-                // Counting is no storage operation of the manager's: no
-                // read, no TTL slid.
-                assert_eq!(take(), (Some(2.0), 0));
-            });
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(manager.create().await.unwrap().id());
+        }
+        manager.record_metrics();
+        assert_eq!(live_and_operations(), (Some(3.0), 3));
+        manager.delete(&ids[0]).await.unwrap();
+        assert_eq!(live_and_operations().1, 1);
+        manager.record_metrics();
+        // Counting is no storage operation of the manager's: no
+        // read, no TTL slid.
+        assert_eq!(live_and_operations(), (Some(2.0), 0));
     });
 }
 
@@ -282,33 +277,21 @@ fn record_metrics_counts_live_local_sessions() {
 fn the_sweep_counts_removed_sessions() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-            .block_on(async {
-                let manager: Manager = Manager::builder(
-                    LocalStorage::new(),
-                    Ttl::new(Duration::from_millis(20)).unwrap(),
-                )
-                .cleanup_interval(Some(Duration::from_secs(3600)))
-                .build()
-                .unwrap();
-                for _ in 0..3 {
-                    manager.create().await.unwrap();
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                assert_eq!(manager.delete_expired().await.unwrap(), 3);
-            });
+    on_recorder(&recorder, true, async {
+        let manager: Manager = Manager::builder(
+            LocalStorage::new(),
+            Ttl::new(Duration::from_millis(20)).unwrap(),
+        )
+        .cleanup_interval(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+        for _ in 0..3 {
+            manager.create().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(manager.delete_expired().await.unwrap(), 3);
     });
-    let snapshot: Vec<(CompositeKey, DebugValue)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
+    let snapshot = take(&snapshotter);
     assert_eq!(counter(&snapshot, EXPIRED, &[("backend", "local")]), 3);
     assert_eq!(ops(&snapshot, "delete_expired", "ok"), 1);
 }

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use reqwest::StatusCode;
@@ -63,6 +64,44 @@ fn post(port: u16, session: Option<&str>, body: Value) -> reqwest::RequestBuilde
     request
 }
 
+fn initialize(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize",
+        "params": {"protocolVersion": PROTOCOL, "capabilities": {},
+            "clientInfo": {"name": "metrics-test", "version": "0"}}})
+}
+
+/// Starts a gateway on a free port (with `config`, else local storage; with
+/// its metrics on `metrics_port`, else none) and returns the port once it
+/// is healthy.
+async fn start(children: &mut Children, config: Option<&Path>, metrics_port: Option<u16>) -> u16 {
+    let port = free_port();
+    let mut command = Command::new(GATEWAY);
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "info");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    if let Some(metrics_port) = metrics_port {
+        command.args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+    }
+    children.spawn("gateway", &mut command);
+    wait_health(children, &http(), "gateway", port, StatusCode::OK).await;
+    port
+}
+
+/// The text of the metrics page at `metrics_port`.
+async fn page(metrics_port: u16) -> String {
+    http()
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn counter_call(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
         "params": {"name": "counter", "arguments": {}}})
@@ -81,21 +120,8 @@ async fn metrics_count_a_scripted_workload_exactly() {
             redis.addr()
         ),
     );
-    let (port, metrics_port) = (free_port(), free_port());
-    children.spawn(
-        "gateway",
-        Command::new(GATEWAY)
-            .arg("--config")
-            .arg(&config)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .env("RUST_LOG", "info"),
-    );
-    wait_health(&mut children, &http(), "gateway", port, StatusCode::OK).await;
+    let metrics_port = free_port();
+    let port = start(&mut children, Some(&config), Some(metrics_port)).await;
 
     // The public port does not serve metrics.
     let public = http()
@@ -106,14 +132,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
     assert_eq!(public.status(), StatusCode::NOT_FOUND);
 
     let scrape = || async {
-        let text = http()
-            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = page(metrics_port).await;
         (samples(&text), text)
     };
     // What each step adds to the operation counts, as
@@ -154,10 +173,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
     // initialize: the per-principal cap's listing, rmcp's store looking
     // for the new id (absent) before it creates the session, and the
     // guard's read-back before the answer is let through.
-    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {"protocolVersion": PROTOCOL, "capabilities": {},
-            "clientInfo": {"name": "metrics-test", "version": "0"}}});
-    let response = post(port, None, initialize).send().await.unwrap();
+    let response = post(port, None, initialize(1)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let session = response.headers()["mcp-session-id"]
         .to_str()
@@ -290,14 +306,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_option_there_is_no_endpoint() {
     let mut children = Children::new();
-    let port = free_port();
-    children.spawn(
-        "gateway",
-        Command::new(GATEWAY)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info"),
-    );
-    wait_health(&mut children, &http(), "gateway", port, StatusCode::OK).await;
+    let port = start(&mut children, None, None).await;
     let response = http()
         .get(format!("http://127.0.0.1:{port}/metrics"))
         .send()
@@ -312,28 +321,10 @@ async fn without_the_option_there_is_no_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_storage_reports_its_live_sessions() {
     let mut children = Children::new();
-    let (port, metrics_port) = (free_port(), free_port());
-    children.spawn(
-        "gateway",
-        Command::new(GATEWAY)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--metrics-listen",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .env("RUST_LOG", "info"),
-    );
-    wait_health(&mut children, &http(), "gateway", port, StatusCode::OK).await;
+    let metrics_port = free_port();
+    let port = start(&mut children, None, Some(metrics_port)).await;
     let live = || async {
-        let text = http()
-            .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = page(metrics_port).await;
         sample(
             &samples(&text),
             "session_live_sessions",
@@ -343,10 +334,7 @@ async fn local_storage_reports_its_live_sessions() {
     assert_eq!(live().await, 0.0);
     let mut sessions = Vec::new();
     for id in 0..3 {
-        let initialize = json!({"jsonrpc": "2.0", "id": id, "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {},
-                "clientInfo": {"name": "metrics-test", "version": "0"}}});
-        let response = post(port, None, initialize).send().await.unwrap();
+        let response = post(port, None, initialize(id)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         sessions.push(
             response.headers()["mcp-session-id"]
