@@ -48,6 +48,15 @@ const TTL: Duration = Duration::from_secs(30 * 60);
 pub(crate) const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 /// The key prefix of our sessions (raw fred reads and writes the same keys).
 const PREFIX: &str = "bench:";
+/// The key prefix of the sealed sessions.
+const SEALED_PREFIX: &str = "bench-sealed:";
+
+/// The keyring of the sealing storage: one key, fixed (a benchmark needs
+/// no secret), sealing every write.
+fn bench_keyring() -> Result<session_core::seal::Keyring> {
+    let key = session_core::seal::SealKey::new("bench", 1, &[0x42; session_core::seal::KEY_LEN])?;
+    Ok(session_core::seal::Keyring::new(vec![key], Some(1))?)
+}
 /// Clients in the pool compared with the single auto-pipelined client.
 const POOL_SIZE: usize = 4;
 
@@ -192,6 +201,9 @@ enum Target {
     CachedTracking,
     /// The same in broadcast mode.
     CachedBroadcast,
+    /// Our manager on a storage that encrypts what it stores
+    /// (`[redis.encryption]`), on sessions stored sealed.
+    Sealed,
 }
 
 impl Target {
@@ -206,6 +218,7 @@ impl Target {
             Self::Tower => "tower-sessions-redis-store",
             Self::CachedTracking => "ours-cached-tracking",
             Self::CachedBroadcast => "ours-cached-broadcast",
+            Self::Sealed => "ours-sealed",
         }
     }
 }
@@ -304,6 +317,10 @@ struct Ctx {
     /// Managers on storages with the local cache, tracking and broadcast
     /// mode, and those storages (for their counters).
     cached: [(Manager<RedisStorage>, RedisStorage); 2],
+    /// A manager on a storage that seals what it stores, under a prefix of
+    /// its own, and its prepopulated sessions (the same shapes as ours).
+    sealed: Manager<RedisStorage>,
+    sealed_ours: Vec<Arc<Session>>,
     /// The TTL the manager gives every read, for reads of the storage
     /// alone (the cache's memory, the refresh writes).
     ttl: Ttl,
@@ -351,7 +368,7 @@ impl Workload for RedisWork {
         let ctx = &self.ctx;
         let single = next_op(self.op, state, ctx.ours.len(), &self.victims);
         match self.target {
-            Target::Ours => ours(&ctx.manager, single, ctx, state).await,
+            Target::Ours => ours(&ctx.manager, &ctx.ours, single, state).await,
             Target::OursAny => match single {
                 Single::Load(i) => Ok(ctx.erased.get(&ctx.ours[i].id()).await?.is_some()),
                 _ => bail!("{:?} is measured for loads only", self.target),
@@ -360,8 +377,9 @@ impl Workload for RedisWork {
                 raw(ctx, self.target, single, state).await
             }
             Target::Tower => tower(ctx, single, state).await,
-            Target::CachedTracking => ours(&ctx.cached[0].0, single, ctx, state).await,
-            Target::CachedBroadcast => ours(&ctx.cached[1].0, single, ctx, state).await,
+            Target::CachedTracking => ours(&ctx.cached[0].0, &ctx.ours, single, state).await,
+            Target::CachedBroadcast => ours(&ctx.cached[1].0, &ctx.ours, single, state).await,
+            Target::Sealed => ours(&ctx.sealed, &ctx.sealed_ours, single, state).await,
         }
     }
 
@@ -373,17 +391,17 @@ impl Workload for RedisWork {
     }
 }
 
-/// One operation through one of our managers: the plain one or a cached
-/// replica.
+/// One operation through one of our managers (the plain one, a cached
+/// replica, the sealing one) on its prepopulated `sessions`.
 async fn ours(
     manager: &Manager<RedisStorage>,
+    sessions: &[Arc<Session>],
     op: Single,
-    ctx: &Ctx,
     state: &mut TaskState,
 ) -> Result<bool> {
     Ok(match op {
-        Single::Load(i) => manager.get(&ctx.ours[i].id()).await?.is_some(),
-        Single::Update(i) => manager.update((*ctx.ours[i]).clone()).await?,
+        Single::Load(i) => manager.get(&sessions[i].id()).await?.is_some(),
+        Single::Update(i) => manager.update((*sessions[i]).clone()).await?,
         Single::Create => {
             let session = manager.create().await?;
             state.created.push(shape::raw_id(session.id()));
@@ -632,7 +650,7 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         .map(|_| shape::typical_session(shape::session_id(rng.uuid()), &mut rng))
         .collect();
     let sessions = Arc::new(sessions);
-    let ours = {
+    let create_all = |manager: &Manager<RedisStorage>| {
         let manager = manager.clone();
         let sessions = Arc::clone(&sessions);
         in_parallel(keyspace, 64, move |i| {
@@ -640,8 +658,15 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
             let session = sessions[i].clone();
             async move { Ok(manager.create_from(session).await?) }
         })
-        .await?
     };
+    let ours = create_all(&manager).await?;
+    // The same sessions again, sealed, under the sealing storage's prefix.
+    let sealed = {
+        let config = RedisConfig::standalone(addr, SEALED_PREFIX)?
+            .with_encryption(Some(bench_keyring()?))?;
+        manager_on(RedisStorage::connect(&config).await?)?
+    };
+    let sealed_ours = create_all(&sealed).await?;
     let codec = Codec::default();
     let raw_keys = ours.iter().map(|s| storage.key(&s.id())).collect();
     let raw_values = ours
@@ -694,6 +719,8 @@ async fn setup(addr: &str, keyspace: usize) -> Result<Arc<Ctx>> {
         manager,
         erased,
         cached,
+        sealed,
+        sealed_ours,
         ttl,
         client,
         pool,
@@ -723,6 +750,7 @@ fn targets(op: Op) -> &'static [Target] {
             Target::Tower,
             Target::CachedTracking,
             Target::CachedBroadcast,
+            Target::Sealed,
         ],
         Op::Mix => &[
             Target::Raw,
@@ -731,7 +759,7 @@ fn targets(op: Op) -> &'static [Target] {
             Target::CachedTracking,
             Target::CachedBroadcast,
         ],
-        _ => &[Target::Raw, Target::Ours, Target::Tower],
+        _ => &[Target::Raw, Target::Ours, Target::Tower, Target::Sealed],
     }
 }
 
@@ -779,11 +807,14 @@ impl Filter {
 /// Invalidations, not the bound, keep the copies correct.
 const CACHE_STALENESS: Duration = Duration::from_secs(5);
 
-/// Reads each of our sessions once through `manager`, 64 at a time,
-/// outside any measurement.
-async fn read_every_session(manager: &Manager<RedisStorage>, ctx: &Ctx) -> Result<()> {
+/// Reads each of `sessions` once through `manager`, 64 at a time, outside
+/// any measurement.
+async fn read_every_session(
+    manager: &Manager<RedisStorage>,
+    sessions: &[Arc<Session>],
+) -> Result<()> {
     let manager = manager.clone();
-    let ids: Arc<Vec<SessionId>> = Arc::new(ctx.ours.iter().map(|s| s.id()).collect());
+    let ids: Arc<Vec<SessionId>> = Arc::new(sessions.iter().map(|s| s.id()).collect());
     in_parallel(ids.len(), 64, move |i| {
         let manager = manager.clone();
         let ids = Arc::clone(&ids);
@@ -823,7 +854,7 @@ async fn measure(
     // would measure mostly the fills of a cold cache.
     let hits_before = match cached {
         Some((manager, storage)) => {
-            read_every_session(manager, ctx).await?;
+            read_every_session(manager, &ctx.ours).await?;
             storage
                 .cache_stats()
                 .map(|stats| (stats.hits, stats.misses))
@@ -839,7 +870,10 @@ async fn measure(
     // script's own cost is the raw-fred-load-script row, and the share of
     // loads that still ran it is reported.
     if matches!(target, Target::Ours | Target::OursAny) && matches!(op, Op::Load | Op::Mix) {
-        read_every_session(&ctx.manager, ctx).await?;
+        read_every_session(&ctx.manager, &ctx.ours).await?;
+    }
+    if target == Target::Sealed && op == Op::Load {
+        read_every_session(&ctx.sealed, &ctx.sealed_ours).await?;
     }
     let calls_before = command_calls(&ctx.client).await?;
     let cpu_before = server_cpu_us(&ctx.client).await?;

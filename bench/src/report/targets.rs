@@ -316,6 +316,34 @@ pub(crate) const TARGETS: &[Target] = &[
         detail: "ours {{ ours.p99 }} us, raw fred {{ base.p99 }} us",
     },
     Target {
+        name: "Encrypted Redis load at 64 tasks >= 0.90x unencrypted (at most 10% slower)",
+        measured: Figure::Throughput {
+            store: "ours-sealed",
+            op: "load",
+            at: At::One(AT),
+        },
+        baseline: Baseline::Store("ours"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.90,
+        section: Section::Redis,
+        detail: "encrypted {{ ours.rate }}/s, unencrypted {{ base.rate }}/s; client CPU per load: \
+                 encrypted {{ ours.cpu }} us, unencrypted {{ base.cpu }} us",
+    },
+    Target {
+        name: "Encrypted Redis create at 64 tasks >= 0.90x unencrypted (at most 10% slower)",
+        measured: Figure::Throughput {
+            store: "ours-sealed",
+            op: "create",
+            at: At::One(AT),
+        },
+        baseline: Baseline::Store("ours"),
+        comparison: Comparison::AtLeast,
+        threshold: 0.90,
+        section: Section::Redis,
+        detail: "encrypted {{ ours.rate }}/s, unencrypted {{ base.rate }}/s; client CPU per \
+                 create: encrypted {{ ours.cpu }} us, unencrypted {{ base.cpu }} us",
+    },
+    Target {
         name: "Redis create >= 1.0x tower-sessions-redis-store create at every concurrency",
         measured: Figure::Throughput {
             store: "ours",

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use session_core::codec::FormatVersion;
+use session_core::seal::{Keyring, SealKey};
 use session_core::{Codec, ConfigError, Ttl};
+use zeroize::Zeroizing;
 
 use crate::SessionConfig;
 use crate::read::{PASSWORD_FILE_LIMIT, read_file};
@@ -103,6 +105,109 @@ pub struct RedisFile {
     pub refresh_window: Option<Duration>,
     /// The local cache of hot sessions (off without this table).
     pub cache: Option<CacheFile>,
+    /// Encryption of stored values (off without this table).
+    pub encryption: Option<EncryptionFile>,
+}
+
+/// The `[redis.encryption]` table: the keys stored values are sealed and
+/// opened with (`session_core::seal`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct EncryptionFile {
+    /// Every key that may have sealed a stored value.
+    pub keys: Vec<KeyFile>,
+    /// The id of the key new values are sealed with.
+    pub write_key: u32,
+    /// Whether new values are sealed (default `true`). `false` opens sealed
+    /// values but writes plaintext: the first step of turning encryption on
+    /// across replicas (docs/operations.md).
+    #[serde(default = "yes")]
+    pub seal_writes: bool,
+    /// Whether values stored without encryption are read (default `true`).
+    #[serde(default = "yes")]
+    pub accept_plaintext: bool,
+}
+
+const fn yes() -> bool {
+    true
+}
+
+/// One entry of `redis.encryption.keys`: an id and where the key is, never
+/// the key itself. The key is 32 bytes, written in standard base64.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct KeyFile {
+    /// The id written into the values this key seals.
+    pub id: u32,
+    /// The name of an environment variable holding the key.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding the key (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+impl TryFrom<EncryptionFile> for Keyring {
+    type Error = ConfigError;
+
+    fn try_from(file: EncryptionFile) -> Result<Self, ConfigError> {
+        let keys = file
+            .keys
+            .into_iter()
+            .enumerate()
+            .map(|(index, key)| key.resolve(&format!("redis.encryption.keys[{index}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let write_key = file.seal_writes.then_some(file.write_key);
+        if !file.seal_writes && !keys.iter().any(|key| key.id() == file.write_key) {
+            return Err(ConfigError::new(
+                "redis.encryption.write_key",
+                format!("no key with id {} is configured", file.write_key),
+            ));
+        }
+        Ok(Keyring::new(keys, write_key)?.accepting_plaintext(file.accept_plaintext))
+    }
+}
+
+impl KeyFile {
+    /// Reads the key from its environment variable or file. Errors name the
+    /// setting, the variable or the path, never what they hold.
+    fn resolve(self, field: &str) -> Result<SealKey, ConfigError> {
+        use base64::Engine as _;
+        let text = match (self.env, self.file) {
+            (Some(name), None) => Zeroizing::new(std::env::var(&name).map_err(|_| {
+                ConfigError::new(
+                    format!("{field}.env"),
+                    format!("environment variable {name} is not set (or not UTF-8)"),
+                )
+            })?),
+            (None, Some(path)) => {
+                let bytes = Zeroizing::new(read_file(
+                    Some(&format!("{field}.file")),
+                    &path,
+                    PASSWORD_FILE_LIMIT,
+                )?);
+                Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    ConfigError::new(format!("{field}.file"), "the key file is not base64 text")
+                })?)
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    field,
+                    "give the key's `env` or its `file` (one of them); keys are never inline",
+                ));
+            }
+        };
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|_| {
+                    ConfigError::new(field, "the key is not standard base64 (of 32 bytes)")
+                })?,
+        );
+        SealKey::new(field, self.id, &bytes)
+    }
 }
 
 /// The `[redis.cache]` table.
@@ -448,7 +553,8 @@ impl TryFrom<RedisFile> for RedisConfig {
             .with_codec(file.codec)
             .with_stored_format(stored_format(file.stored_format)?)
             .with_refresh_window(file.refresh_window)
-            .with_cache(file.cache.map(CacheConfig::try_from).transpose()?)?;
+            .with_cache(file.cache.map(CacheConfig::try_from).transpose()?)?
+            .with_encryption(file.encryption.map(Keyring::try_from).transpose()?)?;
         if let Some(auth) = auth(
             TABLE,
             file.username,

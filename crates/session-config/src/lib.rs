@@ -318,6 +318,143 @@ mod tests {
     }
 
     #[test]
+    fn encryption_keys_come_from_files_or_env_and_never_show() {
+        use base64::Engine as _;
+        use session_core::seal::Keyring;
+        let dir = std::env::temp_dir().join(format!(
+            "session-config-keys-{}-{}",
+            std::process::id(),
+            session_core::SessionId::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let key_one = base64::engine::general_purpose::STANDARD.encode([0x5A; 32]);
+        let one = write("one", &format!("{key_one}\n"));
+        let two = write(
+            "two",
+            &base64::engine::general_purpose::STANDARD.encode([0x6B; 32]),
+        );
+        let short = write(
+            "short",
+            &base64::engine::general_purpose::STANDARD.encode([1; 16]),
+        );
+        let garbage = write("garbage", "not base64 at all!");
+        let parse = |table: &str| {
+            SessionConfig::from_toml(
+                &format!(
+                    "ttl = \"1m\"\n[redis]\naddr = \"127.0.0.1:6379\"\nkey_prefix = \"s:\"\n{table}"
+                ),
+                "redis.toml",
+            )
+        };
+        let ring = |config: SessionConfig| -> Option<Keyring> {
+            config
+                .redis()
+                .unwrap()
+                .encryption()
+                .map(|ring| (**ring).clone())
+        };
+        assert_eq!(ring(parse("").unwrap()), None);
+        let table = format!(
+            "[redis.encryption]\nwrite_key = 2\nkeys = [{{ id = 1, file = \"{one}\" }}, {{ id = 2, file = \"{two}\" }}]"
+        );
+        let config = parse(&table).unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains(&key_one) && !shown.contains("90, 90"),
+            "{shown}"
+        );
+        let parsed = ring(config).unwrap();
+        assert_eq!(parsed.write_key(), Some(2));
+        assert_eq!(parsed.key_ids().collect::<Vec<_>>(), [1, 2]);
+        assert!(parsed.accepts_plaintext());
+        let open_only = ring(
+            parse(&format!(
+                "{table}\nseal_writes = false\naccept_plaintext = false"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(open_only.write_key(), None);
+        assert!(!open_only.accepts_plaintext());
+
+        let refused = |table: String| {
+            let error = parse(&table).expect_err(&table);
+            let message = error.to_string();
+            assert!(!message.contains(&key_one), "{message}");
+            (error.field().unwrap_or("<whole>").to_owned(), message)
+        };
+        for (table, field, says) in [
+            (
+                format!("[redis.encryption]\nwrite_key = 3\nkeys = [{{ id = 1, file = \"{one}\" }}]"),
+                "redis.encryption.write_key",
+                "no key with id 3",
+            ),
+            (
+                format!("[redis.encryption]\nwrite_key = 3\nseal_writes = false\nkeys = [{{ id = 1, file = \"{one}\" }}]"),
+                "redis.encryption.write_key",
+                "no key with id 3",
+            ),
+            (
+                "[redis.encryption]\nwrite_key = 1\nkeys = []".to_owned(),
+                "redis.encryption.keys",
+                "at least one key",
+            ),
+            (
+                format!("[redis.encryption]\nwrite_key = 1\nkeys = [{{ id = 1, file = \"{one}\" }}, {{ id = 1, file = \"{two}\" }}]"),
+                "redis.encryption.keys",
+                "given twice",
+            ),
+            (
+                format!("[redis.encryption]\nwrite_key = 1\nkeys = [{{ id = 1, file = \"{short}\" }}]"),
+                "redis.encryption.keys[0]",
+                "32 bytes",
+            ),
+            (
+                format!("[redis.encryption]\nwrite_key = 1\nkeys = [{{ id = 1, file = \"{garbage}\" }}]"),
+                "redis.encryption.keys[0]",
+                "not standard base64",
+            ),
+            (
+                "[redis.encryption]\nwrite_key = 1\nkeys = [{ id = 1, file = \"/nonexistent/key\" }]".to_owned(),
+                "redis.encryption.keys[0].file",
+                "cannot read /nonexistent/key",
+            ),
+            (
+                "[redis.encryption]\nwrite_key = 1\nkeys = [{ id = 1, env = \"SESSION_CONFIG_TEST_UNSET_KEY\" }]".to_owned(),
+                "redis.encryption.keys[0].env",
+                "SESSION_CONFIG_TEST_UNSET_KEY is not set",
+            ),
+            (
+                "[redis.encryption]\nwrite_key = 1\nkeys = [{ id = 1 }]".to_owned(),
+                "redis.encryption.keys[0]",
+                "never inline",
+            ),
+            (
+                format!("[redis.encryption]\nwrite_key = 1\nkeys = [{{ id = 1, key = \"{key_one}\" }}]"),
+                "redis.encryption.keys[0].key",
+                "unknown field",
+            ),
+            (
+                format!("stored_format = 1\n[redis.encryption]\nwrite_key = 1\nkeys = [{{ id = 1, file = \"{one}\" }}]"),
+                "redis.encryption",
+                "format 1",
+            ),
+        ] {
+            let (got_field, message) = refused(table.clone());
+            assert_eq!(got_field, field, "{table}: {message}");
+            assert!(message.contains(says), "{table}: {message}");
+        }
+        // Format 1 may be written while the keys only open.
+        assert!(parse(&format!("stored_format = 1\n{table}\nseal_writes = false")).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_redis_table_is_read_whole() {
         let config = SessionConfig::from_toml(
             r#"

@@ -13,10 +13,12 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use session_core::codec::FormatVersion;
+use session_core::seal::Keyring;
 use session_core::{Codec, ConfigError};
 
 use crate::read::{FILE_LIMIT, read_file};
@@ -577,6 +579,7 @@ pub struct RedisConfig {
     stored_format: FormatVersion,
     refresh_window: Option<Duration>,
     cache: Option<CacheConfig>,
+    encryption: Option<Arc<Keyring>>,
 }
 
 impl RedisConfig {
@@ -595,6 +598,7 @@ impl RedisConfig {
             stored_format: FormatVersion::default(),
             refresh_window: None,
             cache: None,
+            encryption: None,
         }
     }
 
@@ -731,6 +735,33 @@ impl RedisConfig {
         }
         self.cache = cache;
         Ok(self)
+    }
+
+    /// Encrypts stored values with `keyring` (`session_core::seal`): new
+    /// values are sealed with its write key, and values sealed with any of
+    /// its keys are read. `None`, the default, stores plaintext (and reads
+    /// a sealed value as [`session_core::CodecError::Sealed`]).
+    ///
+    /// Refused with stored format 1, which has no room for the envelope.
+    pub fn with_encryption(mut self, keyring: Option<Keyring>) -> Result<Self, ConfigError> {
+        if keyring
+            .as_ref()
+            .is_some_and(|ring| ring.write_key().is_some())
+            && self.stored_format == FormatVersion::V1
+        {
+            return Err(ConfigError::new(
+                "redis.encryption",
+                "stored format 1 cannot be encrypted: write format 2, or set `seal_writes = false` \
+                 until the rolling deploy is over",
+            ));
+        }
+        self.encryption = keyring.map(Arc::new);
+        Ok(self)
+    }
+
+    /// The keys of encryption at rest, if it is on.
+    pub fn encryption(&self) -> Option<&Arc<Keyring>> {
+        self.encryption.as_ref()
     }
 
     /// The local cache's settings, if it is on.

@@ -307,6 +307,10 @@ fn header(bytes: &[u8]) -> Result<(FormatVersion, Codec), CodecError> {
     }
     let format =
         FormatVersion::from_number(start[2]).ok_or(CodecError::UnsupportedVersion(start[2]))?;
+    if start[3] & crate::seal::SEALED_FLAG != 0 {
+        // Only a keyring opens a sealed body (`crate::seal`).
+        return Err(CodecError::Sealed);
+    }
     let codec = Codec::from_id(start[3]).ok_or(CodecError::UnknownCodec(start[3]))?;
     if format == FormatVersion::V2 && bytes.len() < HEADER_LEN {
         return Err(truncated);
@@ -339,6 +343,34 @@ pub enum CodecError {
     /// The header names a codec this build does not know.
     #[error("stored value names unknown codec id {0}")]
     UnknownCodec(u8),
+    /// The value is encrypted (`crate::seal`), and was given to a reader
+    /// without the keys to open it.
+    #[error("stored value is encrypted, and this storage has no encryption keys configured")]
+    Sealed,
+    /// The value is not encrypted, and the keyring refuses plaintext
+    /// values (`Keyring::accepting_plaintext`).
+    #[error("stored value is not encrypted, and this storage reads encrypted values only")]
+    NotSealed,
+    /// The value was sealed with a key whose id is not configured.
+    #[error("stored value is encrypted under key id {0}, which is not configured")]
+    UnknownKey(u32),
+    /// The value failed authentication under the key its header names: the
+    /// key under that id is another one, the value was altered or
+    /// truncated, or it was moved from another storage key.
+    #[error(
+        "stored value failed to decrypt under key id {key_id}: another key under that id, a corrupt value, or a value moved from another key"
+    )]
+    Unseal {
+        /// The key id the value names.
+        key_id: u32,
+    },
+    /// The encryption envelope is malformed.
+    #[error("stored value has a malformed encryption envelope: {0}")]
+    BadEnvelope(&'static str),
+    /// A value in format 1 was to be sealed: only format 2 keeps the
+    /// header the envelope needs.
+    #[error("a value in stored format 1 cannot be encrypted; write format 2")]
+    SealNeedsFormat2,
     /// Encoding failed (for bincode, usually a type that needs a
     /// self-describing format).
     #[error("could not encode with {codec}: {message}")]

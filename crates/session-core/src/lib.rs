@@ -20,7 +20,9 @@
 //! - [`Manager`]: creates, reads, updates and expires sessions over any
 //!   storage, with atomic create, no resurrection by update, timestamps from
 //!   an injectable [`clock`], and a cleanup task that reports what expired.
-//! - [`codec`]: the versioned stored-value format (bincode or JSON bodies).
+//! - [`codec`]: the versioned stored-value format (bincode or JSON bodies);
+//!   [`seal`]: the encrypted envelope around a stored body, and the
+//!   [`seal::Keyring`] that rotates its keys.
 //! - [`Error`]: one typed error for every layer.
 //!
 //! # Example
@@ -60,6 +62,7 @@ mod id;
 mod manager;
 pub mod metrics;
 mod owner;
+pub mod seal;
 mod session;
 mod storage;
 

@@ -101,6 +101,7 @@ use fred::types::{ClientState, ExpireOptions};
 use futures_util::TryStreamExt;
 use session_config::{ConnectMode, RedisConfig};
 use session_core::codec::{self, Codec, CodecError, FormatVersion};
+use session_core::seal::Keyring;
 use session_core::{
     BackendErrorKind, Conditional, Description, Error, Operation, Owner, Result, Revision, Session,
     SessionId, Storage, Topology, Ttl,
@@ -135,6 +136,8 @@ pub struct RedisStorage {
     inner: Arc<Inner>,
     codec: Codec,
     format: FormatVersion,
+    /// The keys of encryption at rest, when it is on.
+    keyring: Option<Arc<Keyring>>,
 }
 
 struct Inner {
@@ -204,6 +207,7 @@ impl fmt::Debug for RedisStorage {
             .field("topology", &self.inner.topology)
             .field("key_prefix", &self.inner.key_prefix)
             .field("codec", &self.codec)
+            .field("encrypted", &self.keyring.is_some())
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -239,6 +243,7 @@ impl RedisStorage {
         );
         storage.codec = config.codec();
         storage.format = config.stored_format();
+        storage.keyring = config.encryption().cloned();
         if config.connect_mode() == ConnectMode::Lazy {
             // Spawns the connection task, which keeps retrying under the
             // reconnect policy; commands wait for it (up to their timeout).
@@ -334,6 +339,7 @@ impl RedisStorage {
             inner,
             codec: Codec::default(),
             format: FormatVersion::default(),
+            keyring: None,
         }
     }
 
@@ -351,6 +357,14 @@ impl RedisStorage {
     /// header names the codec.
     pub fn with_codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
+        self
+    }
+
+    /// Encrypts the values written with `keyring`'s write key and opens
+    /// values sealed with any of its keys (`RedisConfig::with_encryption`,
+    /// `[redis.encryption]`); see `session_core::seal`.
+    pub fn with_encryption(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.keyring = keyring;
         self
     }
 
@@ -557,26 +571,41 @@ impl RedisStorage {
         }
     }
 
-    fn encode(&self, session: &Session) -> Result<Bytes> {
-        Ok(Bytes::from(
-            self.codec.encode_session_as(session, self.format)?,
-        ))
+    /// The stored value of `session` under `key`: encoded in the format
+    /// and codec this storage writes, and sealed when it encrypts.
+    fn encode(&self, session: &Session, key: &[u8]) -> Result<Vec<u8>> {
+        let value = self.codec.encode_session_as(session, self.format)?;
+        Ok(match &self.keyring {
+            Some(keyring) => keyring.seal(value, key)?,
+            None => value,
+        })
     }
 
-    /// The stored value of a new session: encoded in the format this
-    /// storage writes, at [`Revision::FIRST`].
-    fn encode_new(&self, session: &Session) -> Result<Bytes> {
-        let mut value = self.codec.encode_session_as(session, self.format)?;
+    /// The stored value of a new session: as [`encode`](Self::encode)
+    /// makes it, at [`Revision::FIRST`] (the revision is outside the
+    /// envelope, so this holds for sealed values too).
+    fn encode_new(&self, session: &Session, key: &[u8]) -> Result<Bytes> {
+        let mut value = self.encode(session, key)?;
         if self.format == FormatVersion::V2 {
             value[codec::REVISION_BYTES].copy_from_slice(&Revision::FIRST.to_be_bytes());
         }
         Ok(Bytes::from(value))
     }
 
+    /// Decodes the value stored under session `id`'s `key`, opening it
+    /// first when it is sealed.
+    fn decode(&self, value: &[u8], key: &[u8], id: &SessionId) -> Result<Session> {
+        let session = match &self.keyring {
+            Some(keyring) => codec::decode_session_for(&keyring.open(value, key)?, id),
+            None => codec::decode_session_for(value, id),
+        };
+        Ok(session?)
+    }
+
     /// `SET key value NX PX ttl` of `session`, encoded by
     /// [`encode_new`](Self::encode_new); returns whether Redis wrote.
     async fn create_key(&self, session: &Session, ttl: Ttl) -> Result<bool> {
-        let value = self.encode_new(session)?;
+        let value = self.encode_new(session, &self.key_bytes(&session.id()))?;
         self.set_new(session, value, ttl).await
     }
 
@@ -624,7 +653,7 @@ impl RedisStorage {
         let started = Instant::now();
         let id = session.id();
         let key = self.key_bytes(&id);
-        let value = self.encode(&session)?;
+        let value = Bytes::from(self.encode(&session, &key)?);
         let client = &self.inner.client;
         // No read may keep a copy from before this write: its fills in
         // flight are dropped, and in broadcast mode the written session
@@ -1083,6 +1112,8 @@ impl Storage for RedisStorage {
         let ticket = self.ticket(id, false);
         let started = ticket.map_or_else(Instant::now, |ticket| ticket.sent());
         let key = self.key_bytes(id);
+        // A sealed value opens only under the key it was stored under.
+        let key_of_value = key.clone();
         // The sliding TTL without a write per read: while this client knows
         // the key has at least `ttl - refresh_window` left, a plain GET
         // suffices; otherwise the load script reads the key's remaining life
@@ -1118,7 +1149,7 @@ impl Storage for RedisStorage {
                 None => return Ok(None),
             }
         };
-        let session = Arc::new(codec::decode_session_for(&bytes, id)?);
+        let session = Arc::new(self.decode(&bytes, &key_of_value, id)?);
         if refreshed && session.owner().is_some() {
             // Boxed: a path of owned sessions only, once per half TTL.
             Box::pin(self.index_after_read(&session, ttl, started)).await?;

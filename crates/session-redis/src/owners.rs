@@ -61,9 +61,7 @@ use fred::bytes::Bytes;
 use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use fred::prelude::Value;
 use futures_util::future::join_all;
-use session_core::{
-    BackendErrorKind, Error, Operation, Owner, Result, Session, SessionId, Ttl, codec,
-};
+use session_core::{BackendErrorKind, Error, Operation, Owner, Result, Session, SessionId, Ttl};
 use tokio::time::Instant;
 
 use crate::{RedisStorage, millis};
@@ -144,7 +142,7 @@ impl RedisStorage {
         let id = session.id();
         // Encoded before anything is sent: a session this storage cannot
         // write (an owner in stored format 1) leaves no index entry behind.
-        let value = self.encode_new(session)?;
+        let value = self.encode_new(session, &self.key_bytes(&id))?;
         // Joined, not awaited in turn: fred sends both commands at once,
         // the index write first, so the pair costs one round trip.
         let (indexed, created) = tokio::join!(
@@ -252,7 +250,7 @@ impl RedisStorage {
         for ((member, id, score), value) in members.into_iter().zip(values) {
             let value = value.map_err(self.map(Operation::ListOwned))?;
             let session = match (id, value.flatten()) {
-                (Some(id), Some(bytes)) => Some(codec::decode_session_for(&bytes, &id)?),
+                (Some(id), Some(bytes)) => Some(self.decode(&bytes, &self.key_bytes(&id), &id)?),
                 _ => None,
             };
             match session {

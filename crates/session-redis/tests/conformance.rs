@@ -84,3 +84,26 @@ cached!(
     Topology::ValkeySentinel,
     TrackingMode::Tracking
 );
+
+// With encryption at rest on: every storage the suite opens seals what it
+// writes, and must answer exactly as without it.
+macro_rules! sealed {
+    ($module:ident, $topology:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn harness() -> Option<RedisHarness> {
+                RedisHarness::sealed($topology).await
+            }
+
+            session_testkit::conformance_suite!(harness, real_time);
+        }
+    };
+}
+
+sealed!(sealed_standalone, Topology::Standalone);
+sealed!(sealed_cluster, Topology::Cluster);
+sealed!(sealed_sentinel, Topology::Sentinel);
+sealed!(sealed_valkey_standalone, Topology::ValkeyStandalone);
+sealed!(sealed_valkey_cluster, Topology::ValkeyCluster);
+sealed!(sealed_valkey_sentinel, Topology::ValkeySentinel);

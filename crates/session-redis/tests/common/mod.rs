@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use session_config::{
     Auth, CacheConfig, ClientIdentity, Pem, RedisConfig, SentinelConfig, TlsConfig, TrackingMode,
 };
+use session_core::seal::{Keyring, SealKey};
 use session_core::{SessionId, Ttl};
 use session_redis::RedisStorage;
 use session_redis::fred::bytes::Bytes;
@@ -131,6 +132,33 @@ impl RedisHarness {
             .expect("a cache valid for the topology");
         Some(harness)
     }
+}
+
+impl RedisHarness {
+    /// The harness for `topology` whose storages, the raw one included,
+    /// encrypt what they store with [`test_keyring`].
+    pub async fn sealed(topology: Topology) -> Option<Self> {
+        let config = config(topology)?
+            .with_encryption(Some(test_keyring(&[1, 2], Some(2))))
+            .expect("encryption valid with format 2");
+        let raw = RedisStorage::connect(&config)
+            .await
+            .unwrap_or_else(|error| panic!("{topology:?}: cannot connect: {error}"));
+        Some(Self { config, raw })
+    }
+}
+
+/// The test key of id `id`: 32 bytes derived from the id, so that two
+/// keyrings of the same ids hold the same keys.
+pub fn test_key(id: u32) -> SealKey {
+    let byte = u8::try_from(id % 251).expect("below 251") + 1;
+    SealKey::new("test", id, &[byte; session_core::seal::KEY_LEN]).expect("a 32-byte key")
+}
+
+/// A keyring of the test keys `ids`, sealing with `write_key`.
+pub fn test_keyring(ids: &[u32], write_key: Option<u32>) -> Keyring {
+    Keyring::new(ids.iter().copied().map(test_key).collect(), write_key)
+        .expect("a valid test keyring")
 }
 
 /// The staleness bound of the cached harnesses: short, because
