@@ -23,9 +23,9 @@ use zeroize::Zeroizing;
 use crate::SessionConfig;
 use crate::read::{PASSWORD_FILE_LIMIT, read_file};
 use crate::redis::{
-    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, KeyPrefix, Pem,
-    ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
-    TrackingMode,
+    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, HashPhase, HashedIds,
+    KeyPrefix, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig,
+    TlsConfig, TrackingMode,
 };
 
 /// The top level of a session configuration file.
@@ -107,6 +107,9 @@ pub struct RedisFile {
     pub cache: Option<CacheFile>,
     /// Encryption of stored values (off without this table).
     pub encryption: Option<EncryptionFile>,
+    /// Session keys named by a keyed hash of the id (off without this
+    /// table).
+    pub hashed_ids: Option<HashedIdsFile>,
 }
 
 /// The `[redis.encryption]` table: the keys stored values are sealed and
@@ -171,42 +174,75 @@ impl TryFrom<EncryptionFile> for Keyring {
 }
 
 impl KeyFile {
-    /// Reads the key from its environment variable or file. Errors name the
-    /// setting, the variable or the path, never what they hold.
+    /// Reads the key from its environment variable or file.
     fn resolve(self, field: &str) -> Result<SealKey, ConfigError> {
-        use base64::Engine as _;
-        let text = match (self.env, self.file) {
-            (Some(name), None) => Zeroizing::new(std::env::var(&name).map_err(|_| {
-                ConfigError::new(
-                    format!("{field}.env"),
-                    format!("environment variable {name} is not set (or not UTF-8)"),
-                )
-            })?),
-            (None, Some(path)) => {
-                let bytes = Zeroizing::new(read_file(
-                    Some(&format!("{field}.file")),
-                    &path,
-                    PASSWORD_FILE_LIMIT,
-                )?);
-                Zeroizing::new(String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    ConfigError::new(format!("{field}.file"), "the key file is not base64 text")
-                })?)
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    field,
-                    "give the key's `env` or its `file` (one of them); keys are never inline",
-                ));
-            }
-        };
-        let bytes = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(text.trim())
-                .map_err(|_| {
-                    ConfigError::new(field, "the key is not standard base64 (of 32 bytes)")
-                })?,
-        );
+        let bytes = read_key(field, self.env, self.file)?;
         SealKey::new(field, self.id, &bytes)
+    }
+}
+
+/// Reads a key (32 or more bytes, in standard base64) from the environment
+/// variable `env` or the file `file`, exactly one of which must be given.
+/// Errors name the setting, the variable or the path, never what they hold.
+fn read_key(
+    field: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    use base64::Engine as _;
+    let text = match (env, file) {
+        (Some(name), None) => Zeroizing::new(std::env::var(&name).map_err(|_| {
+            ConfigError::new(
+                format!("{field}.env"),
+                format!("environment variable {name} is not set (or not UTF-8)"),
+            )
+        })?),
+        (None, Some(path)) => {
+            let field = format!("{field}.file");
+            let bytes = Zeroizing::new(read_file(Some(&field), &path, PASSWORD_FILE_LIMIT)?);
+            Zeroizing::new(
+                String::from_utf8(bytes.to_vec())
+                    .map_err(|_| ConfigError::new(field, "the key file is not base64 text"))?,
+            )
+        }
+        _ => {
+            return Err(ConfigError::new(
+                field,
+                "give the key's `env` or its `file` (one of them); keys are never inline",
+            ));
+        }
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map(Zeroizing::new)
+        .map_err(|_| ConfigError::new(field, "the key is not standard base64 (of 32 bytes)"))
+}
+
+/// The `[redis.hashed_ids]` table: session keys named by a keyed hash of
+/// the id (`HashedIds`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HashedIdsFile {
+    /// The name of an environment variable holding the hash key.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// A file holding the hash key.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Which names a session may have: `"hashed"` (the default), or a
+    /// migration phase, `"plain-first"` or `"hashed-first"`.
+    #[serde(default)]
+    pub phase: HashPhase,
+}
+
+impl TryFrom<HashedIdsFile> for HashedIds {
+    type Error = ConfigError;
+
+    fn try_from(file: HashedIdsFile) -> Result<Self, ConfigError> {
+        const FIELD: &str = "redis.hashed_ids";
+        let key = read_key(FIELD, file.env, file.file)?;
+        HashedIds::new(key.to_vec(), file.phase)
     }
 }
 
@@ -554,7 +590,8 @@ impl TryFrom<RedisFile> for RedisConfig {
             .with_stored_format(stored_format(file.stored_format)?)
             .with_refresh_window(file.refresh_window)
             .with_cache(file.cache.map(CacheConfig::try_from).transpose()?)?
-            .with_encryption(file.encryption.map(Keyring::try_from).transpose()?)?;
+            .with_encryption(file.encryption.map(Keyring::try_from).transpose()?)?
+            .with_hashed_ids(file.hashed_ids.map(HashedIds::try_from).transpose()?);
         if let Some(auth) = auth(
             TABLE,
             file.username,

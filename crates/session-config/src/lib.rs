@@ -46,9 +46,9 @@ use std::time::Duration;
 
 pub use read::{FILE_LIMIT, PASSWORD_FILE_LIMIT, read_file};
 pub use redis::{
-    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, KeyPrefix, Pem,
-    ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig, TlsConfig,
-    TrackingMode,
+    Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, HashPhase, HashedIds,
+    KeyPrefix, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig,
+    TlsConfig, TrackingMode,
 };
 pub use session_core::ConfigError;
 use session_core::{Expiry, Ttl};
@@ -451,6 +451,77 @@ mod tests {
         }
         // Format 1 may be written while the keys only open.
         assert!(parse(&format!("stored_format = 1\n{table}\nseal_writes = false")).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn hashed_ids_read_their_key_and_phase() {
+        use base64::Engine as _;
+        let dir = std::env::temp_dir().join(format!(
+            "session-config-hash-{}-{}",
+            std::process::id(),
+            session_core::SessionId::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            )
+            .unwrap();
+            path.display().to_string()
+        };
+        let long = write("long", &[0x3C; 48]);
+        let short = write("short", &[0x3C; 16]);
+        let parse = |table: &str| {
+            SessionConfig::from_toml(
+                &format!(
+                    "ttl = \"1m\"\n[redis]\naddr = \"127.0.0.1:6379\"\nkey_prefix = \"s:\"\n{table}"
+                ),
+                "redis.toml",
+            )
+        };
+        assert!(parse("").unwrap().redis().unwrap().hashed_ids().is_none());
+        for (phase, expected) in [
+            ("", HashPhase::Hashed),
+            ("phase = \"hashed\"", HashPhase::Hashed),
+            ("phase = \"plain-first\"", HashPhase::PlainFirst),
+            ("phase = \"hashed-first\"", HashPhase::HashedFirst),
+        ] {
+            let config = parse(&format!("[redis.hashed_ids]\nfile = \"{long}\"\n{phase}")).unwrap();
+            let hashed = config.redis().unwrap().hashed_ids().unwrap();
+            assert_eq!(hashed.phase(), expected);
+            assert_eq!(hashed.key(), &[0x3C; 48]);
+            let shown = format!("{config:?}");
+            assert!(!shown.contains("60, 60"), "{shown}");
+        }
+        for (table, field, says) in [
+            (
+                format!("[redis.hashed_ids]\nfile = \"{short}\""),
+                "redis.hashed_ids",
+                "at least 32 bytes",
+            ),
+            (
+                "[redis.hashed_ids]\nphase = \"hashed\"".to_owned(),
+                "redis.hashed_ids",
+                "never inline",
+            ),
+            (
+                format!("[redis.hashed_ids]\nfile = \"{long}\"\nenv = \"X\""),
+                "redis.hashed_ids",
+                "one of them",
+            ),
+            (
+                format!("[redis.hashed_ids]\nfile = \"{long}\"\nphase = \"halfway\""),
+                "redis.hashed_ids.phase",
+                "unknown variant",
+            ),
+        ] {
+            let error = parse(&table).expect_err(&table);
+            assert_eq!(error.field(), Some(field), "{table}: {error}");
+            assert!(error.to_string().contains(says), "{table}: {error}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -14,7 +14,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 use serde::Deserialize;
 use session_core::codec::FormatVersion;
@@ -558,6 +560,73 @@ impl Default for CacheConfig {
     }
 }
 
+/// Which key names a session may have while ids are hashed (see
+/// [`HashedIds`]); the order of a migration from plain keys is
+/// `PlainFirst`, `HashedFirst`, `Hashed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashPhase {
+    /// New sessions under the plain key; sessions looked up under both
+    /// names: the first step, so that every replica finds hashed sessions
+    /// before any replica creates one.
+    PlainFirst,
+    /// New sessions under the hashed key; sessions looked up under both
+    /// names, until the last plain session has expired.
+    HashedFirst,
+    /// Hashed keys only: the default, and the end of a migration.
+    #[default]
+    Hashed,
+}
+
+/// Session keys named by a keyed hash of the session id: the hash key (at
+/// least 32 bytes; `Debug` shows none of it) and the [`HashPhase`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashedIds {
+    key: Zeroizing<Vec<u8>>,
+    phase: HashPhase,
+}
+
+impl HashedIds {
+    /// The least length of a hash key in bytes.
+    pub const MIN_KEY_LEN: usize = 32;
+
+    /// Hashed ids under `key` (at least [`Self::MIN_KEY_LEN`] bytes), in
+    /// `phase`.
+    pub fn new(key: Vec<u8>, phase: HashPhase) -> Result<Self, ConfigError> {
+        let key = Zeroizing::new(key);
+        if key.len() < Self::MIN_KEY_LEN {
+            return Err(ConfigError::new(
+                "redis.hashed_ids",
+                format!(
+                    "the hash key must be at least {} bytes; this one is {} bytes",
+                    Self::MIN_KEY_LEN,
+                    key.len()
+                ),
+            ));
+        }
+        Ok(Self { key, phase })
+    }
+
+    /// The hash key. Call this only where the hash is computed.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The phase.
+    pub fn phase(&self) -> HashPhase {
+        self.phase
+    }
+}
+
+impl fmt::Debug for HashedIds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HashedIds")
+            .field("key", &"[REDACTED]")
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
 /// The default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The default command timeout.
@@ -580,6 +649,7 @@ pub struct RedisConfig {
     refresh_window: Option<Duration>,
     cache: Option<CacheConfig>,
     encryption: Option<Arc<Keyring>>,
+    hashed_ids: Option<HashedIds>,
 }
 
 impl RedisConfig {
@@ -599,6 +669,7 @@ impl RedisConfig {
             refresh_window: None,
             cache: None,
             encryption: None,
+            hashed_ids: None,
         }
     }
 
@@ -762,6 +833,19 @@ impl RedisConfig {
     /// The keys of encryption at rest, if it is on.
     pub fn encryption(&self) -> Option<&Arc<Keyring>> {
         self.encryption.as_ref()
+    }
+
+    /// Names session keys by a keyed hash of the id instead of the id
+    /// (`session_redis`'s `keys` module): a dump of Redis then lists no
+    /// session id. `None`, the default, names keys `{key_prefix}{id}`.
+    pub fn with_hashed_ids(mut self, hashed: Option<HashedIds>) -> Self {
+        self.hashed_ids = hashed;
+        self
+    }
+
+    /// The settings of hashed ids, if they are on.
+    pub fn hashed_ids(&self) -> Option<&HashedIds> {
+        self.hashed_ids.as_ref()
     }
 
     /// The local cache's settings, if it is on.

@@ -47,7 +47,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use session_config::{CacheCapacity, CacheConfig, TrackingMode};
-use session_core::{Session, SessionId};
+use session_core::Session;
+
+use crate::keys::Slot;
 use tokio::time::Instant;
 
 /// Fills and invalidations are serialized per stripe of ids, not per id: a
@@ -79,8 +81,8 @@ struct Weigher {
     by_bytes: bool,
 }
 
-impl quick_cache::Weighter<SessionId, Arc<Entry>> for Weigher {
-    fn weight(&self, _: &SessionId, entry: &Arc<Entry>) -> u64 {
+impl quick_cache::Weighter<Slot, Arc<Entry>> for Weigher {
+    fn weight(&self, _: &Slot, entry: &Arc<Entry>) -> u64 {
         if self.by_bytes {
             u64::from(entry.bytes) + ENTRY_OVERHEAD
         } else {
@@ -191,6 +193,8 @@ impl CacheStats {
 /// race" in the module documentation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket {
+    /// The slot the copy goes to.
+    slot: Slot,
     stripe: usize,
     counter: u64,
     epoch: u64,
@@ -206,7 +210,7 @@ impl Ticket {
 
 /// The local cache of one storage.
 pub(crate) struct NearCache {
-    entries: quick_cache::sync::Cache<SessionId, Arc<Entry>, Weigher>,
+    entries: quick_cache::sync::Cache<Slot, Arc<Entry>, Weigher>,
     /// Invalidation counters, one per stripe of ids.
     stripes: Box<[Mutex<u64>]>,
     /// Bumped by every flush.
@@ -271,10 +275,10 @@ impl NearCache {
     /// [`note_miss`](Self::note_miss) when the read goes to Redis: the
     /// manager looks a session up before it calls the storage's read, which
     /// looks again.
-    pub(crate) fn lookup(&self, id: &SessionId) -> Option<Arc<Session>> {
+    pub(crate) fn lookup(&self, slot: &Slot) -> Option<Arc<Session>> {
         let entry = self
             .entries
-            .get(id)
+            .get(slot)
             .filter(|entry| entry.until > Instant::now())?;
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
         Some(entry.session.clone())
@@ -287,14 +291,15 @@ impl NearCache {
 
     /// Claims a fill of `id` before its command is sent; `None` while the
     /// cache is disarmed.
-    pub(crate) fn ticket(&self, id: &SessionId) -> Option<Ticket> {
+    pub(crate) fn ticket(&self, slot: Slot) -> Option<Ticket> {
         if !self.armed.load(Ordering::Acquire) {
             return None;
         }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let stripe = stripe_of(id);
+        let stripe = stripe_of(slot);
         let counter = *self.lock(stripe);
         Some(Ticket {
+            slot,
             stripe,
             counter,
             epoch,
@@ -324,32 +329,31 @@ impl NearCache {
             session,
             until,
         });
-        let id = entry.session.id();
-        self.entries.insert(id, entry);
+        self.entries.insert(ticket.slot, entry);
         drop(stripe);
         self.counters.fills.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Drops the copy of `id` and every fill of it in flight: the server
     /// said the key changed.
-    pub(crate) fn invalidate(&self, id: &SessionId) {
+    pub(crate) fn invalidate(&self, slot: Slot) {
         self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
-        self.drop_copy(id);
+        self.drop_copy(slot);
     }
 
     /// Drops the copy of `id` and every fill of it in flight: this client
     /// is writing it.
-    pub(crate) fn forget(&self, id: &SessionId) {
+    pub(crate) fn forget(&self, slot: Slot) {
         self.counters.forgotten.fetch_add(1, Ordering::Relaxed);
-        self.drop_copy(id);
+        self.drop_copy(slot);
     }
 
     /// Drops the copy and voids the fills in flight of `id`'s stripe: the
     /// epoch moves on, so a reply that was read before now is never stored.
-    fn drop_copy(&self, id: &SessionId) {
-        let mut stripe = self.lock(stripe_of(id));
+    fn drop_copy(&self, slot: Slot) {
+        let mut stripe = self.lock(stripe_of(slot));
         *stripe = stripe.wrapping_add(1);
-        self.entries.remove(id);
+        self.entries.remove(&slot);
     }
 
     /// Drops every copy and every fill in flight.
@@ -431,14 +435,21 @@ impl NearCache {
     }
 }
 
-/// The stripe of an id: low bits of its UUID, random for generated ids.
-fn stripe_of(id: &SessionId) -> usize {
-    (id.as_uuid().as_u128() % STRIPES as u128) as usize
+/// The stripe of a slot: its low bits, random for generated ids and for
+/// hashes.
+fn stripe_of(slot: Slot) -> usize {
+    (slot.0 % STRIPES as u128) as usize
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use session_core::SessionId;
+
+    /// The slot of a session in a cache without hashed ids.
+    fn slot(session: &Session) -> Slot {
+        Slot(session.id().as_uuid().as_u128())
+    }
     use std::num::NonZeroU64;
 
     fn cache(entries: u64) -> NearCache {
@@ -467,10 +478,10 @@ mod tests {
     async fn a_fill_answers_until_its_bound() {
         let cache = cache(10);
         let session = session();
-        let id = session.id();
+        let id = slot(&session);
         assert!(cache.lookup(&id).is_none());
         cache.note_miss();
-        let ticket = cache.ticket(&id).unwrap();
+        let ticket = cache.ticket(id).unwrap();
         cache.fill(
             ticket,
             session.clone(),
@@ -488,18 +499,18 @@ mod tests {
     async fn an_invalidation_during_a_fill_drops_it() {
         let cache = cache(10);
         let session = session();
-        let id = session.id();
-        let ticket = cache.ticket(&id).unwrap();
-        cache.invalidate(&id);
+        let id = slot(&session);
+        let ticket = cache.ticket(id).unwrap();
+        cache.invalidate(id);
         cache.fill(ticket, session.clone(), later(), 10);
         assert!(cache.lookup(&id).is_none());
         // A flush, too, and a write of this client.
-        let ticket = cache.ticket(&id).unwrap();
+        let ticket = cache.ticket(id).unwrap();
         cache.flush(Flush::Lagged);
         cache.fill(ticket, session.clone(), later(), 10);
         assert!(cache.lookup(&id).is_none());
-        let ticket = cache.ticket(&id).unwrap();
-        cache.forget(&id);
+        let ticket = cache.ticket(id).unwrap();
+        cache.forget(id);
         cache.fill(ticket, session.clone(), later(), 10);
         assert!(cache.lookup(&id).is_none());
         let stats = cache.stats();
@@ -508,7 +519,7 @@ mod tests {
         // The client's own write is counted apart from the server's word.
         assert_eq!(stats.forgotten, 1);
         // A fill with nothing in between is stored.
-        let ticket = cache.ticket(&id).unwrap();
+        let ticket = cache.ticket(id).unwrap();
         cache.fill(ticket, session, later(), 10);
         assert!(cache.lookup(&id).is_some());
     }
@@ -517,14 +528,14 @@ mod tests {
     async fn a_disarmed_cache_stores_nothing() {
         let cache = cache(10);
         let session = session();
-        let id = session.id();
-        let ticket = cache.ticket(&id).unwrap();
+        let id = slot(&session);
+        let ticket = cache.ticket(id).unwrap();
         cache.fill(ticket, session.clone(), later(), 10);
         cache.disarm(Flush::Reconnect);
         assert!(cache.lookup(&id).is_none(), "the flush emptied it");
-        assert!(cache.ticket(&id).is_none());
+        assert!(cache.ticket(id).is_none());
         cache.arm();
-        let ticket = cache.ticket(&id).unwrap();
+        let ticket = cache.ticket(id).unwrap();
         cache.disarm(Flush::Topology);
         cache.arm();
         cache.fill(ticket, session, later(), 10);
@@ -544,11 +555,11 @@ mod tests {
         let cache = NearCache::new(&config);
         cache.arm();
         let session = session();
-        let ticket = cache.ticket(&session.id()).unwrap();
+        let ticket = cache.ticket(slot(&session)).unwrap();
         cache.fill(ticket, session.clone(), later(), 10);
-        assert!(cache.lookup(&session.id()).is_some());
+        assert!(cache.lookup(&slot(&session)).is_some());
         tokio::time::sleep(Duration::from_millis(30)).await;
-        assert!(cache.lookup(&session.id()).is_none());
+        assert!(cache.lookup(&slot(&session)).is_none());
     }
 
     #[tokio::test]
@@ -556,7 +567,7 @@ mod tests {
         let cache = cache(100);
         for _ in 0..1_000 {
             let session = session();
-            let ticket = cache.ticket(&session.id()).unwrap();
+            let ticket = cache.ticket(slot(&session)).unwrap();
             cache.fill(ticket, session, later(), 100);
         }
         let stats = cache.stats();
@@ -576,7 +587,7 @@ mod tests {
         cache.arm();
         for _ in 0..1_000 {
             let session = session();
-            let ticket = cache.ticket(&session.id()).unwrap();
+            let ticket = cache.ticket(slot(&session)).unwrap();
             cache.fill(ticket, session, later(), 1_000);
         }
         let stats = cache.stats();

@@ -7,9 +7,10 @@
 //! without affinity that request may reach another replica, so the events
 //! must be where every replica reads: here, one Redis stream per session.
 //!
-//! - **One key per session**, `events:<key_prefix>{<session id>}`: every
-//!   stream of the session (each request's, and the standalone `GET`
-//!   stream) appends to it, each entry naming its stream. Redis's entry ids
+//! - **One key per session**, `events:<key_prefix>{<session id>}` (the
+//!   id hashed with `[redis.hashed_ids]`): every stream of the session
+//!   (each request's, and the standalone `GET` stream) appends to it, each
+//!   entry naming its stream. Redis's entry ids
 //!   are unique and ordered within the key, so an entry id and a stream tag
 //!   name an event of the session once. The key starts with `events:`, not
 //!   with the key prefix, so that a broadcast-mode cache (which tracks
@@ -258,7 +259,8 @@ struct Inner {
     /// which acknowledges and later discards, until the sentinels demote it.
     sentinel_watch: Option<SentinelWatch>,
     closed: AtomicBool,
-    key_prefix: String,
+    /// The key prefix, and whether session ids are hashed in key names.
+    names: crate::keys::KeyNames,
     errors: ErrorContext,
     limits: EventLimits,
     /// Permits for live tails, each holding a connection of its own.
@@ -296,7 +298,7 @@ impl fmt::Debug for EventLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // No address or credentials: the shape only.
         f.debug_struct("EventLog")
-            .field("key_prefix", &self.inner.key_prefix)
+            .field("key_prefix", &self.inner.names.prefix())
             .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
@@ -343,7 +345,10 @@ impl EventLog {
                 client,
                 sentinel_watch,
                 closed: AtomicBool::new(false),
-                key_prefix: config.key_prefix().to_owned(),
+                names: crate::keys::KeyNames::new(
+                    config.key_prefix().to_owned(),
+                    config.hashed_ids(),
+                ),
                 errors,
                 tails: Semaphore::new(limits.max_tails),
                 limits,
@@ -365,9 +370,15 @@ impl EventLog {
         self.inner.limits
     }
 
-    /// The key of session `session`'s log.
+    /// The key of session `session`'s log: `events:{key_prefix}{{id}}`,
+    /// or with hashed ids (`[redis.hashed_ids]`) the hash in place of the id,
+    /// as the session's own key has it when created (`keys`).
     pub fn key(&self, session: &SessionId) -> String {
-        format!("events:{}{{{session}}}", self.inner.key_prefix)
+        format!(
+            "events:{}{{{}}}",
+            self.inner.names.prefix(),
+            self.inner.names.first_suffix(session)
+        )
     }
 
     /// Appends `record` to stream `stream` of session `session`, creating

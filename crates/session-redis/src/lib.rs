@@ -31,8 +31,10 @@
 //!   is left. A busy session is therefore refreshed about once per window
 //!   for the whole fleet of replicas, not once per replica.
 //!
-//!   Keys are `{key_prefix}{session_id}`; values are in the versioned format
-//!   of `session_core::codec`. The TTL each call passes is the key's TTL.
+//!   Keys are `{key_prefix}{session_id}`, or with hashed ids
+//!   (`[redis.hashed_ids]`) `{key_prefix}{hash}` (the `keys` module); values
+//!   are in the versioned format of `session_core::codec`, sealed with
+//!   `[redis.encryption]` (`session_core::seal`). The TTL each call passes is the key's TTL.
 //! - `connect` turns a resolved `session_config::RedisConfig` into fred
 //!   clients: topology, ACL, one TLS setup for the data client and the
 //!   sentinel watchers, and one function that sets every client's timeouts.
@@ -84,6 +86,7 @@ mod cache;
 mod connect;
 mod errors;
 pub mod events;
+mod keys;
 mod owners;
 mod scripts;
 mod sentinel_watch;
@@ -142,7 +145,8 @@ pub struct RedisStorage {
 
 struct Inner {
     client: fred::clients::Client,
-    key_prefix: String,
+    /// The key prefix, and how a session's key is named under it.
+    names: keys::KeyNames,
     topology: Topology,
     errors: ErrorContext,
     closed: AtomicBool,
@@ -205,7 +209,7 @@ impl fmt::Debug for RedisStorage {
         // No address, user, password or key material: just the shape.
         f.debug_struct("RedisStorage")
             .field("topology", &self.inner.topology)
-            .field("key_prefix", &self.inner.key_prefix)
+            .field("key_prefix", &self.inner.names.prefix())
             .field("codec", &self.codec)
             .field("encrypted", &self.keyring.is_some())
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
@@ -234,7 +238,7 @@ impl RedisStorage {
         }
         let mut storage = Self::from_parts(
             client,
-            config.key_prefix().to_owned(),
+            keys::KeyNames::new(config.key_prefix().to_owned(), config.hashed_ids()),
             config.topology().kind(),
             errors,
             config.refresh_window(),
@@ -299,7 +303,7 @@ impl RedisStorage {
         };
         Ok(Self::from_parts(
             client,
-            key_prefix.as_str().to_owned(),
+            keys::KeyNames::new(key_prefix.as_str().to_owned(), None),
             topology,
             errors,
             None,
@@ -310,7 +314,7 @@ impl RedisStorage {
 
     fn from_parts(
         client: fred::clients::Client,
-        key_prefix: String,
+        names: keys::KeyNames,
         topology: Topology,
         errors: ErrorContext,
         refresh_window: Option<Duration>,
@@ -319,7 +323,7 @@ impl RedisStorage {
     ) -> Self {
         let inner = Arc::new(Inner {
             client,
-            key_prefix,
+            names,
             topology,
             errors,
             closed: AtomicBool::new(false),
@@ -368,25 +372,22 @@ impl RedisStorage {
         self
     }
 
-    /// The key a session is stored under: `{key_prefix}{session_id}`.
+    /// The key a new session is stored under: `{key_prefix}{session_id}`,
+    /// or `{key_prefix}{hash}` with hashed ids (`[redis.hashed_ids]`; in
+    /// the `plain-first` phase of a migration, the plain key).
     pub fn key(&self, id: &SessionId) -> String {
-        let mut buf = [0u8; 36];
-        let mut key = String::with_capacity(self.inner.key_prefix.len() + 36);
-        key.push_str(&self.inner.key_prefix);
-        key.push_str(id.encode_into(&mut buf));
-        key
+        String::from_utf8_lossy(&self.key_bytes(id)).into_owned()
     }
 
-    /// The key as the bytes fred sends: one allocation (the `String` of
-    /// [`RedisStorage::key`], taken over without a copy), shared by reference
+    /// The key as the bytes fred sends: one allocation, shared by reference
     /// count by every command of an operation.
     fn key_bytes(&self, id: &SessionId) -> Bytes {
-        Bytes::from(self.key(id).into_bytes())
+        self.inner.names.first(id)
     }
 
     /// The key prefix.
     pub fn key_prefix(&self) -> &str {
-        &self.inner.key_prefix
+        self.inner.names.prefix()
     }
 
     /// The fred client, for diagnostics and tests. It is shut down (`QUIT`)
@@ -544,7 +545,7 @@ impl RedisStorage {
     /// around a write of it.
     fn forget(&self, id: &SessionId) {
         if let Some(cache) = &self.inner.cache {
-            cache.forget(id);
+            cache.forget(self.inner.names.slot(id));
         }
     }
 
@@ -555,7 +556,7 @@ impl RedisStorage {
         if write && !cache.writes_through() {
             return None;
         }
-        cache.ticket(id)
+        cache.ticket(self.inner.names.slot(id))
     }
 
     /// Stores `session` as this client's copy if `ticket` still holds.
@@ -640,19 +641,62 @@ impl RedisStorage {
         Ok(written)
     }
 
-    /// One run of the write script: update, upsert or conditional update.
-    /// Returns the session as stored when it wrote.
+    /// A write of `session` in `mode` under its first key name and, during
+    /// a migration of key names (see `keys`), under its second when the
+    /// first holds nothing: a session lives under one of them, the one it
+    /// was created under. An upsert in a migration first updates under the
+    /// second name, so that it never creates a second copy.
     async fn write(
         &self,
         operation: Operation,
+        session: Arc<Session>,
+        ttl: Ttl,
+        mode: WriteMode,
+    ) -> Result<(Written, Option<Arc<Session>>)> {
+        if !self.inner.names.migrating() {
+            let key = self.key_bytes(&session.id());
+            return self.write_under(operation, session, key, ttl, mode).await;
+        }
+        Box::pin(async move {
+            let id = session.id();
+            let second = self.inner.names.second(&id);
+            if mode == WriteMode::Upsert
+                && let Some(second) = second.clone()
+            {
+                let moved = self
+                    .write_under(operation, session.clone(), second, ttl, WriteMode::Update)
+                    .await?;
+                if moved.0 != Written::Absent {
+                    return Ok(moved);
+                }
+            }
+            let first = self
+                .write_under(operation, session.clone(), self.key_bytes(&id), ttl, mode)
+                .await?;
+            match second {
+                Some(second) if first.0 == Written::Absent => {
+                    self.write_under(operation, session, second, ttl, mode)
+                        .await
+                }
+                _ => Ok(first),
+            }
+        })
+        .await
+    }
+
+    /// One run of the write script under `key`: update, upsert or
+    /// conditional update. Returns the session as stored when it wrote.
+    async fn write_under(
+        &self,
+        operation: Operation,
         mut session: Arc<Session>,
+        key: Bytes,
         ttl: Ttl,
         mode: WriteMode,
     ) -> Result<(Written, Option<Arc<Session>>)> {
         self.check_open()?;
         let started = Instant::now();
         let id = session.id();
-        let key = self.key_bytes(&id);
         let value = Bytes::from(self.encode(&session, &key)?);
         let client = &self.inner.client;
         // No read may keep a copy from before this write: its fills in
@@ -703,6 +747,82 @@ impl RedisStorage {
         Arc::make_mut(&mut session).set_revision(revision);
         self.fill(ticket, &session, until, value.len());
         Ok((Written::Stored(Some(revision)), Some(session)))
+    }
+
+    /// `PEXPIRE key ttl LT` (and `EXISTS key` when it set nothing): whether
+    /// a live session is under `key`.
+    async fn expire_under(&self, key: Bytes, ttl: Ttl) -> Result<bool> {
+        let started = Instant::now();
+        let client = &self.inner.client;
+        // `LT` sets the new TTL only if it is shorter than the current one,
+        // so this never lengthens a session's life.
+        let set: i64 = self
+            .redirected(started, || {
+                client.pexpire(key.clone(), millis(ttl), Some(ExpireOptions::LT))
+            })
+            .await
+            .map_err(self.map(Operation::Expire))?;
+        if set == 1 {
+            return Ok(true);
+        }
+        // Nothing set: the key is gone, or its TTL was shorter already.
+        // Boxed: a rare path that would otherwise enlarge every call's future.
+        let exists: i64 =
+            Box::pin(self.redirected(started, || self.within(started, client.exists(key.clone()))))
+                .await
+                .map_err(self.map(Operation::Expire))?;
+        Ok(exists > 0)
+    }
+
+    /// `DEL key`: whether something was deleted.
+    async fn delete_under(&self, key: Bytes) -> Result<bool> {
+        let started = Instant::now();
+        let removed: std::result::Result<i64, _> = self
+            .redirected(started, || self.inner.client.del(key.clone()))
+            .await;
+        Ok(removed.map_err(self.map(Operation::Delete))? > 0)
+    }
+
+    /// During a migration of key names (see `keys`), whether session `id`
+    /// lives under its second name, where a create must not add a copy
+    /// under the first. Generated ids never collide; this guards ids the
+    /// caller chose. It is a check before the create, not one atomic with
+    /// it: two creators of one chosen id in different phases at the same
+    /// moment could both succeed.
+    async fn exists_second(&self, id: &SessionId) -> Result<bool> {
+        self.check_open()?;
+        let Some(second) = self.inner.names.second(id) else {
+            return Ok(false);
+        };
+        let exists: i64 = Box::pin(self.inner.client.exists(second))
+            .await
+            .map_err(self.map(Operation::Create))?;
+        Ok(exists > 0)
+    }
+
+    /// A read of session `id` under its second key name, during a migration
+    /// of key names (see `keys`) only: through the load script, and never
+    /// cached (only sessions under their first name are).
+    async fn get_second(&self, id: &SessionId, ttl: Ttl) -> Result<Option<Arc<Session>>> {
+        if !self.inner.names.migrating() {
+            return Ok(None);
+        }
+        Box::pin(async move {
+            let Some(key) = self.inner.names.second(id) else {
+                return Ok(None);
+            };
+            let started = Instant::now();
+            let Some((bytes, _, refreshed)) = self.load(id, key.clone(), ttl, started).await?
+            else {
+                return Ok(None);
+            };
+            let session = Arc::new(self.decode(&bytes, &key, id)?);
+            if refreshed {
+                self.index_after_read(&session, ttl, started).await?;
+            }
+            Ok(Some(session))
+        })
+        .await
     }
 
     /// The load script on `id`'s key: the stored value, until when reads
@@ -891,7 +1011,7 @@ fn spawn_tracking(inner: &Arc<Inner>) {
             let Some(cache) = &inner.cache else { return };
             let broadcast = cache.mode() == session_config::TrackingMode::Broadcast;
             let prefixes: Vec<String> = if broadcast {
-                vec![inner.key_prefix.clone()]
+                vec![inner.names.prefix().to_owned()]
             } else {
                 Vec::new()
             };
@@ -950,17 +1070,11 @@ fn spawn_tracking(inner: &Arc<Inner>) {
             let Some(cache) = &inner.cache else { return };
             match event {
                 Event::Keys(keys) => {
-                    let prefix = inner.key_prefix.as_bytes();
                     for key in &keys {
                         // Owner indexes share the prefix; only sessions are
                         // cached.
-                        let id = key
-                            .as_bytes()
-                            .strip_prefix(prefix)
-                            .and_then(|id| std::str::from_utf8(id).ok())
-                            .and_then(|id| SessionId::parse(id).ok());
-                        if let Some(id) = id {
-                            cache.invalidate(&id);
+                        if let Some(slot) = inner.names.slot_of(key.as_bytes()) {
+                            cache.invalidate(slot);
                         }
                     }
                 }
@@ -1043,6 +1157,9 @@ fn glob_escape(prefix: &str) -> String {
 
 impl Storage for RedisStorage {
     async fn create(&self, session: Arc<Session>, ttl: Ttl) -> Result<bool> {
+        if self.inner.names.migrating() && self.exists_second(&session.id()).await? {
+            return Ok(false);
+        }
         match session.owner() {
             None => self.create_key(&session, ttl).await,
             // Boxed: the owned create joins two command futures, which
@@ -1137,7 +1254,7 @@ impl Storage for RedisStorage {
                 Some(bytes) => (bytes, until, false),
                 None => {
                     self.inner.refreshed.remove(id);
-                    return Ok(None);
+                    return self.get_second(id, ttl).await;
                 }
             }
         } else {
@@ -1146,7 +1263,7 @@ impl Storage for RedisStorage {
             // path runs once per refresh window.
             match Box::pin(self.load(id, key, ttl, started)).await? {
                 Some(loaded) => loaded,
-                None => return Ok(None),
+                None => return self.get_second(id, ttl).await,
             }
         };
         let session = Arc::new(self.decode(&bytes, &key_of_value, id)?);
@@ -1163,7 +1280,10 @@ impl Storage for RedisStorage {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        self.inner.cache.as_ref()?.lookup(id)
+        self.inner
+            .cache
+            .as_ref()?
+            .lookup(&self.inner.names.slot(id))
     }
 
     async fn expire(&self, id: &SessionId, ttl: Ttl) -> Result<bool> {
@@ -1172,42 +1292,27 @@ impl Storage for RedisStorage {
         // does what this client knew of the key's remaining life.
         self.forget(id);
         self.inner.refreshed.remove(id);
-        let started = Instant::now();
-        let key = self.key_bytes(id);
-        let client = &self.inner.client;
-        // `LT` sets the new TTL only if it is shorter than the current one,
-        // so this never lengthens a session's life.
-        let set: i64 = self
-            .redirected(started, || {
-                client.pexpire(key.clone(), millis(ttl), Some(ExpireOptions::LT))
-            })
-            .await
-            .map_err(self.map(Operation::Expire))?;
-        if set == 1 {
+        if self.expire_under(self.key_bytes(id), ttl).await? {
             return Ok(true);
         }
-        // Nothing set: the key is gone, or its TTL was shorter already.
-        // Boxed: a rare path that would otherwise enlarge every call's future.
-        let exists: i64 =
-            Box::pin(self.redirected(started, || self.within(started, client.exists(key.clone()))))
-                .await
-                .map_err(self.map(Operation::Expire))?;
-        Ok(exists > 0)
+        match self.inner.names.second(id) {
+            Some(second) => Box::pin(self.expire_under(second, ttl)).await,
+            None => Ok(false),
+        }
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         self.check_open()?;
         self.inner.refreshed.remove(id);
         self.forget(id);
-        let started = Instant::now();
-        let key = self.key_bytes(id);
-        let removed: std::result::Result<i64, _> = self
-            .redirected(started, || self.inner.client.del(key.clone()))
-            .await;
+        let mut removed = self.delete_under(self.key_bytes(id)).await?;
+        if let Some(second) = self.inner.names.second(id) {
+            removed |= Box::pin(self.delete_under(second)).await?;
+        }
         // A read sent before the delete may have been answered with the
         // session and be filling now: that fill must not survive.
         self.forget(id);
-        Ok(removed.map_err(self.map(Operation::Delete))? > 0)
+        Ok(removed)
     }
 
     async fn delete_expired(&self, before: Instant) -> Result<Vec<SessionId>> {
@@ -1220,7 +1325,7 @@ impl Storage for RedisStorage {
 
     async fn count(&self) -> Result<usize> {
         self.check_open()?;
-        let pattern = format!("{}*", glob_escape(&self.inner.key_prefix));
+        let pattern = format!("{}*", glob_escape(self.inner.names.prefix()));
         let client = &self.inner.client;
         // SCAN may return a key more than once (while the server rehashes),
         // so keys are deduplicated; a cluster is scanned on every master.
@@ -1236,16 +1341,11 @@ impl Storage for RedisStorage {
                 .await
         }
         .map_err(self.map(Operation::Count))?;
-        // Owner indexes share the prefix; only session keys count.
-        let prefix = self.inner.key_prefix.as_bytes();
+        // Owner indexes and event logs share the prefix; only session keys
+        // count.
         Ok(keys
             .iter()
-            .filter(|key| {
-                key.as_bytes()
-                    .strip_prefix(prefix)
-                    .and_then(|id| std::str::from_utf8(id).ok())
-                    .is_some_and(|id| SessionId::parse(id).is_ok())
-            })
+            .filter(|key| self.inner.names.parse(key.as_bytes()).is_some())
             .count())
     }
 

@@ -64,6 +64,7 @@ use futures_util::future::join_all;
 use session_core::{BackendErrorKind, Error, Operation, Owner, Result, Session, SessionId, Ttl};
 use tokio::time::Instant;
 
+use crate::keys::Name;
 use crate::{RedisStorage, millis};
 
 /// The least grace period before a member without a live session is pruned:
@@ -75,8 +76,9 @@ impl RedisStorage {
     /// The key of `owner`'s index.
     pub fn owner_index_key(&self, owner: &Owner) -> String {
         use std::fmt::Write;
-        let mut key = String::with_capacity(self.inner.key_prefix.len() + 6 + 32);
-        key.push_str(&self.inner.key_prefix);
+        let prefix = self.inner.names.prefix();
+        let mut key = String::with_capacity(prefix.len() + 6 + 32);
+        key.push_str(prefix);
         key.push_str("owner:");
         for byte in &owner.digest()[..16] {
             // Writing to a String cannot fail.
@@ -101,7 +103,7 @@ impl RedisStorage {
             .map(|since| since.as_millis())
             .unwrap_or_default();
         let args = vec![
-            Value::from(id.to_string()),
+            Value::from(self.inner.names.first_suffix(id)),
             Value::from(i64::try_from(score).unwrap_or(i64::MAX)),
             Value::from(millis(ttl).saturating_mul(2)),
         ];
@@ -212,13 +214,14 @@ impl RedisStorage {
             .await
     }
 
-    /// The index of `owner`: each member's id (`None` for a member that is
-    /// not a session id) and score.
+    /// The index of `owner`: each member, the session key it names with
+    /// the session id when the name holds it (`None` for a member that
+    /// names no session key of this storage), and its score.
     async fn members(
         &self,
         operation: Operation,
         owner: &Owner,
-    ) -> Result<(Bytes, Vec<(Value, Option<SessionId>, f64)>)> {
+    ) -> Result<(Bytes, Vec<(Value, Option<Member>, f64)>)> {
         let key = Bytes::from(self.owner_index_key(owner).into_bytes());
         let reply: Value = self
             .inner
@@ -226,7 +229,49 @@ impl RedisStorage {
             .zrange(key.clone(), 0, -1, None, false, None, true)
             .await
             .map_err(|error| self.index_error(operation, &error))?;
-        Ok((key, pairs(reply)))
+        let members = pairs(reply)
+            .into_iter()
+            .map(|(member, text, score)| {
+                let key = text.and_then(|text| self.member_key(&text));
+                (member, key, score)
+            })
+            .collect();
+        Ok((key, members))
+    }
+
+    /// The session key an index member names: the member is the suffix of
+    /// the name the session was written under (`keys`).
+    fn member_key(&self, member: &str) -> Option<Member> {
+        let key = self.inner.names.of_member(member);
+        let id = match self.inner.names.parse(&key)? {
+            Name::Plain(id) => Some(id),
+            Name::Hashed(_) => None,
+        };
+        Some(Member { key, id })
+    }
+
+    /// Decodes the value under an index member's key: by its id when the
+    /// member holds it, else checking that the session found is one whose
+    /// name is that key.
+    fn decode_member(&self, value: &[u8], member: &Member) -> Result<Session> {
+        if let Some(id) = &member.id {
+            return self.decode(value, &member.key, id);
+        }
+        let plain = match &self.keyring {
+            Some(keyring) => keyring.open(value, &member.key)?.into_owned(),
+            None => value.to_vec(),
+        };
+        let session = session_core::codec::decode_session(&plain)?;
+        let id = session.id();
+        let names = &self.inner.names;
+        if names.first(&id) != member.key && names.second(&id).as_ref() != Some(&member.key) {
+            return Err(session_core::CodecError::Decode {
+                codec: session_core::Codec::from_id(plain[3]).unwrap_or_default(),
+                message: "the stored session has another id than its key".into(),
+            }
+            .into());
+        }
+        Ok(session)
     }
 
     /// The live sessions of `owner`; prunes members whose session is gone.
@@ -234,10 +279,10 @@ impl RedisStorage {
         self.check_open()?;
         let (index, members) = self.members(Operation::ListOwned, owner).await?;
         let client = &self.inner.client;
-        let reads = members.iter().map(|(_, id, _)| async move {
-            match id {
-                Some(id) => client
-                    .get::<Option<Bytes>, _>(self.key_bytes(id))
+        let reads = members.iter().map(|(_, member, _)| async move {
+            match member {
+                Some(member) => client
+                    .get::<Option<Bytes>, _>(member.key.clone())
                     .await
                     .map(Some),
                 None => Ok(None),
@@ -247,10 +292,10 @@ impl RedisStorage {
         let cutoff = self.prune_cutoff();
         let mut live = Vec::new();
         let mut stale = Vec::new();
-        for ((member, id, score), value) in members.into_iter().zip(values) {
+        for ((member, key, score), value) in members.into_iter().zip(values) {
             let value = value.map_err(self.map(Operation::ListOwned))?;
-            let session = match (id, value.flatten()) {
-                (Some(id), Some(bytes)) => Some(self.decode(&bytes, &self.key_bytes(&id), &id)?),
+            let session = match (key, value.flatten()) {
+                (Some(key), Some(bytes)) => Some(self.decode_member(&bytes, &key)?),
                 _ => None,
             };
             match session {
@@ -270,15 +315,16 @@ impl RedisStorage {
         let client = &self.inner.client;
         let script = &self.inner.scripts.delete_owned;
         let tag = Value::Bytes(Bytes::copy_from_slice(&owner.tag()));
-        let deletes = members.iter().map(|(_, id, _)| {
+        let deletes = members.iter().map(|(_, member, _)| {
             let tag = tag.clone();
             async move {
-                match id {
-                    Some(id) => script
-                        .run::<i64>(client, self.key_bytes(id), vec![tag])
-                        .await
-                        .map(|deleted| deleted == 1),
-                    None => Ok(false),
+                match member {
+                    Some(member) => {
+                        script
+                            .run::<Option<Bytes>>(client, member.key.clone(), vec![tag])
+                            .await
+                    }
+                    None => Ok(None),
                 }
             }
         });
@@ -287,12 +333,26 @@ impl RedisStorage {
         let mut revoked = Vec::new();
         let mut stale = Vec::new();
         let mut failure = None;
-        for ((member, id, score), outcome) in members.into_iter().zip(outcomes) {
-            match (outcome, id) {
-                (Ok(true), Some(id)) => {
-                    self.inner.refreshed.remove(&id);
-                    self.forget(&id);
-                    revoked.push(id);
+        for ((member, key, score), outcome) in members.into_iter().zip(outcomes) {
+            match (outcome, key) {
+                (Ok(Some(deleted)), Some(key)) => {
+                    // A hashed name does not say whose session it was; the
+                    // deleted value does.
+                    let id = key.id.or_else(|| match self.decode_member(&deleted, &key) {
+                        Ok(session) => Some(session.id()),
+                        Err(error) => {
+                            tracing::warn!(
+                                %error,
+                                "revoked a session whose value does not decode; its id is not reported"
+                            );
+                            None
+                        }
+                    });
+                    if let Some(id) = id {
+                        self.inner.refreshed.remove(&id);
+                        self.forget(&id);
+                        revoked.push(id);
+                    }
                     stale.push(member);
                 }
                 (Ok(_), _) if score < cutoff => stale.push(member),
@@ -341,18 +401,24 @@ impl RedisStorage {
     }
 }
 
-/// The `(member, id, score)` pairs of a `ZRANGE … WITHSCORES` reply, flat
-/// (RESP2) or nested (RESP3).
-fn pairs(reply: Value) -> Vec<(Value, Option<SessionId>, f64)> {
+/// An index member that names a session key of this storage.
+pub(crate) struct Member {
+    /// The session's key.
+    key: Bytes,
+    /// The session's id, when the key holds it (not when hashed).
+    id: Option<SessionId>,
+}
+
+/// The `(member, text, score)` triples of a `ZRANGE … WITHSCORES` reply,
+/// flat (RESP2) or nested (RESP3).
+fn pairs(reply: Value) -> Vec<(Value, Option<String>, f64)> {
     let Value::Array(items) = reply else {
         return Vec::new();
     };
     let entry = |member: Value, score: Value| {
-        let id = member
-            .as_str()
-            .and_then(|text| SessionId::parse(&text).ok());
+        let text = member.as_str().map(|text| text.into_owned());
         let score = score.as_f64().unwrap_or(0.0);
-        (member, id, score)
+        (member, text, score)
     };
     if items.iter().all(|item| matches!(item, Value::Array(_))) {
         items

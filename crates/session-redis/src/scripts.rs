@@ -289,16 +289,17 @@ return {1, next_revision}
 ";
 
 /// KEYS[1]: a session's key. ARGV[1]: an owner tag (8 bytes). Deletes the
-/// session only if it is stored in format 2 with that owner tag; replies 1
-/// when it deleted, 0 otherwise.
+/// session only if it is stored in format 2 with that owner tag; replies
+/// with the value it deleted (which names the session when its key, hashed,
+/// does not), nil otherwise.
 const DELETE_OWNED: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current and string.sub(current, 1, 2) == '\197\83' and string.byte(current, 3) == 2
     and string.len(current) >= 20 and string.sub(current, 13, 20) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  return 1
+  return current
 end
-return 0
+return false
 ";
 
 /// KEYS[1]: a session's key. ARGV[1]: the TTL in ms; ARGV[2]: the

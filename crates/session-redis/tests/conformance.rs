@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{RedisHarness, Topology};
-use session_config::TrackingMode;
+use common::{RedisHarness, Topology, caching, hashing, sealing};
+use session_config::{HashPhase, TrackingMode};
 
 macro_rules! topology {
     ($module:ident, $topology:expr) => {
@@ -107,3 +107,49 @@ sealed!(sealed_sentinel, Topology::Sentinel);
 sealed!(sealed_valkey_standalone, Topology::ValkeyStandalone);
 sealed!(sealed_valkey_cluster, Topology::ValkeyCluster);
 sealed!(sealed_valkey_sentinel, Topology::ValkeySentinel);
+
+// With session ids hashed in key names (and, for the "private" ones,
+// encryption on too): the same answers, on keys that hold no id. The
+// migration phases run the suite too, each storage looking sessions up
+// under both names.
+macro_rules! configured {
+    ($module:ident, $topology:expr, $configure:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn harness() -> Option<RedisHarness> {
+                RedisHarness::configured($topology, $configure).await
+            }
+
+            session_testkit::conformance_suite!(harness, real_time);
+        }
+    };
+}
+
+configured!(private_standalone, Topology::Standalone, |config| sealing(
+    hashing(config, HashPhase::Hashed)
+));
+configured!(private_cluster, Topology::Cluster, |config| sealing(
+    hashing(config, HashPhase::Hashed)
+));
+configured!(private_sentinel, Topology::Sentinel, |config| sealing(
+    hashing(config, HashPhase::Hashed)
+));
+configured!(private_valkey_cluster, Topology::ValkeyCluster, |config| {
+    sealing(hashing(config, HashPhase::Hashed))
+});
+configured!(hashed_cached_standalone, Topology::Standalone, |config| {
+    caching(hashing(config, HashPhase::Hashed), TrackingMode::Tracking)
+});
+configured!(
+    hashed_cached_broadcast,
+    Topology::ValkeyStandalone,
+    |config| caching(hashing(config, HashPhase::Hashed), TrackingMode::Broadcast)
+);
+configured!(migrating_plain_first, Topology::Standalone, |config| {
+    hashing(config, HashPhase::PlainFirst)
+});
+configured!(migrating_hashed_first, Topology::Cluster, |config| hashing(
+    config,
+    HashPhase::HashedFirst
+));

@@ -10,8 +10,8 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{RedisHarness, Topology, config, test_keyring};
@@ -203,9 +203,9 @@ async fn sealed_values_hide_the_body_and_refuse_tampering(topology: Topology) {
 
 /// Two replicas increment counters through `Manager::modify` while the
 /// write key moves from 1 to 2 in the rolling order: both learn key 2, then
-/// one switches its write key, then the other. Each increment picks its
-/// replica's storage of the phase the increments done so far have reached,
-/// so the phases follow one another under load, with writes of the phase
+/// one switches its write key, then the other. Each increment runs on its
+/// replica's storage of the rollout's current phase (see [`Rollout`]), so
+/// the phases follow one another under load, with increments of the phase
 /// before still in flight. No increment is lost, none fails, and every
 /// session ends sealed under key 2.
 async fn rotation_under_load_loses_nothing(topology: Topology) {
@@ -243,18 +243,23 @@ async fn rotation_under_load_loses_nothing(topology: Topology) {
         ids.push(managers[0][0].create().await.unwrap().id());
     }
     let total = 2 * TASKS as u64 * ROUNDS;
-    let per_phase = total / phases.len() as u64;
+    // Phase 3 is reached with a fifth of the increments still to come.
+    let per_phase = total / (phases.len() as u64 + 1);
     let (managers, ids) = (Arc::new(managers), Arc::new(ids));
     let done = Arc::new(AtomicU64::new(0));
+    let rollout = Arc::new(Mutex::new(Rollout {
+        phase: 0,
+        in_flight: [0; 4],
+        done: 0,
+    }));
     let mut tasks = Vec::new();
     for replica in 0..2 {
         for task in 0..TASKS {
             let (managers, ids, done) = (managers.clone(), ids.clone(), done.clone());
+            let rollout = rollout.clone();
             tasks.push(tokio::spawn(async move {
                 for round in 0..ROUNDS {
-                    let phase = usize::try_from(done.load(Ordering::Relaxed) / per_phase)
-                        .unwrap()
-                        .min(managers.len() - 1);
+                    let phase = rollout.lock().unwrap().start();
                     let id = ids[(task + round as usize) % ids.len()];
                     let changed = managers[phase][replica]
                         .modify(&id, |session| {
@@ -268,6 +273,7 @@ async fn rotation_under_load_loses_nothing(topology: Topology) {
                         .unwrap_or_else(|error| panic!("phase {phase}: modify failed: {error}"));
                     assert!(changed.is_some(), "a session disappeared");
                     done.fetch_add(1, Ordering::Relaxed);
+                    rollout.lock().unwrap().end(phase, per_phase);
                 }
             }));
         }
@@ -275,6 +281,11 @@ async fn rotation_under_load_loses_nothing(topology: Topology) {
     for task in tasks {
         task.await.unwrap();
     }
+    assert_eq!(
+        rollout.lock().unwrap().phase,
+        3,
+        "the rollout did not finish"
+    );
     let last = managers[phases.len() - 1][0].clone();
     let raw = RedisStorage::connect(&phases[3].0).await.unwrap();
     let mut counted = 0;
@@ -301,6 +312,36 @@ async fn rotation_under_load_loses_nothing(topology: Topology) {
         }
     }
     raw.close().await.unwrap();
+}
+
+/// Where the rollout of the rotation case is: the phase new increments
+/// start in, and how many increments of each phase are in flight. A
+/// replica of phase `p` knows the keys of phases `p - 1` and `p + 1`, but
+/// not necessarily those of `p + 2` (phase 0 lacks key 2, which phase 2
+/// seals with): so the rollout moves to `p + 1` only once nothing of
+/// phase `p - 1` is in flight, as a rolling deploy replaces every replica
+/// of one step before it takes the next.
+struct Rollout {
+    phase: usize,
+    in_flight: [u32; 4],
+    done: u64,
+}
+
+impl Rollout {
+    fn start(&mut self) -> usize {
+        self.in_flight[self.phase] += 1;
+        self.phase
+    }
+
+    fn end(&mut self, phase: usize, per_phase: u64) {
+        self.in_flight[phase] -= 1;
+        self.done += 1;
+        let next = self.phase + 1;
+        let drained = self.phase == 0 || self.in_flight[self.phase - 1] == 0;
+        if next < self.in_flight.len() && self.done >= next as u64 * per_phase && drained {
+            self.phase = next;
+        }
+    }
 }
 
 macro_rules! topologies {

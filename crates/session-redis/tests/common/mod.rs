@@ -12,7 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use session_config::{
-    Auth, CacheConfig, ClientIdentity, Pem, RedisConfig, SentinelConfig, TlsConfig, TrackingMode,
+    Auth, CacheConfig, ClientIdentity, HashPhase, HashedIds, Pem, RedisConfig, SentinelConfig,
+    TlsConfig, TrackingMode,
 };
 use session_core::seal::{Keyring, SealKey};
 use session_core::{SessionId, Ttl};
@@ -122,30 +123,58 @@ impl RedisHarness {
     /// invalidations in `mode` (the raw client keeps none).
     pub async fn cached(topology: Topology, mode: TrackingMode) -> Option<Self> {
         let mut harness = Self::new(topology).await?;
-        harness.config = harness
-            .config
-            .with_cache(Some(
-                CacheConfig::new(CacheConfig::default().capacity(), CACHED_STALENESS)
-                    .expect("a valid bound")
-                    .with_mode(mode),
-            ))
-            .expect("a cache valid for the topology");
+        harness.config = caching(harness.config, mode);
         Some(harness)
     }
 }
 
 impl RedisHarness {
-    /// The harness for `topology` whose storages, the raw one included,
-    /// encrypt what they store with [`test_keyring`].
-    pub async fn sealed(topology: Topology) -> Option<Self> {
-        let config = config(topology)?
-            .with_encryption(Some(test_keyring(&[1, 2], Some(2))))
-            .expect("encryption valid with format 2");
+    /// The harness for `topology` whose storages, the raw one included, are
+    /// configured by `configure` (on top of [`config`]'s settings).
+    pub async fn configured(
+        topology: Topology,
+        configure: impl FnOnce(RedisConfig) -> RedisConfig,
+    ) -> Option<Self> {
+        let config = configure(config(topology)?);
         let raw = RedisStorage::connect(&config)
             .await
             .unwrap_or_else(|error| panic!("{topology:?}: cannot connect: {error}"));
         Some(Self { config, raw })
     }
+
+    /// The harness for `topology` whose storages encrypt what they store
+    /// with [`test_keyring`].
+    pub async fn sealed(topology: Topology) -> Option<Self> {
+        Self::configured(topology, sealing).await
+    }
+}
+
+/// `config` encrypting with [`test_keyring`] (keys 1 and 2, sealing with 2).
+pub fn sealing(config: RedisConfig) -> RedisConfig {
+    config
+        .with_encryption(Some(test_keyring(&[1, 2], Some(2))))
+        .expect("encryption valid with format 2")
+}
+
+/// `config` naming session keys by the test hash key, in `phase`.
+pub fn hashing(config: RedisConfig, phase: HashPhase) -> RedisConfig {
+    config.with_hashed_ids(Some(test_hashed_ids(phase)))
+}
+
+/// The test hash key of hashed ids, in `phase`.
+pub fn test_hashed_ids(phase: HashPhase) -> HashedIds {
+    HashedIds::new(vec![0x5C; HashedIds::MIN_KEY_LEN], phase).expect("a long enough key")
+}
+
+/// `config` with the local cache on, invalidations in `mode`.
+pub fn caching(config: RedisConfig, mode: TrackingMode) -> RedisConfig {
+    config
+        .with_cache(Some(
+            CacheConfig::new(CacheConfig::default().capacity(), CACHED_STALENESS)
+                .expect("a valid bound")
+                .with_mode(mode),
+        ))
+        .expect("a cache valid for the topology")
 }
 
 /// The test key of id `id`: 32 bytes derived from the id, so that two
