@@ -24,8 +24,8 @@ use crate::SessionConfig;
 use crate::read::{PASSWORD_FILE_LIMIT, read_file};
 use crate::redis::{
     Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, HashPhase, HashedIds,
-    KeyPrefix, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig,
-    TlsConfig, TrackingMode,
+    KeyPrefix, LiveCount, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret,
+    SentinelConfig, TlsConfig, TrackingMode,
 };
 
 /// The top level of a session configuration file.
@@ -110,6 +110,32 @@ pub struct RedisFile {
     /// Session keys named by a keyed hash of the id (off without this
     /// table).
     pub hashed_ids: Option<HashedIdsFile>,
+    /// A sampled count of live sessions for the metrics (off without this
+    /// table).
+    pub live_count: Option<LiveCountFile>,
+}
+
+/// The `[redis.live_count]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LiveCountFile {
+    /// How often to count (default 60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// The most keys one count reads (default 1,000,000).
+    pub max_keys: Option<u64>,
+}
+
+impl TryFrom<LiveCountFile> for LiveCount {
+    type Error = ConfigError;
+
+    fn try_from(file: LiveCountFile) -> Result<Self, ConfigError> {
+        LiveCount::new(
+            file.interval.unwrap_or(LiveCount::DEFAULT_INTERVAL),
+            file.max_keys.unwrap_or(LiveCount::DEFAULT_MAX_KEYS),
+        )
+    }
 }
 
 /// The `[redis.encryption]` table: the keys stored values are sealed and
@@ -591,7 +617,8 @@ impl TryFrom<RedisFile> for RedisConfig {
             .with_refresh_window(file.refresh_window)
             .with_cache(file.cache.map(CacheConfig::try_from).transpose()?)?
             .with_encryption(file.encryption.map(Keyring::try_from).transpose()?)?
-            .with_hashed_ids(file.hashed_ids.map(HashedIds::try_from).transpose()?);
+            .with_hashed_ids(file.hashed_ids.map(HashedIds::try_from).transpose()?)
+            .with_live_count(file.live_count.map(LiveCount::try_from).transpose()?);
         if let Some(auth) = auth(
             TABLE,
             file.username,

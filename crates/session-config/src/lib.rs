@@ -47,8 +47,8 @@ use std::time::Duration;
 pub use read::{FILE_LIMIT, PASSWORD_FILE_LIMIT, read_file};
 pub use redis::{
     Addr, Auth, CacheCapacity, CacheConfig, ClientIdentity, ConnectMode, HashPhase, HashedIds,
-    KeyPrefix, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret, SentinelConfig,
-    TlsConfig, TrackingMode,
+    KeyPrefix, LiveCount, Pem, ReconnectPolicy, RedisConfig, RedisTopology, Roots, Secret,
+    SentinelConfig, TlsConfig, TrackingMode,
 };
 pub use session_core::ConfigError;
 use session_core::{Expiry, Ttl};
@@ -452,6 +452,46 @@ mod tests {
         // Format 1 may be written while the keys only open.
         assert!(parse(&format!("stored_format = 1\n{table}\nseal_writes = false")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_live_count_is_off_unless_its_table_is_there() {
+        let parse = |table: &str| {
+            SessionConfig::from_toml(
+                &format!(
+                    "ttl = \"1m\"\n[redis]\naddr = \"127.0.0.1:6379\"\nkey_prefix = \"s:\"\n{table}"
+                ),
+                "redis.toml",
+            )
+        };
+        let live = |config: SessionConfig| config.redis().unwrap().live_count();
+        assert_eq!(live(parse("").unwrap()), None);
+        let defaults = live(parse("[redis.live_count]").unwrap()).unwrap();
+        assert_eq!(defaults.interval(), Duration::from_secs(60));
+        assert_eq!(defaults.max_keys(), 1_000_000);
+        let set =
+            live(parse("[redis.live_count]\ninterval = \"5s\"\nmax_keys = 10").unwrap()).unwrap();
+        assert_eq!(
+            (set.interval(), set.max_keys()),
+            (Duration::from_secs(5), 10)
+        );
+        for (table, field) in [
+            (
+                "[redis.live_count]\ninterval = \"0s\"",
+                "redis.live_count.interval",
+            ),
+            (
+                "[redis.live_count]\nmax_keys = 0",
+                "redis.live_count.max_keys",
+            ),
+            (
+                "[redis.live_count]\nevery = \"1s\"",
+                "redis.live_count.every",
+            ),
+        ] {
+            let error = parse(table).expect_err(table);
+            assert_eq!(error.field(), Some(field), "{table}: {error}");
+        }
     }
 
     #[test]

@@ -493,6 +493,49 @@ pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
 /// The default bound on how old a cached copy may be.
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(1);
 
+/// How the Redis storage samples the number of live sessions for the
+/// `session_live_sessions` gauge (`[redis.live_count]`): a `SCAN` of the
+/// session keys every `interval`, stopped after `max_keys` keys. `SCAN`
+/// reads key names only: it touches no TTL and no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveCount {
+    interval: Duration,
+    max_keys: std::num::NonZeroU64,
+}
+
+impl LiveCount {
+    /// The default interval between two counts.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+    /// The default bound on the keys one count reads.
+    pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+
+    /// A count every `interval` (more than zero) of at most `max_keys`
+    /// keys (more than zero).
+    pub fn new(interval: Duration, max_keys: u64) -> Result<Self, ConfigError> {
+        if interval.is_zero() {
+            return Err(ConfigError::new(
+                "redis.live_count.interval",
+                "must be more than zero (to turn the count off, remove the [redis.live_count] table)",
+            ));
+        }
+        let max_keys = std::num::NonZeroU64::new(max_keys).ok_or_else(|| {
+            ConfigError::new("redis.live_count.max_keys", "must be more than zero")
+        })?;
+        Ok(Self { interval, max_keys })
+    }
+
+    /// How often the sessions are counted.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The most keys one count reads; past it, the gauge holds how many it
+    /// found so far (a lower bound) and `session_live_sessions_capped` is 1.
+    pub fn max_keys(&self) -> u64 {
+        self.max_keys.get()
+    }
+}
+
 /// The local cache of a Redis storage: its bound, how old a copy may get
 /// before it is read again, and how invalidations arrive.
 ///
@@ -650,6 +693,7 @@ pub struct RedisConfig {
     cache: Option<CacheConfig>,
     encryption: Option<Arc<Keyring>>,
     hashed_ids: Option<HashedIds>,
+    live_count: Option<LiveCount>,
 }
 
 impl RedisConfig {
@@ -670,6 +714,7 @@ impl RedisConfig {
             cache: None,
             encryption: None,
             hashed_ids: None,
+            live_count: None,
         }
     }
 
@@ -846,6 +891,19 @@ impl RedisConfig {
     /// The settings of hashed ids, if they are on.
     pub fn hashed_ids(&self) -> Option<&HashedIds> {
         self.hashed_ids.as_ref()
+    }
+
+    /// Samples the number of live sessions every so often for the
+    /// `session_live_sessions` gauge, with a bounded `SCAN` ([`LiveCount`]);
+    /// `None`, the default, never counts (a count reads every key name).
+    pub fn with_live_count(mut self, live_count: Option<LiveCount>) -> Self {
+        self.live_count = live_count;
+        self
+    }
+
+    /// The settings of the live-session count, if it is on.
+    pub fn live_count(&self) -> Option<LiveCount> {
+        self.live_count
     }
 
     /// The local cache's settings, if it is on.

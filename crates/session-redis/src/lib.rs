@@ -101,7 +101,7 @@ use fred::bytes::Bytes;
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface};
 use fred::prelude::{Expiration, SetOptions, Value};
 use fred::types::{ClientState, ExpireOptions};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use session_config::{ConnectMode, RedisConfig};
 use session_core::codec::{self, Codec, CodecError, FormatVersion};
 use session_core::seal::Keyring;
@@ -126,6 +126,11 @@ pub use fred;
 pub fn default_refresh_window(ttl: Ttl) -> Duration {
     ttl.get() / 64
 }
+
+/// The gauge that says the last live-session count stopped at its bound
+/// (`[redis.live_count] max_keys`): 1 when `session_live_sessions` is a
+/// lower bound, 0 when it is the count.
+pub const LIVE_CAPPED: &str = "session_live_sessions_capped";
 
 /// The Lua source of the load script (a `GET` that slides the TTL only
 /// when it runs low), for benchmarks that send the very commands a load
@@ -160,6 +165,9 @@ struct Inner {
     refreshed: ExpiringMap<SessionId, Instant>,
     /// The local cache, when configured (see the `cache` module).
     cache: Option<cache::NearCache>,
+    /// The last sampled count of live sessions (`[redis.live_count]`), and
+    /// whether it stopped at its bound: `None` until the first count ends.
+    live: Mutex<Option<(u64, bool)>>,
     /// The last refusal of a connection attempt that will not pass by
     /// itself (bad credentials), cleared when a connection succeeds: see
     /// "Connection errors" in the crate documentation.
@@ -261,6 +269,9 @@ impl RedisStorage {
                 sentinel.master_name().to_owned(),
             );
         }
+        if let Some(live) = config.live_count() {
+            spawn_live_count(Arc::downgrade(&storage.inner), live);
+        }
         Ok(storage)
     }
 
@@ -331,6 +342,7 @@ impl RedisStorage {
             refreshed: ExpiringMap::new(),
             cache: cache.map(cache::NearCache::new),
             refused: Mutex::new(None),
+            live: Mutex::new(None),
             sentinel_watch,
             scripts: Scripts::new(),
         });
@@ -402,6 +414,17 @@ impl RedisStorage {
     /// but that the once-a-second sweep has not dropped yet. For diagnostics.
     pub fn refresh_tracked(&self) -> usize {
         self.inner.refreshed.len()
+    }
+
+    /// The last sampled count of live sessions and whether it stopped at
+    /// its bound (`[redis.live_count]`); `None` without the setting, and
+    /// until the first count has ended.
+    pub fn live_sessions(&self) -> Option<(u64, bool)> {
+        *self
+            .inner
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What the local cache did so far; `None` without a cache.
@@ -906,6 +929,83 @@ const REFRESH_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// would hold half a TTL's worth of dead entries. Sweeping each second keeps
 /// the map at about one window's worth of sessions. The task holds the
 /// storage weakly and ends with it, or when it is closed.
+/// Counts the live sessions every `live.interval()` with a bounded `SCAN`
+/// (`[redis.live_count]`), for the `session_live_sessions` gauge that
+/// `record_metrics` sets. A count that fails leaves the last one in place,
+/// with a debug line: the gauge is a sample, not an operation.
+fn spawn_live_count(inner: std::sync::Weak<Inner>, live: session_config::LiveCount) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(live.interval());
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
+            match scan_sessions(&inner, Some(live.max_keys())).await {
+                Ok(counted) => {
+                    *inner.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(counted);
+                }
+                Err(error) => tracing::debug!(
+                    error = %inner.errors.map(Operation::Count, &error),
+                    "counting the live sessions failed; the gauge keeps the last count"
+                ),
+            }
+        }
+    });
+}
+
+/// `SCAN MATCH prefix*` on every node (every master of a cluster), counting
+/// the session keys among the names: at most `limit` of them, and then
+/// `true` (capped). With a limit, a key the server returns twice (while it
+/// rehashes) is counted twice, since remembering every name to tell would
+/// cost memory in proportion to the keyspace; without one, the names are
+/// deduplicated. `SCAN` reads names only: no TTL and no value is touched.
+async fn scan_sessions(
+    inner: &Inner,
+    limit: Option<u64>,
+) -> std::result::Result<(u64, bool), fred::error::Error> {
+    let pattern = format!("{}*", glob_escape(inner.names.prefix()));
+    let client = &inner.client;
+    let mut keys = if inner.topology == Topology::Cluster {
+        client
+            .scan_cluster_buffered(pattern, Some(1000), None)
+            .boxed()
+    } else {
+        client.scan_buffered(pattern, Some(1000), None).boxed()
+    };
+    let mut seen = HashSet::new();
+    let mut counted = 0;
+    while let Some(key) = keys.try_next().await? {
+        if inner.names.parse(key.as_bytes()).is_none() {
+            continue;
+        }
+        match limit {
+            Some(limit) => {
+                counted += 1;
+                if counted >= limit {
+                    return Ok((counted, true));
+                }
+            }
+            None => {
+                seen.insert(key);
+            }
+        }
+    }
+    Ok((
+        if limit.is_some() {
+            counted
+        } else {
+            seen.len() as u64
+        },
+        false,
+    ))
+}
+
 fn spawn_refresh_sweeper(inner: std::sync::Weak<Inner>) {
     if tokio::runtime::Handle::try_current().is_err() {
         return;
@@ -1325,28 +1425,10 @@ impl Storage for RedisStorage {
 
     async fn count(&self) -> Result<usize> {
         self.check_open()?;
-        let pattern = format!("{}*", glob_escape(self.inner.names.prefix()));
-        let client = &self.inner.client;
-        // SCAN may return a key more than once (while the server rehashes),
-        // so keys are deduplicated; a cluster is scanned on every master.
-        let keys: HashSet<fred::types::Key> = if self.inner.topology == Topology::Cluster {
-            client
-                .scan_cluster_buffered(pattern, Some(1000), None)
-                .try_collect()
-                .await
-        } else {
-            client
-                .scan_buffered(pattern, Some(1000), None)
-                .try_collect()
-                .await
-        }
-        .map_err(self.map(Operation::Count))?;
-        // Owner indexes and event logs share the prefix; only session keys
-        // count.
-        Ok(keys
-            .iter()
-            .filter(|key| self.inner.names.parse(key.as_bytes()).is_some())
-            .count())
+        let (count, _) = scan_sessions(&self.inner, None)
+            .await
+            .map_err(self.map(Operation::Count))?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
     /// Sends `PING`: a health check that does not touch sessions.
@@ -1367,6 +1449,10 @@ impl Storage for RedisStorage {
     fn record_metrics(&self) {
         if let Some(stats) = self.cache_stats() {
             stats.record();
+        }
+        if let Some((live, capped)) = self.live_sessions() {
+            metrics::gauge!(session_core::metrics::LIVE, "backend" => "redis").set(live as f64);
+            metrics::gauge!(LIVE_CAPPED, "backend" => "redis").set(if capped { 1.0 } else { 0.0 });
         }
     }
 
