@@ -112,6 +112,12 @@ struct Args {
     /// metrics endpoint.
     #[arg(long, value_name = "addr", env = "SESSION_GATEWAY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Export the spans (each request's, and the store's operations at
+    /// debug level) over OTLP/HTTP to this collector, as in
+    /// `http://127.0.0.1:4318` (`/v1/traces` is appended; plain HTTP, to a
+    /// collector or agent next to the replica). Default: no export.
+    #[arg(long, value_name = "url", env = "SESSION_GATEWAY_OTLP_ENDPOINT", value_parser = traces::parse_endpoint)]
+    otlp_endpoint: Option<traces::Endpoint>,
 }
 
 /// One `--allowed-host` value.
@@ -287,13 +293,36 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let allowed_hosts = args.allowed_hosts().unwrap_or_else(|error| error.exit());
     let allowed_origins = args.allowed_origins().unwrap_or_else(|error| error.exit());
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(session_gateway::DEFAULT_LOG_FILTER)),
-        )
-        .init();
+    // Built before the runtime: the exporter's HTTP client blocks, on the
+    // batch exporter's own thread.
+    let replica = args
+        .replica
+        .clone()
+        .unwrap_or_else(|| format!("gateway@{}", args.listen));
+    let traces = match args
+        .otlp_endpoint
+        .as_ref()
+        .map(|to| traces::export(to, &replica))
+    {
+        Some(Ok(traces)) => Some(traces),
+        Some(Err(error)) => {
+            eprintln!("session-gateway: cannot set up the OTLP exporter: {error:#}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
+    };
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(
+                EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| EnvFilter::new(session_gateway::DEFAULT_LOG_FILTER)),
+            )
+            .with(tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .with(traces.as_ref().map(traces::Traces::layer))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -304,11 +333,89 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, allowed_hosts, allowed_origins)) {
+    let code = match runtime.block_on(run(args, allowed_hosts, allowed_origins)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
+        }
+    };
+    if let Some(traces) = traces {
+        // Sends what the batch still holds.
+        traces.shutdown();
+    }
+    code
+}
+
+/// Span export over OTLP (`--otlp-endpoint`).
+mod traces {
+    use anyhow::{Context, Result};
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    /// A collector's base URL, checked: plain HTTP, no query.
+    #[derive(Clone, Debug)]
+    pub(super) struct Endpoint(String);
+
+    pub(super) fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|error| format!("not a URL: {error}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(
+                "give an http:// URL with a host (the exporter speaks plain HTTP, to a \
+                 collector next to the replica)"
+                    .into(),
+            );
+        }
+        if uri.query().is_some() {
+            return Err("the URL must not have a query".into());
+        }
+        Ok(Endpoint(text.trim_end_matches('/').to_owned()))
+    }
+
+    /// The tracer provider that batches and exports the spans.
+    pub(super) struct Traces {
+        provider: SdkTracerProvider,
+    }
+
+    /// Exports spans to `endpoint`, as `session-gateway` with `replica` as
+    /// its instance id (OpenTelemetry's `service.instance.id`).
+    pub(super) fn export(endpoint: &Endpoint, replica: &str) -> Result<Traces> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_endpoint(format!("{}/v1/traces", endpoint.0))
+            .build()
+            .context("cannot build the OTLP span exporter")?;
+        let resource = Resource::builder()
+            .with_service_name("session-gateway")
+            .with_attribute(KeyValue::new("service.instance.id", replica.to_owned()))
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        Ok(Traces { provider })
+    }
+
+    impl Traces {
+        /// The `tracing` layer that hands spans to the exporter.
+        pub(super) fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+        where
+            S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+        {
+            tracing_opentelemetry::layer().with_tracer(self.provider.tracer("session-gateway"))
+        }
+
+        /// Exports what is batched and stops.
+        pub(super) fn shutdown(self) {
+            if let Err(error) = self.provider.shutdown() {
+                eprintln!("session-gateway: the OTLP exporter did not shut down cleanly: {error}");
+            }
         }
     }
 }
@@ -352,6 +459,7 @@ async fn run(
     }
     let replica = args
         .replica
+        .clone()
         .unwrap_or_else(|| format!("gateway@{}", args.listen));
     let mut options = GatewayOptions::default();
     options.allowed_hosts = allowed_hosts;
