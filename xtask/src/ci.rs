@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use session_testenv::contract::{NGINX, REQUIRE_REDIS};
 use session_testenv::{Guard, Topologies};
 
-use crate::{clients, tidy, tools};
+use crate::{clients, deny, tidy, tools};
 
 /// Tests run at once in each test binary.
 const TEST_THREADS: &str = "8";
@@ -42,6 +42,7 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     println!("$ tidy: dependency invariants and ARCHITECTURE.md names");
     tidy::check_dependencies(root)?;
     tidy::check_architecture(root)?;
+    deny::check(root)?;
     // `--all-features` below compiles the `redis` feature in; the behaviour
     // of a build without it (a Redis config is refused with a clear error,
     // never served from local storage) is tested on its own.

@@ -12,6 +12,8 @@
 //!   3. the dependency invariant: with default features, `session-core`,
 //!      `session-local` and `session-factory` must not depend on `fred`,
 //!      `rustls`, `ring` or any `aws-lc*` crate (checked with `cargo tree`);
+//!      then `cargo deny --offline check` with `deny.toml`, against the
+//!      advisory database snapshot in `deny/` (the `deny` module);
 //!   4. starts real Redis servers (plain, ACL, TLS, mutual TLS, cluster and
 //!      sentinel) and Valkey servers (plain, ACL, cluster and sentinel; see
 //!      `session_testenv::contract` for the environment variables that
@@ -47,6 +49,7 @@
 mod bench;
 mod ci;
 mod clients;
+mod deny;
 mod reliability;
 mod tidy;
 mod tools;
@@ -68,6 +71,8 @@ usage: cargo xtask <command>
 commands:
   test [-- <cargo test args>...]  run the CI pipeline (fmt, clippy, dependency
                                   invariant, tests against real Redis, docs)
+  deny                            the supply-chain step of test alone: cargo deny
+                                  against the advisory snapshot in deny/
   redis                           start the Redis test servers, print their
                                   environment variables, wait for Ctrl-C
   bench [--quick]                 run the benchmarks against a Redis server it
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
 enum Task {
     Test { test_args: Vec<OsString> },
     Redis,
+    Deny,
     Bench { quick: bool },
     Reliability(reliability::Args),
     Help,
@@ -115,6 +121,7 @@ fn run() -> Result<()> {
     match task {
         Task::Test { test_args } => ci::run(&project_root()?, &test_args),
         Task::Redis => serve_redis(),
+        Task::Deny => deny::check(&project_root()?),
         Task::Bench { quick } => bench::run(&project_root()?, quick),
         Task::Reliability(args) => reliability::run(&project_root()?, args),
         Task::Help => Ok(()),
@@ -153,6 +160,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Task> {
             }
         }
         "redis" => no_more_arguments(&mut parser, "redis", "")?.unwrap_or(Task::Redis),
+        "deny" => no_more_arguments(&mut parser, "deny", "")?.unwrap_or(Task::Deny),
         "bench" => {
             let mut quick = false;
             while let Some(arg) = parser.next()? {

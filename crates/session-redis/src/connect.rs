@@ -15,6 +15,7 @@ use fred::types::RespVersion;
 use fred::types::config::{ClusterDiscoveryPolicy, TlsConfig as FredTls, TlsConnector};
 use rustls::RootCertStore;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use session_config::{Addr, ConnectMode, Pem, RedisConfig, RedisTopology, Roots, TlsConfig};
@@ -216,7 +217,7 @@ pub(crate) fn tls(config: &RedisConfig) -> Result<Option<FredTls>> {
 }
 
 fn read_certs(pem: &Pem, field: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|error| Error::config(field, format!("invalid PEM: {error}")))?;
     if certs.is_empty() {
@@ -227,9 +228,13 @@ fn read_certs(pem: &Pem, field: &str) -> Result<Vec<CertificateDer<'static>>> {
 
 fn read_key(pem: &Pem, field: &str) -> Result<PrivateKeyDer<'static>> {
     // The parser's error is not echoed: it could quote key material.
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|_| Error::config(field, "invalid PEM"))?
-        .ok_or_else(|| Error::config(field, "no private key found in the PEM data"))
+    match PrivateKeyDer::from_pem_slice(pem.as_bytes()) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            Err(Error::config(field, "no private key found in the PEM data"))
+        }
+        Err(_) => Err(Error::config(field, "invalid PEM")),
+    }
 }
 
 fn rustls_config(data: &TlsConfig, sentinel: Option<&TlsConfig>) -> Result<ClientConfig> {
