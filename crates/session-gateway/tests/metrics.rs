@@ -15,10 +15,10 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use session_testenv::RedisProcess;
 
-use common::processes::{Children, GATEWAY, wait_health, write};
+use common::processes::{Children, GATEWAY, HTTP_PROTOCOL, post_to, wait_health, write};
 use common::{free_port, http};
 
-const PROTOCOL: &str = "2025-06-18";
+const PROTOCOL: &str = HTTP_PROTOCOL;
 
 /// The samples of a Prometheus text page: `name{sorted labels}` → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
@@ -49,19 +49,6 @@ fn sample(samples: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) 
     labels.sort_unstable();
     let key = format!("{name}{{{}}}", labels.join(","));
     samples.get(&key).copied().unwrap_or(0.0)
-}
-
-fn post(port: u16, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
-    let mut request = http()
-        .post(format!("http://127.0.0.1:{port}/mcp"))
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-protocol-version", PROTOCOL)
-        .body(body.to_string());
-    if let Some(session) = session {
-        request = request.header("mcp-session-id", session);
-    }
-    request
 }
 
 fn initialize(id: u64) -> Value {
@@ -173,7 +160,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
     // initialize: the per-principal cap's listing, rmcp's store looking
     // for the new id (absent) before it creates the session, and the
     // guard's read-back before the answer is let through.
-    let response = post(port, None, initialize(1)).send().await.unwrap();
+    let response = post_to(port, None, initialize(1)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let session = response.headers()["mcp-session-id"]
         .to_str()
@@ -190,7 +177,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
         ])
     );
     let initialized = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let response = post(port, Some(&session), initialized)
+    let response = post_to(port, Some(&session), initialized)
         .send()
         .await
         .unwrap();
@@ -198,7 +185,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
     // The guard's read.
     assert_eq!(step(ops_of(&scrape().await.0)), expect(&[("get/ok", 1.0)]));
     for id in [2, 3] {
-        let response = post(port, Some(&session), counter_call(id))
+        let response = post_to(port, Some(&session), counter_call(id))
             .send()
             .await
             .unwrap();
@@ -211,7 +198,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
         );
     }
     let unknown = uuid::Uuid::new_v4().to_string();
-    let response = post(port, Some(&unknown), counter_call(4))
+    let response = post_to(port, Some(&unknown), counter_call(4))
         .send()
         .await
         .unwrap();
@@ -222,7 +209,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
         expect(&[("get/absent", 1.0)])
     );
     redis.stall().unwrap();
-    let response = post(port, Some(&session), counter_call(5)).send().await;
+    let response = post_to(port, Some(&session), counter_call(5)).send().await;
     redis.resume().unwrap();
     assert_eq!(response.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
@@ -334,7 +321,7 @@ async fn local_storage_reports_its_live_sessions() {
     assert_eq!(live().await, 0.0);
     let mut sessions = Vec::new();
     for id in 0..3 {
-        let response = post(port, None, initialize(id)).send().await.unwrap();
+        let response = post_to(port, None, initialize(id)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         sessions.push(
             response.headers()["mcp-session-id"]

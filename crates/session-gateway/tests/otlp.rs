@@ -16,10 +16,9 @@ use axum::routing::post;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use common::processes::{Children, GATEWAY, wait_health};
+use common::processes::{Children, GATEWAY, HTTP_PROTOCOL as PROTOCOL, post_to, wait_health};
 use common::{free_port, http};
 
-const PROTOCOL: &str = "2025-06-18";
 const REPLICA: &str = "otlp-test-replica";
 
 /// A collector that keeps every body posted to `/v1/traces`.
@@ -76,18 +75,7 @@ async fn spans_reach_the_collector_with_the_replica_and_no_session_id() {
     children.spawn("gateway", &mut command);
     wait_health(&mut children, &http(), "gateway", port, StatusCode::OK).await;
 
-    let post = |session: Option<&str>, body: serde_json::Value| {
-        let mut request = http()
-            .post(format!("http://127.0.0.1:{port}/mcp"))
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .header("mcp-protocol-version", PROTOCOL)
-            .body(body.to_string());
-        if let Some(session) = session {
-            request = request.header("mcp-session-id", session);
-        }
-        request
-    };
+    let post = |session: Option<&str>, body| post_to(port, session, body);
     let opened = post(
         None,
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",

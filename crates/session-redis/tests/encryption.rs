@@ -344,27 +344,8 @@ impl Rollout {
     }
 }
 
-macro_rules! topologies {
-    ($($module:ident => $topology:expr),+ $(,)?) => {
-        $(
-            mod $module {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sealed_values_hide_the_body_and_refuse_tampering() {
-                    super::sealed_values_hide_the_body_and_refuse_tampering($topology).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn rotation_under_load_loses_nothing() {
-                    super::rotation_under_load_loses_nothing($topology).await;
-                }
-            }
-        )+
-    };
-}
-
-topologies!(
+on_topologies!(
+    [sealed_values_hide_the_body_and_refuse_tampering, rotation_under_load_loses_nothing],
     standalone => Topology::Standalone,
     cluster => Topology::Cluster,
     sentinel => Topology::Sentinel,

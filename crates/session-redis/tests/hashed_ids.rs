@@ -272,27 +272,8 @@ async fn migration_from_plain_keys_loses_no_session(topology: Topology) {
     }
 }
 
-macro_rules! topologies {
-    ($($module:ident => $topology:expr),+ $(,)?) => {
-        $(
-            mod $module {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn a_workload_leaves_no_session_id_in_redis() {
-                    super::a_workload_leaves_no_session_id_in_redis($topology).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn migration_from_plain_keys_loses_no_session() {
-                    super::migration_from_plain_keys_loses_no_session($topology).await;
-                }
-            }
-        )+
-    };
-}
-
-topologies!(
+on_topologies!(
+    [a_workload_leaves_no_session_id_in_redis, migration_from_plain_keys_loses_no_session],
     standalone => Topology::Standalone,
     cluster => Topology::Cluster,
     sentinel => Topology::Sentinel,

@@ -277,3 +277,21 @@ pub fn print_access_log(children: &Children, replicas: &[(&str, u16)]) {
         eprintln!("nginx: {line}");
     }
 }
+
+/// The protocol version the process tests speak over HTTP.
+pub const HTTP_PROTOCOL: &str = "2025-06-18";
+
+/// A JSON-RPC POST to the gateway process on `port`, in session `session`
+/// when given, as a handshake-era client sends it.
+pub fn post_to(port: u16, session: Option<&str>, body: Value) -> reqwest::RequestBuilder {
+    let mut request = super::http()
+        .post(format!("http://127.0.0.1:{port}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", HTTP_PROTOCOL)
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}

@@ -259,3 +259,25 @@ impl Harness for RedisHarness {
         Some(exists > 0)
     }
 }
+
+/// One `#[tokio::test]` per case and topology: `mod <module>` for each
+/// topology, holding a test per case that runs the file's `async fn
+/// <case>(Topology)` on that topology.
+#[macro_export]
+macro_rules! on_topologies {
+    ($cases:tt, $($module:ident => $topology:expr),+ $(,)?) => {
+        $( $crate::on_topologies!(@module $module, $topology, $cases); )+
+    };
+    (@module $module:ident, $topology:expr, [$($case:ident),+ $(,)?]) => {
+        mod $module {
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($topology).await;
+                }
+            )+
+        }
+    };
+}
