@@ -12,7 +12,10 @@
 //! line of its base64 body; no metric label and no operation span may
 //! contain a session id.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use session_config::file::PasswordSource;
 use session_config::{Auth, ClientIdentity, ConnectMode, Pem, RedisConfig, Secret, TlsConfig};
@@ -275,6 +278,85 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         );
     }
 
+    // Encryption at rest and hashed ids: keys from files, a configuration
+    // file naming them, a read under another key of the same id (a typed
+    // error naming the key id), and keys too short to use.
+    {
+        use base64::Engine as _;
+        let base64 = base64::engine::general_purpose::STANDARD;
+        let dir = crate::env::scratch_dir("secrets-keys")?;
+        let random_key = || {
+            let id = SessionId::new().as_uuid().as_u128().to_be_bytes();
+            let more = SessionId::new().as_uuid().as_u128().to_be_bytes();
+            [id, more].concat()
+        };
+        let (seal_key, other_key, hash_key) = (random_key(), random_key(), random_key());
+        for (name, key) in [
+            ("the encryption key", &seal_key),
+            ("another encryption key", &other_key),
+            ("the id hash key", &hash_key),
+        ] {
+            secrets.push((format!("{name} in base64"), base64.encode(key)));
+            let hex: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+            secrets.push((format!("{name} in hex"), hex));
+        }
+        let write_key = |name: &str, key: &[u8]| -> anyhow::Result<String> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, base64.encode(key))?;
+            Ok(path.display().to_string())
+        };
+        let (seal_file, other_file, hash_file) = (
+            write_key("seal", &seal_key)?,
+            write_key("other", &other_key)?,
+            write_key("hash", &hash_key)?,
+        );
+        let short_file = write_key("short", &seal_key[..20])?;
+        let toml = |seal: &str, hash: &str| {
+            format!(
+                "ttl = \"30m\"\n[redis]\naddr = \"{}\"\nkey_prefix = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\n\
+                 [redis.encryption]\nwrite_key = 7\nkeys = [{{ id = 7, file = \"{seal}\" }}]\n\
+                 [redis.hashed_ids]\nfile = \"{hash}\"\n",
+                servers.acl,
+                scenarios::unique_prefix("secrets-sealed"),
+                servers.acl_user,
+                servers.acl_password
+            )
+        };
+        let sealed = SessionConfig::from_toml(&toml(&seal_file, &hash_file), "sealed.toml")?;
+        texts.debug("sealed config file", &sealed);
+        let redis = sealed.redis().context("a [redis] table")?.clone();
+        exercise(&mut texts, "sealed and hashed", &redis).await;
+        // A session sealed under key 7, read by a storage whose key 7 is
+        // another one.
+        let writer = RedisStorage::connect(&redis).await?;
+        let session = Arc::new(session_core::Session::new(
+            SessionId::new(),
+            SessionType::Mcp,
+        ));
+        texts.1.push(session.id().to_string());
+        texts.result(
+            "sealed: create",
+            &session_core::Storage::create(&writer, session.clone(), scenarios::ttl()).await,
+        );
+        let impostor = SessionConfig::from_toml(&toml(&other_file, &hash_file), "other.toml")?;
+        let reader = RedisStorage::connect(impostor.redis().context("a [redis] table")?).await?;
+        let read = session_core::Storage::get(&reader, &session.id(), scenarios::ttl()).await;
+        failures_seen += usize::from(read.is_err());
+        texts.result("sealed: read under another key", &read);
+        texts.debug("sealed: reader", &reader);
+        for storage in [writer, reader] {
+            session_core::Storage::close(&storage).await.ok();
+        }
+        for (label, seal, hash) in [
+            ("a short encryption key", &short_file, &hash_file),
+            ("a short hash key", &seal_file, &short_file),
+        ] {
+            let parsed = SessionConfig::from_toml(&toml(seal, hash), "short.toml");
+            failures_seen += usize::from(parsed.is_err());
+            texts.result(label, &parsed);
+        }
+    }
+
     // TLS: right CA, wrong CA.
     let ca = pem_file("redis.tls.ca_cert", &servers.ca)?;
     let wrong_ca = pem_file("redis.tls.ca_cert", &servers.wrong_ca)?;
@@ -427,7 +509,7 @@ async fn try_run(servers: &SecureServers, outcome: &mut Outcome) -> anyhow::Resu
         }
     }
     outcome.figure(format!(
-        "{} Debug/Display texts, {} metric series, {log_lines} captured log lines (TRACE, tracing + log; {} of them the manager's operation spans) from {failures_seen} failures and 6 working setups (ACL, password file, config file, TLS, mTLS key file, mTLS inline key); {} secrets and {} session ids searched; leaks: {}",
+        "{} Debug/Display texts, {} metric series, {log_lines} captured log lines (TRACE, tracing + log; {} of them the manager's operation spans) from {failures_seen} failures and 7 working setups (ACL, password file, config file, TLS, mTLS key file, mTLS inline key, encryption and hashed-id keys from files); {} secrets and {} session ids searched; leaks: {}",
         texts.0.len(),
         texts.2.len(),
         span_lines.len(),
