@@ -1,6 +1,7 @@
 //! The least-privilege ACL of docs/operations.md, read from that page, on
-//! the test suite's ACL servers (Redis and Valkey): a user with exactly those commands, on the
-//! storage's keys only, runs every operation of the storage, the owner
+//! the test suite's ACL servers and clusters (Redis and Valkey): a user with
+//! exactly those commands (and on a cluster the cluster's two grants), on
+//! the storage's keys only, runs every operation of the storage, the owner
 //! index, the local cache's tracking and the event log with a live tail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,6 +41,92 @@ async fn the_documented_acl_is_enough_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_documented_acl_is_enough_on_valkey() {
     the_documented_acl_is_enough(Topology::ValkeyAcl, session_testkit::env::VALKEY_ACL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_is_enough_on_a_redis_cluster() {
+    the_documented_acl_is_enough_on_a_cluster(session_testkit::env::REDIS_CLUSTER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_acl_is_enough_on_a_valkey_cluster() {
+    the_documented_acl_is_enough_on_a_cluster(session_testkit::env::VALKEY_CLUSTER).await;
+}
+
+/// The cluster's grants of docs/operations.md, added to the template's.
+fn cluster_grants() -> String {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/operations.md"
+    ))
+    .unwrap();
+    page.lines()
+        .find_map(|line| line.strip_prefix("ACL SETUSER session-app (cluster) "))
+        .expect("docs/operations.md has the cluster's ACL line")
+        .to_owned()
+}
+
+/// The template and the cluster's grants, set on every node of the cluster
+/// at `nodes_var` (ACL users are not shared between cluster nodes).
+async fn the_documented_acl_is_enough_on_a_cluster(nodes_var: &str) {
+    let Some(nodes) = common::env(nodes_var) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let user = format!(
+        "session-app-{}",
+        session_core::SessionId::new().as_uuid().simple()
+    );
+    let password = session_core::SessionId::new()
+        .as_uuid()
+        .simple()
+        .to_string();
+    let line = format!("{} {}", template(), cluster_grants())
+        .replace("session-app", &user)
+        .replace("<password>", &password)
+        .replace("<prefix>", &prefix);
+    let args: Vec<Value> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|word| Value::from(word.to_owned()))
+        .collect();
+    let mut admins = Vec::new();
+    for node in nodes.split(',') {
+        let admin = RedisStorage::connect(&RedisConfig::standalone(node, &prefix).unwrap())
+            .await
+            .unwrap();
+        for command in [args.clone(), vec![Value::from("FLUSH")]] {
+            let name = if command.len() == 1 { "SCRIPT" } else { "ACL" };
+            let reply: Value = admin
+                .client()
+                .custom(
+                    CustomCommand::new(name, ClusterHash::Random, false),
+                    command,
+                )
+                .await
+                .unwrap();
+            assert_eq!(reply.as_str().as_deref(), Some("OK"), "{name} on {node}");
+        }
+        admins.push(admin);
+    }
+    let seed = nodes.split(',').next().unwrap();
+    let config = RedisConfig::cluster(seed, &prefix)
+        .unwrap()
+        .with_auth(Auth::user(user.clone(), password.clone()))
+        .with_cache(Some(CacheConfig::default()))
+        .unwrap();
+    exercise(&config).await;
+    for admin in admins {
+        let _: Value = admin
+            .client()
+            .custom(
+                CustomCommand::new_static("ACL", ClusterHash::Random, false),
+                vec![Value::from("DELUSER"), Value::from(user.clone())],
+            )
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+    }
 }
 
 async fn the_documented_acl_is_enough(topology: Topology, addr_var: &str) {
@@ -89,7 +176,24 @@ async fn the_documented_acl_is_enough(topology: Topology, addr_var: &str) {
         .with_auth(Auth::user(user.clone(), password.clone()))
         .with_cache(Some(CacheConfig::default()))
         .unwrap();
-    let storage = RedisStorage::connect(&config).await.unwrap();
+    exercise(&config).await;
+
+    let _: Value = admin
+        .client()
+        .custom(
+            CustomCommand::new_static("ACL", ClusterHash::Random, false),
+            vec![Value::from("DELUSER"), Value::from(user)],
+        )
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+}
+
+/// Runs every operation of the storage, the owner index, the local cache's
+/// tracking and the event log with a live tail through `config`'s user, and
+/// checks that a key outside the prefix is refused.
+async fn exercise(config: &RedisConfig) {
+    let storage = RedisStorage::connect(config).await.unwrap();
     // The cache's tracking is allowed: the storage arms it.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !storage.cache_armed() {
@@ -133,7 +237,7 @@ async fn the_documented_acl_is_enough(topology: Topology, addr_var: &str) {
     assert_eq!(stats.tracking_refused, 0, "{stats:?}");
 
     // The event log, with a live tail on a connection of its own.
-    let log = EventLog::connect(&config, EventLimits::default())
+    let log = EventLog::connect(config, EventLimits::default())
         .await
         .unwrap();
     let id = session.id();
@@ -170,14 +274,4 @@ async fn the_documented_acl_is_enough(topology: Topology, addr_var: &str) {
         .await;
     assert!(denied.is_err(), "{denied:?}");
     manager.close().await.unwrap();
-
-    let _: Value = admin
-        .client()
-        .custom(
-            CustomCommand::new_static("ACL", ClusterHash::Random, false),
-            vec![Value::from("DELUSER"), Value::from(user)],
-        )
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
 }
