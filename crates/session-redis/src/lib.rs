@@ -1329,8 +1329,6 @@ impl Storage for RedisStorage {
         let ticket = self.ticket(id, false);
         let started = ticket.map_or_else(Instant::now, |ticket| ticket.sent());
         let key = self.key_bytes(id);
-        // A sealed value opens only under the key it was stored under.
-        let key_of_value = key.clone();
         // The sliding TTL without a write per read: while this client knows
         // the key has at least `ttl - refresh_window` left, a plain GET
         // suffices; otherwise the load script reads the key's remaining life
@@ -1366,7 +1364,13 @@ impl Storage for RedisStorage {
                 None => return self.get_second(id, ttl).await,
             }
         };
-        let session = Arc::new(self.decode(&bytes, &key_of_value, id)?);
+        // A sealed value opens only under the key it was stored under; the
+        // key is built again for that, so that the plain path does not keep
+        // a second reference to it across the command.
+        let session = Arc::new(match &self.keyring {
+            Some(_) => self.decode(&bytes, &self.key_bytes(id), id)?,
+            None => codec::decode_session_for(&bytes, id)?,
+        });
         if refreshed && session.owner().is_some() {
             // Boxed: a path of owned sessions only, once per half TTL.
             Box::pin(self.index_after_read(&session, ttl, started)).await?;
