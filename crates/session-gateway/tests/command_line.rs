@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::io::{Read, Seek, SeekFrom};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,11 +56,18 @@ impl Drop for Running {
 /// Starts `command` and waits until `/health` on `port` answers; returns the
 /// running process and the `x-served-by` header of that answer.
 async fn start(command: &mut Command, port: u16) -> (Running, String) {
-    let mut running = Running(command.spawn().unwrap());
+    // The standard error goes to a file, for the panic of a gateway that
+    // exits to say why.
+    let stderr = tempfile::tempfile().unwrap();
+    let mut running = Running(command.stderr(stderr.try_clone().unwrap()).spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = running.0.try_wait().unwrap() {
-            panic!("the gateway exited with {status}");
+            let mut said = String::new();
+            let mut stderr = stderr;
+            stderr.seek(SeekFrom::Start(0)).unwrap();
+            stderr.read_to_string(&mut said).unwrap();
+            panic!("the gateway exited with {status}:\n{said}");
         }
         let health = http()
             .get(format!("http://127.0.0.1:{port}/health"))

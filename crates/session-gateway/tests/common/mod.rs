@@ -6,7 +6,6 @@
 
 pub mod processes;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use axum::Router;
@@ -114,13 +113,11 @@ pub async fn call_tool(router: &Router, session: &str, name: &str, request_id: u
     serde_json::from_str(text).unwrap()
 }
 
-/// A port that was free a moment ago, for a process to listen on.
+/// A port that was free a moment ago, for a process to listen on: the test
+/// environment's, which no other test of this process is handed and which
+/// no outgoing connection can take before the process binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    session_testenv::ports::free_port().unwrap()
 }
 
 /// An HTTP client for servers on 127.0.0.1: no proxy (a proxy variable of
