@@ -60,6 +60,7 @@ mod error;
 mod expiry;
 mod id;
 mod manager;
+mod metadata;
 pub mod metrics;
 mod owner;
 pub mod seal;

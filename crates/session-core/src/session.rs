@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::codec::{Codec, CodecError};
+use crate::metadata::Metadata;
 use crate::{Owner, Revision, SessionId};
 
 /// The kind of transport a session belongs to.
@@ -66,8 +67,7 @@ pub struct Session {
     session_type: SessionType,
     created_at: SystemTime,
     updated_at: SystemTime,
-    #[serde(deserialize_with = "metadata::deserialize")]
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     data: Option<UserData>,
     // Last, so that the fields before it are laid out as in format 1. The
     // default only matters for self-describing bodies (JSON); bincode reads
@@ -95,7 +95,7 @@ impl Session {
             session_type,
             created_at: now,
             updated_at: now,
-            metadata: BTreeMap::new(),
+            metadata: Metadata::default(),
             data: None,
             owner: None,
             revision: Revision::FIRST,
@@ -183,18 +183,21 @@ impl Session {
     }
 
     /// The string metadata.
+    ///
+    /// A session read from storage builds this map on the first call (see
+    /// [`get_metadata`](Session::get_metadata), which does not).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
+        self.metadata.map()
     }
 
     /// The string metadata, for editing.
     pub fn metadata_mut(&mut self) -> &mut BTreeMap<String, String> {
-        &mut self.metadata
+        self.metadata.map_mut()
     }
 
     /// One metadata value.
     pub fn get_metadata(&self, key: &str) -> Option<&str> {
-        self.metadata.get(key).map(String::as_str)
+        self.metadata.get(key)
     }
 
     /// Sets one metadata value, returning the previous one.
@@ -203,7 +206,7 @@ impl Session {
         key: impl Into<String>,
         value: impl Into<String>,
     ) -> Option<String> {
-        self.metadata.insert(key.into(), value.into())
+        self.metadata.map_mut().insert(key.into(), value.into())
     }
 
     /// Stores user data of any serde type, encoded as JSON.
@@ -259,8 +262,7 @@ pub(crate) struct SessionV1 {
     session_type: SessionType,
     created_at: SystemTime,
     updated_at: SystemTime,
-    #[serde(deserialize_with = "metadata::deserialize")]
-    metadata: BTreeMap<String, String>,
+    metadata: Metadata,
     data: Option<UserData>,
 }
 
@@ -288,7 +290,7 @@ pub(crate) struct SessionV1Ref<'a> {
     session_type: &'a SessionType,
     created_at: &'a SystemTime,
     updated_at: &'a SystemTime,
-    metadata: &'a BTreeMap<String, String>,
+    metadata: &'a Metadata,
     data: &'a Option<UserData>,
 }
 
@@ -307,70 +309,6 @@ impl Session {
             metadata: &self.metadata,
             data: &self.data,
         })
-    }
-}
-
-/// Reading the metadata map: each key and value is asked for as a string
-/// the input may lend (`deserialize_str`), and copied once into its own
-/// `String`. serde's `String` asks for an owned string instead, which
-/// bincode builds by zeroing a buffer and reading into it: an extra pass
-/// over every byte and a `calloc` per string, on every load.
-mod metadata {
-    use std::collections::BTreeMap;
-    use std::fmt;
-
-    use serde::Deserializer;
-    use serde::de::{self, Deserialize, MapAccess, Visitor};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<BTreeMap<String, String>, D::Error> {
-        struct Map;
-
-        impl<'de> Visitor<'de> for Map {
-            type Value = BTreeMap<String, String>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of strings to strings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut metadata = BTreeMap::new();
-                while let Some((Text(key), Text(value))) = map.next_entry()? {
-                    metadata.insert(key, value);
-                }
-                Ok(metadata)
-            }
-        }
-
-        deserializer.deserialize_map(Map)
-    }
-
-    /// A string read through `deserialize_str`.
-    struct Text(String);
-
-    impl<'de> Deserialize<'de> for Text {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            struct Str;
-
-            impl Visitor<'_> for Str {
-                type Value = Text;
-
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-
-                fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
-                    Ok(Text(text.to_owned()))
-                }
-
-                fn visit_string<E: de::Error>(self, text: String) -> Result<Text, E> {
-                    Ok(Text(text))
-                }
-            }
-
-            deserializer.deserialize_str(Str)
-        }
     }
 }
 
