@@ -102,6 +102,9 @@ impl<S> Clone for Manager<S> {
     }
 }
 
+/// How many fresh ids a rotation draws before it gives up.
+const ROTATE_ATTEMPTS: u32 = 3;
+
 struct Inner<S> {
     /// In an `Arc` of its own so that a sweep on the blocking pool can hold
     /// it.
@@ -214,6 +217,20 @@ impl<S: Storage> Manager<S> {
     /// stamps it and stores it.
     async fn create_new(&self, id: SessionId, owner: Option<Owner>) -> Result<Arc<Session>> {
         self.inner.check()?;
+        let session = self.prepare_with_id(id, owner)?;
+        self.create_from(session).await
+    }
+
+    /// A new session with a new random id, made by the factory, owned by
+    /// `owner` if given and stamped with the manager's clock, but not
+    /// stored: for a caller that fills it in before it stores it with
+    /// [`create_from`](Manager::create_from), so that a session is created
+    /// with its first data in one write.
+    pub fn prepare(&self, owner: Option<Owner>) -> Result<Session> {
+        self.prepare_with_id(SessionId::new(), owner)
+    }
+
+    fn prepare_with_id(&self, id: SessionId, owner: Option<Owner>) -> Result<Session> {
         let mut session = (self.inner.factory)(id);
         if session.id() != id {
             return Err(Error::InvalidInput(format!(
@@ -225,7 +242,7 @@ impl<S: Storage> Manager<S> {
             session.set_owner(owner);
         }
         session.stamp_new(self.inner.clock.now());
-        self.create_from(session).await
+        Ok(session)
     }
 
     /// Stores a prepared session, atomically, if its id is free. Its
@@ -508,6 +525,57 @@ impl<S: Storage> Manager<S> {
             }
         }
         Err(Error::Conflict { id: *id, attempts }.into())
+    }
+
+    /// Moves a session to a new random id, as a service does when its
+    /// user's privileges change (a login, say), so that an id seen before
+    /// the change is worth nothing after it. Reads the session on behalf of
+    /// `principal` (another owner's session is absent, as for
+    /// [`get_as`](Manager::get_as)), creates the copy under the new id with
+    /// create semantics (it never overwrites a live session: an id that is
+    /// taken is drawn again), then deletes the old id. Returns the new
+    /// session, or `Ok(None)` when there was none to move.
+    ///
+    /// The copy keeps the type, metadata, data and timestamps: its creation
+    /// time, and so what is left of a maximum lifetime, is the original's,
+    /// and its sliding TTL is the full TTL that the read just gave the
+    /// original. With `owner`, a session without owner becomes `owner`'s
+    /// (an anonymous session at login); an owned session keeps its owner,
+    /// and passing it to another is [`Error::InvalidInput`] with nothing
+    /// written. A write to the old id that lands between the read and the
+    /// delete is not carried over; after the delete the old id is absent
+    /// everywhere.
+    pub async fn rotate_as(
+        &self,
+        id: &SessionId,
+        principal: Option<&Owner>,
+        owner: Option<Owner>,
+    ) -> Result<Option<Arc<Session>>> {
+        let Some(current) = self.get_as(id, principal).await? else {
+            return Ok(None);
+        };
+        if let (Some(held), Some(owner)) = (current.owner(), owner.as_ref())
+            && held != owner
+        {
+            return Err(Error::InvalidInput(
+                "a rotation cannot pass an owned session to another owner".into(),
+            ));
+        }
+        // A fresh id is taken about never; create semantics say what happens
+        // if one is, and a few draws make the chance of failing nil.
+        let mut attempt = 0;
+        let rotated = loop {
+            attempt += 1;
+            match self
+                .create_from(current.reissued(SessionId::new(), owner.clone()))
+                .await
+            {
+                Err(Error::AlreadyExists(_)) if attempt < ROTATE_ATTEMPTS => continue,
+                other => break other?,
+            }
+        };
+        self.delete(id).await?;
+        Ok(Some(rotated))
     }
 
     /// The live sessions of `owner` (within their maximum lifetime), in no

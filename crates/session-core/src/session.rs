@@ -141,6 +141,19 @@ impl Session {
         self.owner = Some(owner);
     }
 
+    /// This session under a new id, for a rotation: the same type,
+    /// timestamps, metadata, data and owner (or `owner`, for a session that
+    /// had none), not yet stored.
+    pub(crate) fn reissued(&self, id: SessionId, owner: Option<Owner>) -> Self {
+        let mut session = self.clone();
+        session.id = id;
+        session.revision = Revision::FIRST;
+        if let Some(owner) = owner {
+            session.owner = Some(owner);
+        }
+        session
+    }
+
     /// The session's id.
     pub fn id(&self) -> SessionId {
         self.id

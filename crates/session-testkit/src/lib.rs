@@ -120,6 +120,7 @@ macro_rules! conformance_suite {
             manager::manager_round_trip,
             manager::manager_close_then_use_fails,
             manager::two_managers_share_sessions,
+            manager::rotation_moves_a_session_to_a_new_id,
             revisions::concurrent_modify_loses_no_increment,
             revisions::storage_writes_advance_the_revision_by_one,
             revisions::manager_writes_advance_the_revision_by_one,

@@ -112,3 +112,87 @@ pub async fn two_managers_share_sessions<H: Harness>(harness: &H) {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// `rotate_as` moves a session to a fresh id: the old id is absent on every
+/// replica, the new one holds the same type, metadata, data and creation
+/// time; an anonymous session can become an owner's, an owned one keeps its
+/// owner, and a foreign or absent session is not moved.
+pub async fn rotation_moves_a_session_to_a_new_id<H: Harness>(harness: &H) {
+    let manager = manager(harness).await;
+    let other_replica = crate::Fixture::open(harness).await;
+    let created = manager.create().await.unwrap();
+    let id = created.id();
+    let (edited, ()) = manager
+        .modify(&id, |session| {
+            session.set_metadata("step", "before login");
+            session.set_data(&crate::Profile::sample())?;
+            Ok::<_, Error>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
+
+    let alice = crate::fixture::owner("alice");
+    let rotated = manager
+        .rotate_as(&id, None, Some(alice.clone()))
+        .await
+        .unwrap()
+        .expect("the session exists");
+    assert_ne!(rotated.id(), id);
+    assert_eq!(rotated.owner(), Some(&alice));
+    assert_eq!(rotated.session_type(), edited.session_type());
+    assert_eq!(rotated.created_at(), edited.created_at());
+    assert_eq!(rotated.metadata(), edited.metadata());
+    assert_eq!(
+        rotated.data::<crate::Profile>().unwrap(),
+        Some(crate::Profile::sample())
+    );
+    harness.settle().await;
+    assert!(other_replica.get(&id).await.is_none(), "the old id is gone");
+    let stored = other_replica.must_get(&rotated.id()).await;
+    assert_eq!(stored.metadata(), edited.metadata());
+    assert_eq!(stored.owner(), Some(&alice));
+    assert!(
+        other_replica
+            .owned_ids(&alice)
+            .await
+            .contains(&rotated.id())
+    );
+
+    // Owned now: another principal cannot move it, nor hand it on.
+    let bob = crate::fixture::owner("bob");
+    assert!(
+        manager
+            .rotate_as(&rotated.id(), Some(&bob), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        manager
+            .rotate_as(&rotated.id(), Some(&alice), Some(bob))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(
+        other_replica.exists(&rotated.id()).await,
+        "nothing was moved"
+    );
+    let again = manager
+        .rotate_as(&rotated.id(), Some(&alice), None)
+        .await
+        .unwrap()
+        .expect("the owner moves it");
+    assert_eq!(again.owner(), Some(&alice));
+    assert_eq!(again.created_at(), edited.created_at());
+    assert!(manager.get(&rotated.id()).await.unwrap().is_none());
+
+    assert!(
+        manager
+            .rotate_as(&SessionId::new(), None, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    manager.close().await.unwrap();
+}
