@@ -33,6 +33,8 @@
 //! | `SESSION_TEST_VALKEY_CLI_BIN`         | path of `valkey-cli`, which goes with it                             |
 //! | `SESSION_TEST_REQUIRE_REDIS`          | `1` under `cargo xtask test`: a missing variable is a failure        |
 //! | `SESSION_TEST_NGINX`                  | path of the nginx binary for the cross-replica test                  |
+//! | `SESSION_TEST_CHROMIUM`               | path of the Chromium binary for the session-axum browser check      |
+//! | `SESSION_TEST_CHROMEDRIVER`           | path of the chromedriver that drives it                              |
 //! | `SESSION_TEST_MCP_PYTHON`             | the python of a venv with the official Python SDK (PyPI `mcp`)       |
 //! | `SESSION_TEST_MCP_NODE`               | a Node 22 binary, for the TypeScript SDK and the conformance suite   |
 //! | `SESSION_TEST_MCP_NODE_MODULES`       | the `node_modules` holding `@modelcontextprotocol/sdk` and `conformance` |
@@ -99,6 +101,10 @@ pub const REQUIRE_REDIS: &str = "SESSION_TEST_REQUIRE_REDIS";
 /// Path of the nginx binary the cross-replica test puts in front of two
 /// gateway replicas.
 pub const NGINX: &str = "SESSION_TEST_NGINX";
+/// Path of the Chromium binary of the session-axum browser check.
+pub const CHROMIUM: &str = "SESSION_TEST_CHROMIUM";
+/// Path of the chromedriver (WebDriver) binary that drives it.
+pub const CHROMEDRIVER: &str = "SESSION_TEST_CHROMEDRIVER";
 /// The python of a virtual environment with the official MCP Python SDK.
 pub const MCP_PYTHON: &str = "SESSION_TEST_MCP_PYTHON";
 /// A Node 22 binary (the conformance suite needs 22 or newer).
@@ -108,7 +114,7 @@ pub const MCP_NODE: &str = "SESSION_TEST_MCP_NODE";
 pub const MCP_NODE_MODULES: &str = "SESSION_TEST_MCP_NODE_MODULES";
 
 /// Every variable of the contract, in the order of the table above.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 29] = [
     REDIS,
     REDIS_ACL,
     REDIS_ACL_USER,
@@ -133,6 +139,8 @@ pub const ALL: [&str; 27] = [
     VALKEY_CLI_BIN,
     REQUIRE_REDIS,
     NGINX,
+    CHROMIUM,
+    CHROMEDRIVER,
     MCP_PYTHON,
     MCP_NODE,
     MCP_NODE_MODULES,

@@ -14,6 +14,7 @@
 //! | [`contract`] | every `SESSION_TEST_*` variable, one constant each, and [`var`], the reader tests use |
 //! | [`process`] | the guard that kills and reaps a child on drop, scratch directories, the Ctrl-C/SIGTERM handler |
 //! | [`ports`] | free loopback ports, never the same one twice in a process, with free cluster bus ports |
+//! | [`nginx`] | the round-robin nginx of the multi-replica tests: its configuration and command |
 //! | [`certs`] | the test CA, server, client and "wrong CA" certificates, generated at run time |
 //! | [`server`] | one redis-server or sentinel process: start, wait until ready, stall, resume, kill, restart |
 //! | [`cli`] | `redis-cli` calls with a timeout, a raw RESP `PING`, `INFO` fields |
@@ -41,6 +42,7 @@ pub mod cli;
 pub mod cluster;
 pub mod contract;
 mod error;
+pub mod nginx;
 pub mod ports;
 pub mod process;
 pub mod server;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use session_testenv::contract::{NGINX, REQUIRE_REDIS};
+use session_testenv::contract::{CHROMEDRIVER, CHROMIUM, NGINX, REQUIRE_REDIS};
 use session_testenv::{Guard, Topologies};
 
 use crate::{clients, deny, tidy, tools};
@@ -20,8 +20,18 @@ const TEST_THREADS: &str = "8";
 pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
     // Checked (and installed) first so that a missing package is reported
     // in seconds, not after a full clippy build.
-    let tools = tools::ensure(&[tools::REDIS_SERVER, tools::REDIS_CLI, tools::NGINX])?;
+    let tools = tools::ensure(&[
+        tools::REDIS_SERVER,
+        tools::REDIS_CLI,
+        tools::NGINX,
+        tools::CHROMIUM,
+        tools::CHROMEDRIVER,
+    ])?;
     let nginx = tools.path(tools::NGINX).to_owned();
+    let browser = [
+        (CHROMIUM, tools.path(tools::CHROMIUM).to_owned()),
+        (CHROMEDRIVER, tools.path(tools::CHROMEDRIVER).to_owned()),
+    ];
     let valkey = tools::valkey(&tools::target_dir(root))?;
     let clients = clients::ensure(&tools::target_dir(root))?;
 
@@ -69,6 +79,10 @@ pub(crate) fn run(root: &Path, test_args: &[OsString]) -> Result<()> {
         println!("  {REQUIRE_REDIS}=1");
         step.command.env(NGINX, &nginx);
         println!("  {NGINX}={}", nginx.display());
+        for (key, path) in &browser {
+            step.command.env(key, path);
+            println!("  {key}={}", path.display());
+        }
         for (key, path) in clients.env() {
             step.command.env(key, path);
             println!("  {key}={}", path.display());

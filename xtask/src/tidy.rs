@@ -20,6 +20,7 @@ const NO_NETWORK_STACK: &[&str] = &[
     "session-config",
     "session-factory",
     "session-rmcp",
+    "session-axum",
 ];
 /// What those must not depend on, by exact name.
 const BANNED_CRATES: &[&str] = &["fred", "rustls", "ring"];

@@ -1,5 +1,6 @@
 //! The programs xtask runs that cargo cannot build: `redis-server`,
-//! `redis-cli`, `redis-benchmark` and `nginx`, and installing them.
+//! `redis-cli`, `redis-benchmark`, `nginx`, `chromium` and `chromedriver`,
+//! and installing them.
 //!
 //! [`ensure`] runs before any server starts. For each program it needs:
 //!
@@ -92,6 +93,19 @@ pub(crate) const NGINX: Tool = Tool {
     program: "nginx",
     package: "nginx-light",
     why: "the load balancer in front of two gateway replicas in the cross-replica test",
+};
+
+/// The browser of the example's browser check.
+pub(crate) const CHROMIUM: Tool = Tool {
+    program: "chromium",
+    package: "chromium",
+    why: "the headless browser that logs in to the session-axum example",
+};
+/// The WebDriver server that drives it.
+pub(crate) const CHROMEDRIVER: Tool = Tool {
+    program: "chromedriver",
+    package: "chromium-driver",
+    why: "driving the headless browser of the session-axum browser check (WebDriver)",
 };
 
 /// The interpreter that creates Valkey's virtual environment. Its package is

@@ -169,62 +169,11 @@ pub async fn start_nginx(
     let port = free_port();
     let dir = children.dir().join("nginx");
     std::fs::create_dir_all(&dir).unwrap();
-    let d = dir.display();
-    // Temp paths only for the modules this nginx has (nginx-light lacks some).
-    let features = Command::new(nginx).arg("-V").output().unwrap();
-    let features = String::from_utf8_lossy(&features.stderr).into_owned();
-    let mut temp_paths =
-        format!("client_body_temp_path {d}/client_body;\n    proxy_temp_path {d}/proxy;\n");
-    for module in ["fastcgi", "uwsgi", "scgi"] {
-        if !features.contains(&format!("--without-http_{module}_module")) {
-            temp_paths.push_str(&format!("    {module}_temp_path {d}/{module};\n"));
-        }
-    }
-    let servers: String = upstreams
-        .iter()
-        .map(|port| format!("        server 127.0.0.1:{port};\n"))
-        .collect();
-    let conf = format!(
-        r#"daemon off;
-# One process: the guard's kill (SIGKILL, all std offers) must leave no
-# orphaned worker behind, which a master process would.
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{
-    worker_connections 256;
-}}
-http {{
-    log_format upstream '$request_method $uri $status upstream=$upstream_addr last_event_id=$http_last_event_id';
-    access_log {d}/access.log upstream;
-    {temp_paths}
-    upstream gateways {{
-{servers}    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://gateways;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_buffering off;
-            proxy_read_timeout 120s;
-        }}
-    }}
-}}
-"#
-    );
+    let conf = session_testenv::nginx::round_robin_conf(nginx, &dir, port, upstreams);
     let conf_path = write(&dir, "nginx.conf", &conf);
     children.spawn(
         "nginx",
-        Command::new(nginx)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.join("error.log")),
+        &mut session_testenv::nginx::command(nginx, &dir, &conf_path),
     );
     wait_health(children, http, "nginx", port, StatusCode::OK).await;
     port
