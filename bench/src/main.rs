@@ -26,6 +26,7 @@
 mod codec;
 mod gateway;
 mod harness;
+mod layer;
 mod local;
 mod memory;
 mod owned;
@@ -57,6 +58,7 @@ commands:
   sweep       --count N --live N --out FILE
   codec       --out FILE
   gateway     --url http://127.0.0.1:PORT/mcp --storage local|redis --out FILE
+  layer       --addr 127.0.0.1:6379 --out FILE
   value-size
   report      --results DIR --docs DIR --root DIR --command \"cargo xtask bench\" [--wall-secs N]
 
@@ -75,6 +77,7 @@ const COMMANDS: &[(&str, &[&str])] = &[
     ("sweep", &["count", "live", "out"]),
     ("codec", &["out"]),
     ("gateway", &["url", "storage", "out"]),
+    ("layer", &["addr", "out"]),
     ("value-size", &[]),
     (
         "report",
@@ -274,6 +277,14 @@ fn run(args: &Args) -> Result<()> {
                 &args.value("storage")?,
                 timing,
             ))?;
+            write_json(&out, &results)
+        }
+        "layer" => {
+            let out = PathBuf::from(args.value("out")?);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let results = runtime.block_on(layer::run(&args.value("addr")?, timing))?;
             write_json(&out, &results)
         }
         "value-size" => {

@@ -43,7 +43,7 @@ use crate::harness::{self, Measurement, Plan, Row, Timing, Workload};
 use crate::shape::{self, Rng};
 
 /// The session TTL of every store.
-const TTL: Duration = Duration::from_secs(30 * 60);
+pub(crate) const TTL: Duration = Duration::from_secs(30 * 60);
 /// Concurrent tasks.
 pub(crate) const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 /// The key prefix of our sessions (raw fred reads and writes the same keys).

@@ -9,8 +9,8 @@
 //!
 //! - `header`: the title, how to read the figures, the machine and versions;
 //! - `targets`: the targets as one table of rows and one evaluator;
-//! - `redis`, `local`, `memory`, `codec`, `gateway`, `owned`: sections 1
-//!   to 6;
+//! - `redis`, `local`, `memory`, `codec`, `gateway`, `owned`, `layer`:
+//!   sections 1 to 7;
 //! - `plot`: the two SVG plots.
 //!
 //! Beside them, `results` reads a run's files, `format` writes figures and
@@ -26,6 +26,7 @@ mod codec;
 mod format;
 mod gateway;
 mod header;
+mod layer;
 mod local;
 mod memory;
 mod owned;
@@ -71,6 +72,7 @@ fn render(run: &Run, about: &About) -> Result<String> {
         codec::section(run, &templates)?,
         gateway::section(run, &templates)?,
         owned::section(run, &templates)?,
+        layer::section(run, &templates)?,
     ];
     let mut out = String::new();
     for part in parts {

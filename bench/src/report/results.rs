@@ -38,6 +38,8 @@ pub(crate) struct Run {
     /// Why the gateway was not measured, when it was not.
     pub(crate) gateway_skipped: Option<String>,
     pub(crate) owned: Option<OwnedResults>,
+    /// Section 7, when it was run.
+    pub(crate) layer: Option<crate::layer::LayerResults>,
     /// The 1-minute load average when the run started and when it ended.
     pub(crate) loadavg: Option<(String, String)>,
 }
@@ -138,6 +140,7 @@ impl Run {
             gateway,
             gateway_skipped,
             owned: read_json(&dir.join("owned.json"))?,
+            layer: read_json(&dir.join("layer.json"))?,
             loadavg,
         })
     }
@@ -168,6 +171,14 @@ impl Run {
         self.owned
             .as_ref()
             .map(|owned| owned.local.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Section 7's rows, empty when it was not run.
+    pub(crate) fn layer_rows(&self) -> &[Row] {
+        self.layer
+            .as_ref()
+            .map(|layer| layer.rows.as_slice())
             .unwrap_or(&[])
     }
 

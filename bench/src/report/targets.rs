@@ -41,6 +41,8 @@ pub(crate) enum Section {
     OwnedRedis,
     /// Section 6, the local rows of `owned.json`.
     OwnedLocal,
+    /// Section 7, the rows of `layer.json`.
+    Layer,
 }
 
 /// Which cells of a section's table a figure is read at.
@@ -500,6 +502,22 @@ pub(crate) const TARGETS: &[Target] = &[
         section: Section::OwnedLocal,
         detail: "create_owned / create by threads: {{ each|join(', ') }}; lowest at {{ worst_at }}",
     },
+    Target {
+        name: "A request through session-axum on Redis, sliding TTL on, at 64 connections >= 1.0x \
+               tower-sessions with its Redis store",
+        measured: Figure::Throughput {
+            store: "session-axum",
+            op: "GET with a session",
+            at: At::One(AT),
+        },
+        baseline: Baseline::Store("tower-sessions"),
+        comparison: Comparison::AtLeast,
+        threshold: 1.0,
+        section: Section::Layer,
+        detail: "session-axum {{ ours.rate }}/s, tower-sessions {{ base.rate }}/s; p99 \
+                 {{ ours.p99 }} against {{ base.p99 }} us; client CPU per request {{ ours.cpu }} \
+                 against {{ base.cpu }} us",
+    },
 ];
 
 /// A target and what this run measured for it.
@@ -602,6 +620,7 @@ fn evidence(target: &Target, run: &Run) -> Result<Option<Evidence>> {
         Section::Memory => (&[], &[]),
         Section::OwnedRedis => (run.owned_redis_rows(), &crate::owned::TASKS),
         Section::OwnedLocal => (run.owned_local_rows(), &crate::owned::THREADS),
+        Section::Layer => (run.layer_rows(), &crate::layer::CONCURRENCY),
     };
     // The two figures that are not cells of a section's table.
     match (target.measured, target.baseline) {

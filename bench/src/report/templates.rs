@@ -19,7 +19,7 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 /// Every section's template, by the name the sections render it by.
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("header.md", include_str!("templates/header.md")),
     ("targets.md", include_str!("templates/targets.md")),
     ("redis.md", include_str!("templates/redis.md")),
@@ -28,6 +28,7 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("codec.md", include_str!("templates/codec.md")),
     ("gateway.md", include_str!("templates/gateway.md")),
     ("owned.md", include_str!("templates/owned.md")),
+    ("layer.md", include_str!("templates/layer.md")),
     ("loadavg.md", include_str!("templates/loadavg.md")),
 ];
 
