@@ -1,9 +1,10 @@
 //! `cargo xtask bench [--quick]`: the benchmark suite, end to end.
 //!
 //! 1. builds the `session-bench` binary (crate `bench/`) in release mode;
-//! 2. starts its own `redis-server` (session-testenv's fixture) on an
-//!    ephemeral 127.0.0.1 port, with persistence off, in a scratch directory;
-//! 3. runs every section of `session-bench`, each in a process of its own
+//! 2. starts its own `redis-server` (session-testenv's fixture) on a free
+//!    127.0.0.1 port, with persistence off, in a scratch directory;
+//! 3. runs every section of `session-bench` (the session layers' included),
+//!    each in a process of its own
 //!    (the memory figures need a fresh process per store), and
 //!    `redis-benchmark` against the same server;
 //! 4. if the `session-gateway` crate builds, starts one replica on local
@@ -121,6 +122,13 @@ pub(crate) fn run(root: &Path, quick: bool) -> Result<()> {
         addr.clone().into(),
         "--out".into(),
         file("owned.json"),
+    ])?;
+    bench.run(&[
+        "layer".into(),
+        "--addr".into(),
+        addr.clone().into(),
+        "--out".into(),
+        file("layer.json"),
     ])?;
     let count = if quick { "100000" } else { "1000000" };
     for variant in MEMORY_VARIANTS {
