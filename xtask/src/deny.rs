@@ -21,6 +21,19 @@ pub(crate) fn check(root: &Path) -> Result<()> {
     let target = tools::target_dir(root);
     let deny = ensure_cargo_deny(&target)?;
     prepare_database(root, &target)?;
+    // cargo-deny reads the metadata of every target platform, and offline
+    // it cannot download the crates that only another platform builds
+    // (a build here fetched the host's only): `cargo fetch` gets them all,
+    // from the registry, once.
+    println!("$ cargo fetch");
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(root)
+        .arg("fetch")
+        .status()
+        .context("cannot run cargo fetch")?;
+    if !status.success() {
+        bail!("cargo fetch failed ({status})");
+    }
     let mut command = Command::new(&deny);
     command
         .current_dir(root)
