@@ -104,3 +104,51 @@ impl IntoResponse for SessionError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use session_core::BackendErrorKind;
+
+    use super::*;
+
+    fn answer(error: SessionError) -> (StatusCode, Option<String>) {
+        let response = error.into_response();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|value| value.to_str().unwrap_or_default().to_owned());
+        (response.status(), retry_after)
+    }
+
+    #[test]
+    fn each_error_gets_the_answer_of_the_table() {
+        let down =
+            session_core::Error::backend(BackendErrorKind::Unavailable, "connection refused");
+        assert_eq!(
+            answer(SessionError::Store(down)),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1".to_owned()))
+        );
+        assert_eq!(
+            answer(SessionError::Store(session_core::Error::Closed)),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
+        assert_eq!(
+            answer(SessionError::OwnerLimit { held: 3 }),
+            (StatusCode::TOO_MANY_REQUESTS, None)
+        );
+        // Rounded up to whole seconds, and never 0.
+        for (wait, seconds) in [(1500, "2"), (2000, "2"), (1, "1")] {
+            assert_eq!(
+                answer(SessionError::CreationRate {
+                    retry_after: Duration::from_millis(wait)
+                }),
+                (StatusCode::TOO_MANY_REQUESTS, Some(seconds.to_owned())),
+                "{wait} ms"
+            );
+        }
+        assert_eq!(
+            answer(SessionError::MissingLayer),
+            (StatusCode::INTERNAL_SERVER_ERROR, None)
+        );
+    }
+}
